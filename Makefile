@@ -1,0 +1,40 @@
+# edgeq: every target installs what it needs into .venv first.
+# PYTHON picks the interpreter for the venv (3.12+: onnx2tf 2.x needs it). With pyenv, .python-version
+# in this folder selects 3.12.1; elsewhere set PYTHON=/path/to/python3.12.
+PYTHON ?= python3.12
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE := sample_models/fashion_mobilenet
+OUT := out
+
+.PHONY: install demo test test-fast bench sample-models devicelab devicelab-down clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# The main job on the bundled sample: MobileNet-style classifier -> full-INT8, with accuracy and size.
+demo: $(STAMP)
+	@mkdir -p $(OUT)
+	$(BIN)/edgeq convert $(SAMPLE)/model.keras --mode int8 --calib $(SAMPLE)/calib.npz \
+		--eval $(SAMPLE)/eval.npz --out $(OUT)/fashion_mobilenet_int8.tflite
+	$(BIN)/edgeq inspect $(OUT)/fashion_mobilenet_int8.tflite
+
+test: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.run_all
+
+# Retrain the sample models from the full Fashion-MNIST set (apt-get install dataset-fashion-mnist).
+sample-models: $(STAMP)
+	$(BIN)/python sample_models/build.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache benchmarks/work

@@ -1,0 +1,81 @@
+"""``edgeq convert``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeq.cli.main import app
+from edgeq.cli.output import emit, emit_json, progress
+from edgeq.errors import DataError
+from edgeq.modes import ConvertOptions, IOType, Layout, Mode, Preprocess
+
+
+def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise DataError(f"{what} '{text}': give comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise DataError(f"--resize '{text}': give HEIGHTxWIDTH, e.g. 224x224") from None
+
+
+@app.command(no_args_is_help=True)
+def convert(
+    model: Path = typer.Argument(..., help="Float model: .keras, .h5, a SavedModel folder, or .onnx."),
+    mode: Mode = typer.Option(Mode.INT8, "--mode", "-m", help=(
+        "fp32 | fp16 (half-size weights) | dynamic (int8 weights, float activations) | int8 (full integer, "
+        "int8 I/O: NPUs, Edge TPU, microcontrollers) | int8-fallback (integer where possible, float elsewhere) "
+        "| int16x8 (16-bit activations, 8-bit weights: for models int8 hurts).")),
+    calib: Optional[Path] = typer.Option(None, "--calib", "-c", help=(
+        "Calibration data for int8/int8-fallback/int16x8: .npy, .npz (array 'x' or one per input name) "
+        "or a folder of images. Use a few hundred *training* samples, not the eval set.")),
+    calib_samples: Optional[int] = typer.Option(None, "--calib-samples", min=1,
+                                                help="Use only the first N calibration samples."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval", "-e", help=(
+        "Data to measure accuracy on in the same run: .npz with 'x' and labels 'y' gives top-1 of float and "
+        "converted model; without labels, top-1 agreement, cosine and SQNR against the float model.")),
+    io: Optional[IOType] = typer.Option(None, "--io", help="Input/output type. Default: int8 for --mode int8, "
+                                                           "float32 otherwise."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="One scale per weight tensor instead of one per "
+                                                                "output channel (to compare; usually worse)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .tflite. Default: beside the input, "
+                                                                 "named <stem>_<mode>.tflite."),
+    resize: Optional[str] = typer.Option(None, "--resize", help="Image-folder calibration: resize to HxW."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Image folders: per-channel mean after /255, "
+                                                            "e.g. 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, "--std", help="Image folders: per-channel std after /255."),
+    layout: Optional[Layout] = typer.Option(None, "--layout", help="Layout of 4-D data arrays. Default: NHWC, "
+                                                                   "and NCHW data is detected and transposed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
+    show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                                 help="Progress bars on stderr (default: when it is a terminal)."),
+) -> None:
+    """Convert a float model to TFLite and report size and accuracy against the float model.
+
+    Examples:
+
+      edgeq convert model.keras --mode int8 --calib calib.npz --eval eval.npz
+
+      edgeq convert saved_model/ --mode fp16 --out model_fp16.tflite --json
+    """
+    from edgeq.convert import convert as run_convert
+
+    pre = Preprocess(resize=parse_size(resize), mean=parse_floats(mean, "--mean") or (0.0,),
+                     std=parse_floats(std, "--std") or (1.0,))
+    options = ConvertOptions(mode=mode, io=io, per_channel=not per_tensor, calib=calib,
+                             calib_samples=calib_samples, preprocess=pre)
+    report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),
+                         layout=layout)
+    emit_json(report.to_dict()) if as_json else emit(report.render())

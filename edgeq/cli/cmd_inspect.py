@@ -1,0 +1,23 @@
+"""``edgeq inspect``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeq.cli.main import app
+from edgeq.cli.output import emit, emit_json
+
+
+@app.command(no_args_is_help=True)
+def inspect(
+    model: Path = typer.Argument(..., help="A .tflite model."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show a .tflite model's I/O (dtype, shape, scale, zero point), ops, tensor dtypes, per-channel
+    weights and where its bytes go."""
+    from edgeq.modelinfo import inspect_tflite
+    from edgeq.report import render_info
+
+    info = inspect_tflite(model)
+    emit_json(info.to_dict()) if as_json else emit(render_info(info))

@@ -1,0 +1,2 @@
+"""Imports every command module so that each registers itself on the app."""
+from edgeq.cli import cmd_convert, cmd_eval, cmd_inspect  # noqa: F401

@@ -1,0 +1,74 @@
+"""Entry point: builds the typer app and turns errors into one line and an exit code.
+
+Exit codes: 0 success, 1 an internal error (a bug: rerun with --debug), 2 bad input or usage,
+130 interrupted. ``--debug`` anywhere on the command line shows tracebacks and native logs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from edgeq.errors import EdgeqError
+
+app = typer.Typer(
+    name="edgeq", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    help="Float models to small, fast, still-accurate TFLite models, measured on the device.\n\n"
+         "Start with: edgeq convert model.keras --mode int8 --calib calib.npz --eval eval.npz",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's own log.")) -> None:
+    """(--debug is handled in main(), before typer sees the arguments.)"""
+
+
+def _register() -> None:
+    # Each command lives in its own module; importing it adds it to ``app``.
+    from edgeq.cli import commands  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this in-process)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv = [a for a in argv if a != "--debug"]
+        os.environ["EDGEQ_DEBUG"] = "1"
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="edgeq", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except EdgeqError as exc:
+        if debug:
+            raise
+        print(f"edgeq: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors (typer's own click)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message(), file=sys.stderr)  # the command's --help text
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "edgeq"
+        message = exc.format_message().replace("\n", " ")
+        print(f"{where}: error: {message}; see '{where} --help'", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except (KeyboardInterrupt, typer.Abort):
+        print("edgeq: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in edgeq, not the user's fault
+        if debug:
+            raise
+        print(f"edgeq: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(rerun with --debug for the traceback and please report it)", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

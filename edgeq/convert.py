@@ -1,0 +1,113 @@
+"""``convert``: any float source -> a TFLite model in the requested precision, with a report.
+
+The pipeline is the same for every source and mode:
+source -> FloatModel (SavedModel) -> calibration data -> FP32 reference conversion ->
+converted model -> checks (full-INT8 really integer) -> accuracy against the float model -> atomic write.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edgeq.data import Dataset, load_dataset
+from edgeq.errors import ConversionError, OutputError
+from edgeq.evaluate import evaluate
+from edgeq.fileio import atomic_write_bytes, check_writable
+from edgeq.modelinfo import ModelInfo, inspect_tflite
+from edgeq.modes import ConvertOptions, Layout, Mode
+from edgeq.progress import Progress, Silent
+from edgeq.quantize.converter import ConverterSettings, make_converter, run_converter
+from edgeq.report import ConversionReport
+from edgeq.sources import FloatModel, load_float_model, source_kind
+
+
+def default_output(source: Path, mode: Mode) -> Path:
+    """``<folder>/<stem>_<mode>.tflite`` beside the input (a SavedModel folder counts as its stem)."""
+    source = Path(source)
+    stem = source.name if source.is_dir() else source.stem
+    return source.parent / f"{stem}_{mode.suffix}.tflite"
+
+
+def representative_data(calib: Dataset, progress: Progress):
+    """The converter's calibration callback: one sample at a time, keyed by signature input name."""
+    def gen():
+        with progress.task(f"calibrating on {len(calib)} samples", total=len(calib)) as step:
+            for sample in calib.samples():
+                yield sample
+                step.advance()
+    return gen
+
+
+def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset | None,
+                         progress: Progress) -> bytes:
+    """Convert the float graph in ``options.mode``; the one place every mode goes through."""
+    settings = ConverterSettings(mode=options.mode, io=options.io_type, per_channel=options.per_channel)
+    rep = representative_data(calib, progress) if calib is not None else None
+    converter = make_converter(fm.saved_model_dir, settings, rep)
+    with progress.task(f"converting to {options.mode.value}"):
+        return run_converter(converter, settings, str(fm.source))
+
+
+def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None:
+    """Refuse to write a model that is not what the mode promises."""
+    if options.mode is Mode.INT8 and info.float_ops:
+        raise ConversionError(f"{source}: full-INT8 is impossible: op(s) without an integer kernel: "
+                              f"{', '.join(info.float_ops[:6])}; use --mode int8-fallback to keep them in float")
+
+
+def convert(model: Path | str, options: ConvertOptions | None = None, out: Path | str | None = None,
+            eval_data: Path | str | None = None, progress: Progress | None = None,
+            layout: Layout | None = None) -> ConversionReport:
+    """Convert ``model`` (.keras, .h5, SavedModel folder or .onnx) and write the .tflite atomically.
+
+    ``eval_data`` (.npz with ``x`` and optionally ``y``) adds top-1 of the float and converted models,
+    or agreement/cosine/SQNR against the float model when it has no labels.
+    """
+    options = options or ConvertOptions()
+    progress = progress or Silent()
+    source = Path(model)
+    kind = source_kind(source)
+    out = Path(out) if out is not None else default_output(source, options.mode)
+    check_writable(out)
+    if out.resolve() == source.resolve():
+        raise OutputError(f"{out}: would overwrite the input model; choose another --out")
+    if options.mode.needs_calibration and options.calib is None:
+        raise ConversionError(f"--mode {options.mode.value} needs calibration data; give --calib DATA "
+                              "(.npy, .npz or a folder of a few hundred representative inputs)")
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    with progress.task(f"loading {source.name}"):
+        fm = load_float_model(source)
+    with fm:
+        timings["load"] = time.perf_counter() - t
+        calib = evalds = None
+        if options.mode.needs_calibration:
+            calib = load_dataset(options.calib, fm.inputs, preprocess=options.preprocess,
+                                 limit=options.calib_samples, layout=layout)
+        if eval_data is not None:  # read before converting: bad data should fail in a second, not a minute
+            evalds = load_dataset(Path(eval_data), fm.inputs, preprocess=options.preprocess, layout=layout)
+        t = time.perf_counter()
+        fp32 = ConverterSettings(mode=Mode.FP32, io=options.io_type)
+        with progress.task("converting to fp32 (size reference)"):
+            float_bytes = run_converter(make_converter(fm.saved_model_dir, fp32), fp32, str(source))
+        timings["fp32"] = time.perf_counter() - t
+        t = time.perf_counter()
+        content = float_bytes if options.mode is Mode.FP32 else quantize_float_model(fm, options, calib, progress)
+        timings["convert"] = time.perf_counter() - t
+        info = inspect_tflite(content=content)
+        check_result(info, options, source)
+        accuracy = None
+        if evalds is not None:
+            t = time.perf_counter()
+            with progress.task("float model on eval data"):
+                reference = fm.predict(evalds.inputs)
+            accuracy = evaluate(content, evalds, reference, progress)
+            timings["eval"] = time.perf_counter() - t
+        atomic_write_bytes(out, content)
+        info.path = str(out)
+        notes = list(fm.notes) + (calib.notes if calib else []) + (evalds.notes if evalds else [])
+        return ConversionReport(
+            source=str(source), source_kind=kind, output=str(out), mode=options.mode.value,
+            io=options.io_type.value, per_channel=options.per_channel, size_bytes=len(content),
+            float_size_bytes=len(float_bytes), model=info, calib_samples=len(calib) if calib else None,
+            accuracy=accuracy, notes=list(dict.fromkeys(notes)), timings_s=timings)

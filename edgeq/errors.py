@@ -1,0 +1,28 @@
+"""Errors edgeq raises for problems with the user's input.
+
+Every :class:`EdgeqError` becomes one line on stderr and exit code 2 in the CLI; the message names the
+file, tensor, op or device at fault and says what to do. Anything else escaping is a bug in edgeq.
+"""
+from __future__ import annotations
+
+
+class EdgeqError(Exception):
+    """A problem with the user's input or environment that the user can fix."""
+
+    exit_code = 2
+
+
+class ModelLoadError(EdgeqError):
+    """A model file or directory that is missing, empty, corrupt or of an unknown kind."""
+
+
+class DataError(EdgeqError):
+    """Calibration or evaluation data that does not fit the model."""
+
+
+class ConversionError(EdgeqError):
+    """The converter refused the model in the requested mode."""
+
+
+class OutputError(EdgeqError):
+    """An output path that cannot be written."""

@@ -1,0 +1,39 @@
+"""Accuracy and output-agreement metrics, all computed the same way for every command."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def top1(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples whose arg-max class equals the label."""
+    return float(np.mean(np.argmax(outputs.reshape(len(outputs), -1), -1) == labels))
+
+
+def agreement(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """Share of samples whose arg-max class equals the reference model's."""
+    r = reference.reshape(len(reference), -1).argmax(-1)
+    o = outputs.reshape(len(outputs), -1).argmax(-1)
+    return float(np.mean(r == o))
+
+
+def cosine(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """Mean per-sample cosine similarity of the flattened outputs."""
+    r = reference.reshape(len(reference), -1).astype(np.float64)
+    o = outputs.reshape(len(outputs), -1).astype(np.float64)
+    num = np.sum(r * o, -1)
+    den = np.linalg.norm(r, axis=-1) * np.linalg.norm(o, axis=-1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-300), np.where(np.all(r == o, -1), 1.0, 0.0))
+    return float(np.mean(cos))
+
+
+def sqnr_db(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
+    r = reference.astype(np.float64)
+    noise = np.sum((r - outputs.astype(np.float64)) ** 2)
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(max(np.sum(r ** 2), 1e-300) / noise))
+
+
+def max_abs_error(reference: np.ndarray, outputs: np.ndarray) -> float:
+    return float(np.max(np.abs(reference.astype(np.float64) - outputs.astype(np.float64)))) if reference.size else 0.0

@@ -1,0 +1,171 @@
+"""What is inside a .tflite file: I/O quantization, ops, tensor dtypes, per-channel weights, size.
+
+Read through the LiteRT interpreter itself (not a separate flatbuffer parser), so what edgeq reports is
+what the runtime will run.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import ModelLoadError
+
+# Ops whose input 1 is a weight (filter) tensor.
+WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
+FLOAT_DTYPES = {"float32", "float16", "float64", "bfloat16"}
+
+
+@dataclass(frozen=True)
+class IOTensor:
+    """A model input or output: what a caller must feed or read."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float | None = None  # None when not quantized
+    zero_point: int | None = None
+
+
+@dataclass(frozen=True)
+class WeightInfo:
+    """A constant tensor feeding a conv/dense/matmul op."""
+
+    name: str
+    op: str
+    dtype: str
+    shape: tuple[int, ...]
+    bytes: int
+    per_channel: bool
+    channels: int  # number of scales (1 for per-tensor, 0 for float)
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    index: int
+    op: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    float_io: bool  # reads or writes a float activation
+
+
+@dataclass
+class ModelInfo:
+    """Everything ``edgeq inspect`` shows about one .tflite model."""
+
+    path: str
+    size_bytes: int
+    inputs: list[IOTensor]
+    outputs: list[IOTensor]
+    op_counts: dict[str, int]
+    tensors_by_dtype: dict[str, int]
+    weights: list[WeightInfo]
+    size_by_group: dict[str, int]
+    # "OP (output tensor name)" for ops computing in float; QUANTIZE of a float graph input and DEQUANTIZE to a
+    # float graph output are I/O conversions, not float compute, and are not listed.
+    float_ops: list[str] = field(default_factory=list)
+
+    @property
+    def fully_integer(self) -> bool:
+        """True when no tensor (activation, weight or I/O) is float: every op runs an integer kernel."""
+        return not any(d in FLOAT_DTYPES for d in self.tensors_by_dtype)
+
+    @property
+    def all_weights_per_channel(self) -> bool:
+        """True when every multi-channel conv/dense weight has one scale per output channel."""
+        quantized = [w for w in self.weights if w.channels > 0 and w.op != "BATCH_MATMUL"]
+        return bool(quantized) and all(w.per_channel or w.shape[_axis(w)] == 1 for w in quantized)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fully_integer"] = self.fully_integer
+        d["all_weights_per_channel"] = self.all_weights_per_channel
+        d["op_count"] = sum(self.op_counts.values())
+        return d
+
+
+def _axis(w: WeightInfo) -> int:
+    return 3 if w.op == "DEPTHWISE_CONV_2D" else 0
+
+
+def open_interpreter(path: Path | None = None, content: bytes | None = None, num_threads: int | None = None):
+    """An ai-edge-litert Interpreter, with a one-line ModelLoadError for files that are not TFLite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    where = str(path) if path is not None else "<model bytes>"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ModelLoadError(f"{p}: no such file; give a .tflite model")
+        if p.stat().st_size == 0:
+            raise ModelLoadError(f"{p}: file is empty; convert the model again")
+        with open(p, "rb") as f:
+            head = f.read(8)
+        if head[4:8] != b"TFL3":
+            raise ModelLoadError(f"{p}: not a TFLite flatbuffer (no 'TFL3' identifier); give a .tflite file")
+    from edgeq.nativeio import quiet_native_output
+
+    try:
+        with quiet_native_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            if content is not None:
+                return Interpreter(model_content=content, num_threads=num_threads)
+            return Interpreter(model_path=str(path), num_threads=num_threads)
+    except Exception as exc:  # the runtime raises ValueError/RuntimeError with multi-line text
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"{where}: LiteRT cannot load it ({first[:160]}); the file may be truncated "
+                             "or from a newer converter") from exc
+
+
+def _io(d: dict) -> IOTensor:
+    scale, zp = d["quantization"]
+    quantized = scale != 0.0
+    return IOTensor(name=d["name"], dtype=np.dtype(d["dtype"]).name, shape=tuple(int(s) for s in d["shape"]),
+                    scale=float(scale) if quantized else None, zero_point=int(zp) if quantized else None)
+
+
+def inspect_tflite(path: Path | None = None, content: bytes | None = None) -> ModelInfo:
+    """Describe a .tflite model given as a path or as bytes."""
+    interp = open_interpreter(path, content)
+    size = len(content) if content is not None else Path(path).stat().st_size
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # noqa: SLF001 - the only op list the Python API offers
+    produced = {o for op in ops for o in op["outputs"]}
+    graph_inputs = {d["index"] for d in interp.get_input_details()}
+    graph_outputs = {d["index"] for d in interp.get_output_details()}
+    dtype_of = {i: np.dtype(t["dtype"]).name for i, t in tensors.items()}
+    constant = {i for i in tensors if i not in produced and i not in graph_inputs}
+
+    weights: list[WeightInfo] = []
+    const_bytes: Counter[str] = Counter()
+    for i in constant:
+        t = tensors[i]
+        const_bytes[dtype_of[i]] += int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
+    op_infos: list[OpInfo] = []
+    float_ops: list[str] = []
+    for op in ops:
+        ins = tuple(i for i in op["inputs"] if i >= 0)
+        outs = tuple(op["outputs"])
+        acts = [i for i in ins if i not in constant] + list(outs)
+        float_io = any(dtype_of.get(i) in FLOAT_DTYPES for i in acts)
+        op_infos.append(OpInfo(op["index"], op["op_name"], ins, outs, float_io))
+        io_conversion = ((op["op_name"] == "QUANTIZE" and set(ins) <= graph_inputs)
+                         or (op["op_name"] == "DEQUANTIZE" and set(outs) <= graph_outputs))
+        if float_io and not io_conversion:
+            float_ops.append(f"{op['op_name']} ({tensors[outs[0]]['name'] if outs else '?'})")
+        if op["op_name"] in WEIGHTED_OPS and len(ins) > 1 and ins[1] in constant:
+            t = tensors[ins[1]]
+            scales = t["quantization_parameters"]["scales"]
+            weights.append(WeightInfo(
+                name=t["name"], op=op["op_name"], dtype=dtype_of[ins[1]], shape=tuple(int(s) for s in t["shape"]),
+                bytes=int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize,
+                per_channel=len(scales) > 1, channels=len(scales)))
+    groups = {f"constants {k}": v for k, v in sorted(const_bytes.items())}
+    groups["graph and metadata"] = max(0, size - sum(const_bytes.values()))
+    return ModelInfo(
+        path=str(path) if path is not None else "<bytes>", size_bytes=size,
+        inputs=[_io(d) for d in interp.get_input_details()], outputs=[_io(d) for d in interp.get_output_details()],
+        op_counts=dict(Counter(o.op for o in op_infos).most_common()),
+        tensors_by_dtype=dict(Counter(dtype_of.values()).most_common()),
+        weights=weights, size_by_group=groups, float_ops=float_ops)

@@ -1,0 +1,72 @@
+"""Typed conversion settings: precision modes, I/O types, calibration preprocessing."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+
+class Mode(str, Enum):
+    """The precision a converted model runs in."""
+
+    FP32 = "fp32"  # plain float conversion, the size and accuracy reference
+    FP16 = "fp16"  # float16 weights, float32 compute on CPU (GPU delegates run fp16)
+    DYNAMIC = "dynamic"  # int8 weights, float activations quantized on the fly
+    INT8 = "int8"  # full integer: every op int8, int8 I/O by default
+    INT8_FALLBACK = "int8-fallback"  # int8 where an integer kernel exists, float elsewhere, float I/O
+    INT16X8 = "int16x8"  # int16 activations, int8 weights
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self in (Mode.INT8, Mode.INT8_FALLBACK, Mode.INT16X8)
+
+    @property
+    def suffix(self) -> str:
+        """File-name suffix for the default output path."""
+        return self.value.replace("-", "_")
+
+
+class IOType(str, Enum):
+    """Data type of the converted model's inputs and outputs."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+
+def default_io(mode: Mode) -> IOType:
+    """Full-INT8 models take and give int8 (what NPUs and microcontrollers want); all others float."""
+    return IOType.INT8 if mode is Mode.INT8 else IOType.FLOAT32
+
+
+class Layout(str, Enum):
+    """Axis order of image data: TFLite wants NHWC, ONNX models are usually NCHW."""
+
+    NHWC = "nhwc"
+    NCHW = "nchw"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a folder of images becomes model input: resize, then (pixel/255 - mean) / std."""
+
+    resize: tuple[int, int] | None = None  # (height, width); None: the model's input size
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    scale_255: bool = True  # divide pixels by 255 before mean/std
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that decides what ``convert`` produces."""
+
+    mode: Mode = Mode.INT8
+    io: IOType | None = None  # None: default_io(mode)
+    per_channel: bool = True
+    calib: Path | None = None
+    calib_samples: int | None = None  # None: all of them
+    preprocess: Preprocess = field(default_factory=Preprocess)
+
+    @property
+    def io_type(self) -> IOType:
+        return self.io or default_io(self.mode)

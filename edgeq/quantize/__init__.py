@@ -1,0 +1,1 @@
+"""Quantization: one module per algorithm; ``converter`` drives TFLiteConverter for every mode."""

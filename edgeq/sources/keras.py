@@ -1,0 +1,59 @@
+"""Keras 3 models (.keras, legacy .h5) -> FloatModel, through Keras' own SavedModel export.
+
+A SavedModel is the one form every later step reads: TFLiteConverter's INT8 path fails on Keras 3
+concrete functions but works on an exported SavedModel (see the toolchain notes).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import ModelLoadError
+from edgeq.nativeio import quiet_native_output
+from edgeq.sources.base import FloatModel, TensorSpec
+from edgeq.tfenv import quiet_tf
+
+
+def _spec(t) -> TensorSpec:
+    shape = tuple(None if d is None else int(d) for d in t.shape)
+    return TensorSpec(name=str(t.name), shape=shape, dtype=str(np.dtype(str(t.dtype))))
+
+
+def load_keras_model(path: Path):
+    """Load a Keras model file without compiling it; corrupt or foreign files raise ModelLoadError."""
+    quiet_tf()
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a loadable Keras model ({first[:160]}); "
+                             "re-save it with model.save('model.keras')") from exc
+
+
+def from_keras_object(model, source: Path) -> FloatModel:
+    """Wrap an in-memory Keras model (e.g. a fine-tuned one) as a FloatModel."""
+    tmp = Path(tempfile.mkdtemp(prefix="edgeq-sm-"))
+    saved = tmp / "saved_model"
+    with quiet_native_output():
+        model.export(str(saved), format="tf_saved_model", verbose=False)
+    inputs = [_spec(t) for t in model.inputs]
+    outputs = [TensorSpec(name=f"output_{i}", shape=tuple(None if d is None else int(d) for d in t.shape),
+                          dtype=str(np.dtype(str(t.dtype)))) for i, t in enumerate(model.outputs)]
+
+    def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        args = [feeds[s.name] for s in inputs]
+        out = model(args[0] if len(args) == 1 else args, training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o) for o in out]
+
+    return FloatModel(source=source, kind="keras", saved_model_dir=saved, inputs=inputs, outputs=outputs,
+                      _predict=predict, _tmpdir=tmp, extra={"keras_model": model})
+
+
+def load_keras(path: Path) -> FloatModel:
+    """Load ``path`` (.keras/.h5) and export it to a temporary SavedModel."""
+    return from_keras_object(load_keras_model(path), path)

@@ -1,0 +1,155 @@
+"""Rebuild the bundled sample models and their data from the full Fashion-MNIST set.
+
+    python sample_models/build.py [--only NAME] [--epochs N]
+
+Needs the Debian package ``dataset-fashion-mnist`` (real images, real labels, MIT) at
+/usr/share/datasets/fashion-mnist. Writes, per model, ``sample_models/<name>/``:
+
+* ``model.keras`` - the trained float model (input NHWC float32 in [0, 1]);
+* ``calib.npz``   - ``x``: 300 *training* images (never used for evaluation);
+* ``eval.npz``    - ``x``, ``y``: the first 2,000 *test* images with labels;
+* ``meta.json``   - float test accuracy on the full 10k test set and on eval.npz.
+
+The two models share their data files byte for byte, so git stores them once.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+HERE = Path(__file__).resolve().parent
+SEED = 1234
+N_CALIB = 300
+N_EVAL = 2000
+
+
+def _idx(name: str, offset: int) -> np.ndarray:
+    path = DATA_DIR / name
+    if not path.exists():
+        sys.exit(f"{path}: not found; install it with 'apt-get install dataset-fashion-mnist' "
+                 "or set FASHION_MNIST_DIR")
+    with gzip.open(path) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+
+def load_fashion_mnist():
+    """Return (x_train, y_train, x_test, y_test); images NHWC float32 in [0, 1]."""
+    xtr = _idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)
+    ytr = _idx("train-labels-idx1-ubyte.gz", 8)
+    xte = _idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)
+    yte = _idx("t10k-labels-idx1-ubyte.gz", 8)
+    scale = lambda a: (a.astype(np.float32) / 255.0)  # noqa: E731
+    return scale(xtr), ytr.astype(np.int64), scale(xte), yte.astype(np.int64)
+
+
+def fashion_cnn():
+    """A small plain CNN (~220k parameters): conv-relu-pool x2, flatten, dense."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(inp)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="fashion_cnn")
+
+
+def _inverted_residual(x, expand: int, out_ch: int, stride: int, name: str):
+    from keras import layers
+
+    in_ch = x.shape[-1]
+    y = layers.Conv2D(in_ch * expand, 1, use_bias=False, name=f"{name}_expand")(x)
+    y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_expand_relu6")(y)
+    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_dw_relu6")(y)
+    y = layers.Conv2D(out_ch, 1, use_bias=False, name=f"{name}_project")(y)
+    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
+    if stride == 1 and in_ch == out_ch:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+def fashion_mobilenet():
+    """MobileNetV2-style: depthwise-separable inverted residuals, BN, ReLU6, residual adds, GAP."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(inp)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(x)
+    for i, (expand, ch, stride) in enumerate(
+        [(1, 16, 1), (4, 24, 2), (4, 24, 1), (4, 32, 2), (4, 32, 1), (4, 48, 1), (4, 64, 2)]
+    ):
+        x = _inverted_residual(x, expand, ch, stride, name=f"block{i}")
+    x = layers.Conv2D(128, 1, use_bias=False, name="head")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.ReLU(6.0, name="head_relu6")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.2)(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="fashion_mobilenet")
+
+
+MODELS = {"fashion_cnn": (fashion_cnn, 5), "fashion_mobilenet": (fashion_mobilenet, 4)}
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+
+
+def build(name: str, epochs: int | None = None) -> dict:
+    import keras
+
+    keras.utils.set_random_seed(SEED)
+    xtr, ytr, xte, yte = load_fashion_mnist()
+    factory, default_epochs = MODELS[name]
+    model = factory()
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(xtr, ytr, batch_size=128, epochs=epochs or default_epochs, validation_split=0.05, verbose=2)
+    out = HERE / name
+    out.mkdir(exist_ok=True)
+    model.save(out / "model.keras")
+    # Calibration images come from the training split; the evaluation set is the test split.
+    rng = np.random.default_rng(SEED)
+    calib_idx = np.sort(rng.choice(len(xtr), N_CALIB, replace=False))
+    _save_npz(out / "calib.npz", x=xtr[calib_idx])
+    _save_npz(out / "eval.npz", x=xte[:N_EVAL], y=yte[:N_EVAL])
+    full = float(np.mean(np.argmax(model.predict(xte, verbose=0), -1) == yte))
+    sub = float(np.mean(np.argmax(model.predict(xte[:N_EVAL], verbose=0), -1) == yte[:N_EVAL]))
+    meta = {"name": name, "params": int(model.count_params()), "float_top1_test10k": round(full, 4),
+            "float_top1_eval": round(sub, 4), "epochs": epochs or default_epochs, "seed": SEED}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(json.dumps(meta))
+    return meta
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=sorted(MODELS), action="append")
+    ap.add_argument("--epochs", type=int)
+    args = ap.parse_args()
+    for name in args.only or MODELS:
+        build(name, args.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Shared fixtures: the bundled sample models, a CLI runner, and small purpose-built models."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_models"
+
+
+@dataclass
+class Sample:
+    name: str
+    dir: Path
+
+    @property
+    def keras(self) -> Path:
+        return self.dir / "model.keras"
+
+    @property
+    def calib(self) -> Path:
+        return self.dir / "calib.npz"
+
+    @property
+    def eval(self) -> Path:
+        return self.dir / "eval.npz"
+
+
+@pytest.fixture(scope="session")
+def cnn() -> Sample:
+    return Sample("fashion_cnn", SAMPLES / "fashion_cnn")
+
+
+@pytest.fixture(scope="session")
+def mobilenet() -> Sample:
+    return Sample("fashion_mobilenet", SAMPLES / "fashion_mobilenet")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``edgeq ARGS`` in-process; returns exit code, stdout and stderr."""
+    from edgeq.cli.main import main
+
+    def run(*args) -> Result:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        cap = capsys.readouterr()
+        return Result(code, cap.out, cap.err)
+
+    return run
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def one_line_error(res: Result, *needles: str) -> None:
+    """Exit code 2, exactly one line on stderr naming what is wrong, and no traceback."""
+    assert res.code == 2, (res.code, res.err)
+    lines = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.err
+    assert "Traceback" not in res.err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="session")
+def sin_model(tmp_path_factory) -> Path:
+    """A SavedModel with an op (SIN) that has no integer kernel in LiteRT, plus calibration data."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    class Sine(tf.Module):
+        def __init__(self):
+            self.w1 = tf.Variable(rng.normal(size=(8, 8)).astype(np.float32))
+            self.w2 = tf.Variable(rng.normal(size=(8, 4)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": tf.matmul(tf.sin(tf.matmul(x, self.w1)), self.w2)}
+
+    folder = tmp_path_factory.mktemp("sin")
+    m = Sine()
+    tf.saved_model.save(m, str(folder / "saved_model"), signatures={"serving_default": m.__call__})
+    np.savez(folder / "calib.npz", x=rng.normal(size=(32, 8)).astype(np.float32))
+    return folder / "saved_model"
