@@ -1,0 +1,1 @@
+"""``make bench``: the numbers README quotes, measured, written to benchmarks/results/."""
