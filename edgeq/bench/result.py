@@ -54,6 +54,7 @@ class DelegateCoverage:
     nodes_delegated: int
     nodes_total: int
     partitions: int | None = None
+    not_delegated: tuple[str, ...] = ()  # op names left on the CPU, when the producer knows them
 
     @property
     def fully_delegated(self) -> bool:
@@ -62,7 +63,8 @@ class DelegateCoverage:
     def describe(self) -> str:
         """E.g. ``TfLiteXNNPackDelegate: 63 of 66 nodes delegated (2 partitions)``."""
         parts = f" ({self.partitions} partition{'s' if self.partitions != 1 else ''})" if self.partitions else ""
-        return f"{self.delegate}: {self.nodes_delegated} of {self.nodes_total} nodes delegated{parts}"
+        left = f"; on CPU: {', '.join(self.not_delegated)}" if self.not_delegated else ""
+        return f"{self.delegate}: {self.nodes_delegated} of {self.nodes_total} nodes delegated{parts}{left}"
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class BenchResult:
             warmup=LatencyStats(**warm) if warm else None,
             inference=LatencyStats(**d.get("inference", {"count": 0})),
             peak_memory_mb=d.get("peak_memory_mb"),
-            delegation=[DelegateCoverage(**x) for x in d.get("delegation", [])],
+            delegation=[DelegateCoverage(**{**x, "not_delegated": tuple(x.get("not_delegated", ()))})
+                        for x in d.get("delegation", [])],
             op_profile=[OpProfileRow(**x) for x in d.get("op_profile", [])],
             device=dict(d.get("device", {})),
             error=d.get("error"),
