@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgeq: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # typer turns Ctrl-C into Exit(130)
+            print("edgeq: interrupted; no output was written", file=sys.stderr)
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors (typer's own click)
         if type(exc).__name__ == "NoArgsIsHelpError":
