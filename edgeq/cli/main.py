@@ -41,15 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="edgeq", standalone_mode=False)
-        return result if isinstance(result, int) else 0
+        code = result if isinstance(result, int) else 0  # typer returns Exit codes in this mode
+        if code == 130:  # typer turned Ctrl-C into Exit(130)
+            print("edgeq: interrupted; no output was written", file=sys.stderr)
+        return code
     except EdgeqError as exc:
         if debug:
             raise
         print(f"edgeq: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
-        if exc.exit_code == 130:  # typer turns Ctrl-C into Exit(130)
-            print("edgeq: interrupted; no output was written", file=sys.stderr)
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors (typer's own click)
         if type(exc).__name__ == "NoArgsIsHelpError":
