@@ -15,10 +15,11 @@ class Mode(str, Enum):
     INT8 = "int8"  # full integer: every op int8, int8 I/O by default
     INT8_FALLBACK = "int8-fallback"  # int8 where an integer kernel exists, float elsewhere, float I/O
     INT16X8 = "int16x8"  # int16 activations, int8 weights
+    MIXED = "mixed"  # int8 except the layers an accuracy-budget search keeps in fp16/fp32
 
     @property
     def needs_calibration(self) -> bool:
-        return self in (Mode.INT8, Mode.INT8_FALLBACK, Mode.INT16X8)
+        return self in (Mode.INT8, Mode.INT8_FALLBACK, Mode.INT16X8, Mode.MIXED)
 
     @property
     def suffix(self) -> str:
@@ -37,6 +38,22 @@ class IOType(str, Enum):
 def default_io(mode: Mode) -> IOType:
     """Full-INT8 models take and give int8 (what NPUs and microcontrollers want); all others float."""
     return IOType.INT8 if mode is Mode.INT8 else IOType.FLOAT32
+
+
+class Metric(str, Enum):
+    """What a mixed-precision budget limits, in points lost against the float model."""
+
+    TOP1 = "top1"  # top-1 accuracy points (needs labels)
+    AGREEMENT = "agreement"  # % of samples whose top-1 class differs from the float model's
+    COSINE = "cosine"  # 100 * (1 - cosine similarity of the outputs)
+    SQNR = "sqnr"  # output noise power in % of signal power (1 = 20 dB SQNR)
+
+
+class Fallback(str, Enum):
+    """Precision of the layers a mixed plan keeps out of INT8."""
+
+    FP16 = "fp16"  # float16 weights, float32 compute: half the bytes of fp32
+    FP32 = "fp32"  # for runtimes without float16 weights (microcontrollers)
 
 
 class Layout(str, Enum):
@@ -66,6 +83,9 @@ class ConvertOptions:
     calib: Path | None = None
     calib_samples: int | None = None  # None: all of them
     preprocess: Preprocess = field(default_factory=Preprocess)
+    max_drop: float = 1.0  # mixed: budget in points of ``metric`` lost against the float model
+    metric: Metric | None = None  # mixed: None = top1 with labels, agreement without
+    fallback: Fallback = Fallback.FP16  # mixed: precision of the layers kept out of INT8
 
     @property
     def io_type(self) -> IOType:

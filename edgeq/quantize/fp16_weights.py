@@ -1,0 +1,80 @@
+"""FP16 fallback: store the weights of chosen float ops as float16, as ``--mode fp16`` does for all ops.
+
+TFLiteConverter's denylist leaves a layer in float32. This pass rewrites such a layer's float32
+constant inputs (filter, bias) as float16 tensors feeding a DEQUANTIZE op, the same graph pattern the
+converter writes in fp16 mode, which every LiteRT CPU/GPU runtime loads (the CPU dequantizes once at load
+time; GPU delegates may compute in fp16). Microcontroller runtimes may lack float16 DEQUANTIZE: use
+``--fallback fp32`` there.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MIN_ELEMENTS = 16  # tiny constants (scalars, shapes) are not worth a DEQUANTIZE op
+
+
+def weights_to_fp16(content: bytes, float_nodes: set[str]) -> bytes:
+    """Return ``content`` with the float32 constant inputs of ops producing ``float_nodes`` in float16."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    model = fu.convert_bytearray_to_object(bytearray(content))
+    deq = _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE)
+    buffer_refs: dict[int, int] = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            buffer_refs[t.buffer] = buffer_refs.get(t.buffer, 0) + 1
+    for sg in model.subgraphs:
+        users: dict[int, int] = {}
+        for op in sg.operators:
+            for i in op.inputs:
+                users[i] = users.get(i, 0) + 1
+        new_ops = []
+        for op in sg.operators:
+            outs = [sg.tensors[o].name for o in op.outputs]
+            outs = [n.decode() if isinstance(n, bytes) else n for n in outs]
+            if any(n in float_nodes for n in outs):
+                for slot, t_idx in enumerate(op.inputs):
+                    if t_idx < 0 or users.get(t_idx, 0) != 1 or buffer_refs.get(sg.tensors[t_idx].buffer) != 1:
+                        continue  # shared constants stay as they are: another op may need float32
+                    half = _half_tensor(model, sg, schema, t_idx)
+                    if half is not None:
+                        d = schema.OperatorT()
+                        d.opcodeIndex, d.inputs, d.outputs = deq, [half], [t_idx]
+                        new_ops.append(d)
+            new_ops.append(op)
+        sg.operators = new_ops
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+def _opcode_index(model, schema, builtin: int) -> int:
+    for i, oc in enumerate(model.operatorCodes):
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin:
+            return i
+    oc = schema.OperatorCodeT()
+    oc.builtinCode = builtin
+    oc.deprecatedBuiltinCode = min(builtin, 127)
+    oc.version = 1
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
+
+
+def _half_tensor(model, sg, schema, t_idx: int) -> int | None:
+    """Move a float32 constant into a new float16 tensor; the old tensor becomes DEQUANTIZE's output."""
+    t = sg.tensors[t_idx]
+    buf = model.buffers[t.buffer] if t.buffer else None
+    if t.type != schema.TensorType.FLOAT32 or buf is None or buf.data is None or len(buf.data) == 0:
+        return None
+    values = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), dtype="<f4")
+    if values.size < MIN_ELEMENTS:
+        return None
+    new_buf = schema.BufferT()
+    new_buf.data = np.frombuffer(values.astype("<f2").tobytes(), np.uint8)
+    model.buffers.append(new_buf)
+    half = schema.TensorT()
+    half.shape, half.type, half.buffer = t.shape, schema.TensorType.FLOAT16, len(model.buffers) - 1
+    half.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_fp16"
+    sg.tensors.append(half)
+    t.buffer = 0  # buffer 0 is the empty sentinel: the float32 tensor is now computed at load time
+    buf.data = None
+    return len(sg.tensors) - 1

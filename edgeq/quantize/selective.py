@@ -1,0 +1,111 @@
+"""Calibrate once, quantize many times: the engine behind ``analyze`` and ``--mode mixed``.
+
+Calibration (running the float graph on every calibration sample to record activation ranges) is the
+slow part of a full-INT8 conversion. TFLiteConverter can stop after it and return the calibrated float
+model; quantizing that model with a list of layers to leave in float ("denylisted nodes") then takes a
+fraction of a second. So a search over which layers stay float costs one calibration, not one per try.
+The int8 part is exactly what ``--mode int8`` makes from the same calibration data.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeq.errors import ConversionError
+from edgeq.modes import IOType
+from edgeq.nativeio import quiet_native_output
+from edgeq.quantize.converter import RepresentativeData
+from edgeq.tfenv import quiet_tf
+
+# Ops that stay as they are (data movement or graph plumbing): nothing to decide for them.
+NOT_CANDIDATES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE", "CAST", "GATHER"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A quantizable op of the calibrated model, named by its output tensor (the converter's handle)."""
+
+    index: int
+    op: str
+    node: str  # output tensor name: what ``denylisted_nodes`` takes
+    macs: int
+
+    @property
+    def short(self) -> str:
+        return short_name(self.node)
+
+
+_MAIN = re.compile(r"/(convolution|depthwise|MatMul|BiasAdd|conv2d_transpose|Conv2D|einsum\w*)$")
+
+
+def short_name(node: str) -> str:
+    """A readable layer name from a fused location such as 'model/b0_dw_1/depthwise;model/b0_bn_1/...'.
+
+    Picks the piece naming the layer's main op (conv, matmul), else the first piece, and returns its
+    layer component without Keras' '_1' call suffix.
+    """
+    pieces = node.split(";")
+    piece = next((p for p in pieces if _MAIN.search(p)), pieces[0])
+    parts = [p for p in piece.split("/") if p]
+    name = parts[-2] if len(parts) >= 2 else parts[0] if parts else node
+    return re.sub(r"_\d+$", "", name) or node
+
+
+class Calibrated:
+    """A calibrated float model that can be quantized with any set of layers left in float."""
+
+    def __init__(self, content: bytes, per_channel: bool, io: IOType, source: str):
+        self.content = content
+        self.per_channel = per_channel
+        self.io = io
+        self.source = source
+
+    @classmethod
+    def from_saved_model(cls, saved_model_dir: Path, representative: RepresentativeData, per_channel: bool,
+                         io: IOType, source: str) -> "Calibrated":
+        """Run TFLiteConverter's calibration once on the float SavedModel."""
+        tf = quiet_tf()
+        c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = representative
+        c.experimental_mlir_quantizer = True
+        c._experimental_calibrate_only = True  # noqa: SLF001 - the documented route of QuantizationDebugger
+        try:
+            with quiet_native_output():
+                content = c.convert()
+        except Exception as exc:
+            raise ConversionError(f"{source}: calibration failed: {str(exc).strip().splitlines()[0][:200]} "
+                                  "(rerun with --debug for the converter log)") from exc
+        return cls(content, per_channel, io, source)
+
+    def layers(self) -> list[Layer]:
+        """Every op a mixed plan can leave in float, in graph order."""
+        from edgeq.quantize.macs import op_records
+
+        return [Layer(r.index, r.op, r.name, r.macs) for r in op_records(content=self.content)
+                if r.op not in NOT_CANDIDATES]
+
+    def quantize(self, float_nodes: list[str] | tuple[str, ...] = (), fp16_weights: bool = False) -> bytes:
+        """INT8 everywhere except ``float_nodes`` (output tensor names), which stay float.
+
+        ``fp16_weights`` stores those float layers' weights as float16 (half the bytes; LiteRT
+        dequantizes them once when the model is loaded, compute stays float32).
+        """
+        tf = quiet_tf()
+        from tensorflow.lite.python import convert as tfconvert
+
+        io = {IOType.FLOAT32: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8}[self.io]
+        try:
+            with quiet_native_output():
+                out = tfconvert.mlir_quantize(
+                    self.content, disable_per_channel=not self.per_channel, fully_quantize=io != tf.float32,
+                    input_data_type=io, output_data_type=io, denylisted_nodes=list(float_nodes) or None)
+        except Exception as exc:
+            raise ConversionError(f"{self.source}: quantizing with {len(float_nodes)} float layer(s) failed: "
+                                  f"{str(exc).strip().splitlines()[0][:200]}") from exc
+        if fp16_weights and float_nodes:
+            from edgeq.quantize.fp16_weights import weights_to_fp16
+
+            out = weights_to_fp16(out, set(float_nodes))
+        return out
