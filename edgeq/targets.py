@@ -194,3 +194,8 @@ def unsupported_ops(profile: TargetProfile, info: ModelInfo, mode: Mode | None =
                              f"{acc} has no fast kernels for {mode.value}; its ops run on slow CPU reference "
                              "kernels"))
     return out
+
+
+def target_warnings(profile: TargetProfile, info: ModelInfo, mode: Mode | None = None) -> list[str]:
+    """The lines ``edgeq convert --target`` prints on stderr, one per op (type) the accelerator won't run."""
+    return [f"edgeq: warning: target {profile.name}: {w}" for w in unsupported_ops(profile, info, mode)]

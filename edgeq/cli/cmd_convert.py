@@ -1,6 +1,7 @@
 """``edgeq convert``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,7 @@ import typer
 from edgeq.cli.main import app
 from edgeq.cli.output import emit, emit_json, progress
 from edgeq.errors import DataError
-from edgeq.modes import ConvertOptions, IOType, Layout, Mode, Preprocess
+from edgeq.modes import ConvertOptions, Fallback, IOType, Layout, Metric, Mode, Preprocess
 
 
 def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -34,10 +35,11 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 @app.command(no_args_is_help=True)
 def convert(
     model: Path = typer.Argument(..., help="Float model: .keras, .h5, a SavedModel folder, or .onnx."),
-    mode: Mode = typer.Option(Mode.INT8, "--mode", "-m", help=(
+    mode: Optional[Mode] = typer.Option(None, "--mode", "-m", show_default="int8, or what --target wants", help=(
         "fp32 | fp16 (half-size weights) | dynamic (int8 weights, float activations) | int8 (full integer, "
         "int8 I/O: NPUs, Edge TPU, microcontrollers) | int8-fallback (integer where possible, float elsewhere) "
-        "| int16x8 (16-bit activations, 8-bit weights: for models int8 hurts).")),
+        "| int16x8 (16-bit activations, 8-bit weights: for models int8 hurts) | mixed (int8 except the layers "
+        "an accuracy budget needs in fp16/fp32: see --max-drop; needs --eval).")),
     calib: Optional[Path] = typer.Option(None, "--calib", "-c", help=(
         "Calibration data for int8/int8-fallback/int16x8: .npy, .npz (array 'x' or one per input name) "
         "or a folder of images. Use a few hundred *training* samples, not the eval set.")),
@@ -58,6 +60,19 @@ def convert(
     std: Optional[str] = typer.Option(None, "--std", help="Image folders: per-channel std after /255."),
     layout: Optional[Layout] = typer.Option(None, "--layout", help="Layout of 4-D data arrays. Default: NHWC, "
                                                                    "and NCHW data is detected and transposed."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help=(
+        "Device profile (edgeq targets list): picks --mode when not given (coral-edgetpu: int8, android-gpu: "
+        "fp16 ...) and warns about ops its accelerator will not run.")),
+    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help=(
+        "--mode mixed: accuracy budget, in points of --metric lost against the float model "
+        "(e.g. 0.5 = at most half a point of top-1).")),
+    metric: Optional[Metric] = typer.Option(None, "--metric", help=(
+        "--mode mixed: what the budget limits: top1 (needs labels; default with labels), agreement "
+        "(% of top-1 classes differing from the float model; default without labels), cosine (100*(1-cos)), "
+        "sqnr (output noise in % of signal power).")),
+    fallback: Fallback = typer.Option(Fallback.FP16, "--fallback", help=(
+        "--mode mixed: precision of the layers kept out of INT8: fp16 (float16 weights, half the bytes) or "
+        "fp32 (for runtimes without float16, e.g. microcontrollers).")),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),
@@ -69,13 +84,24 @@ def convert(
       edgeq convert model.keras --mode int8 --calib calib.npz --eval eval.npz
 
       edgeq convert saved_model/ --mode fp16 --out model_fp16.tflite --json
+
+      edgeq convert model.keras --mode mixed --max-drop 0.5 --calib calib.npz --eval eval.npz
+
+      edgeq convert model.keras --target coral-edgetpu --calib calib.npz
     """
     from edgeq.convert import convert as run_convert
+    from edgeq.targets import load_target, target_warnings
+
+    profile = load_target(target) if target else None
+    mode = mode or (profile.precision if profile else Mode.INT8)
 
     pre = Preprocess(resize=parse_size(resize), mean=parse_floats(mean, "--mean") or (0.0,),
                      std=parse_floats(std, "--std") or (1.0,))
     options = ConvertOptions(mode=mode, io=io, per_channel=not per_tensor, calib=calib,
-                             calib_samples=calib_samples, preprocess=pre)
+                             calib_samples=calib_samples, preprocess=pre, max_drop=max_drop, metric=metric,
+                             fallback=fallback)
     report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),
                          layout=layout)
     emit_json(report.to_dict()) if as_json else emit(report.render())
+    for line in target_warnings(profile, report.model, mode) if profile else []:
+        print(line, file=sys.stderr)
