@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-import keras
-
 from edgeq.errors import EdgeqError
-from edgeq.qat.layers import ActivationQuantizer, FoldedQuantLayer
+from edgeq.qat.layers import ActivationQuantizer, FoldedQuantLayer  # imports TensorFlow quietly, before Keras
+
+import keras  # noqa: E402
 
 
 class UnsupportedLayerError(EdgeqError):
