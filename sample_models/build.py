@@ -109,7 +109,58 @@ def fashion_mobilenet():
     return keras.Model(inp, out, name="fashion_mobilenet")
 
 
-MODELS = {"fashion_cnn": (fashion_cnn, 5), "fashion_mobilenet": (fashion_mobilenet, 3)}
+def _dw_separable(x, ch: int, stride: int, name: str):
+    from keras import layers
+
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(name=f"{name}_dw_relu")(x)
+    x = layers.Conv2D(ch, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_pw_bn")(x)
+    return layers.ReLU(name=f"{name}_pw_relu")(x)
+
+
+def fashion_dwnet():
+    """The hard PTQ case: MobileNetV1-style depthwise-separable stack, unbounded ReLU, PyTorch BN epsilon."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem")(inp)
+    x = layers.BatchNormalization(epsilon=1e-5, name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for i, (ch, stride) in enumerate([(64, 1), (96, 2), (96, 1), (128, 1), (160, 2), (160, 1)]):
+        x = _dw_separable(x, ch, stride, name=f"b{i}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="fashion_dwnet")
+
+
+def spread_dw_channel_scales(model, decades: float = 1.0):
+    """Give each depthwise output channel a scale in [10^-decades, 10^decades], undone in the next 1x1 conv.
+
+    ReLU is positively homogeneous, so the float model computes the same function (checked to ~1e-6),
+    but its depthwise per-channel ranges now differ by orders of magnitude, as in pretrained
+    MobileNets (Nagel et al. 2019, "Data-Free Quantization", Fig. 2: scale drift that training with
+    BN does not control). Min/max per-tensor activation ranges then starve the small channels.
+    """
+    rng = np.random.default_rng(SEED)
+    i = 0
+    while any(layer.name == f"b{i}_dw_bn" for layer in model.layers):
+        bn, pw = model.get_layer(f"b{i}_dw_bn"), model.get_layer(f"b{i}_pw")
+        gamma, beta, mean, var = bn.get_weights()
+        s = (10.0 ** rng.uniform(-decades, decades, size=gamma.shape)).astype(np.float32)
+        bn.set_weights([gamma * s, beta * s, mean, var])
+        (kernel,) = pw.get_weights()
+        pw.set_weights([kernel / s[None, None, :, None]])
+        i += 1
+    return model
+
+
+MODELS = {"fashion_cnn": (fashion_cnn, 5), "fashion_mobilenet": (fashion_mobilenet, 3),
+          "fashion_dwnet": (fashion_dwnet, 3)}
+# Applied after training, before saving (function-preserving weight edits).
+POST_TRAIN = {"fashion_dwnet": spread_dw_channel_scales}
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -139,6 +190,8 @@ def build(name: str, epochs: int | None = None) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.fit(xtr, ytr, batch_size=128, epochs=epochs or default_epochs, validation_split=0.05, verbose=2)
+    if name in POST_TRAIN:
+        model = POST_TRAIN[name](model)
     out = HERE / name
     out.mkdir(exist_ok=True)
     # Save weights and architecture only: an optimizer state would triple the committed file.
