@@ -42,6 +42,12 @@ def mobilenet() -> Sample:
     return Sample("fashion_mobilenet", SAMPLES / "fashion_mobilenet")
 
 
+@pytest.fixture(scope="session")
+def dwnet() -> Sample:
+    """Depthwise-heavy model that plain post-training INT8 hurts (sample_models/build.py: fashion_dwnet)."""
+    return Sample("fashion_dwnet", SAMPLES / "fashion_dwnet")
+
+
 @dataclass
 class Result:
     code: int
