@@ -1,0 +1,151 @@
+"""edgeq bench / compare / convert --target on real converted models in the real LiteRT interpreter.
+
+Two conversions of the small sample CNN (module-scoped, through the CLI so that `convert --target` picking
+the mode is itself tested), then few timed runs per benchmark: timing values are never asserted, only
+their consistency (machine load must not decide a test).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeq.bench.host import HostBenchOptions, bench_host
+from edgeq.bench.result import BenchResult
+from edgeq.modelinfo import inspect_tflite
+
+from conftest import one_line_error
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory, cnn):
+    """fp32 (picked by --target host) and int8 (picked by --target coral-edgetpu) with their JSON reports."""
+    import contextlib
+    import io
+
+    from edgeq.cli.main import main
+
+    d = tmp_path_factory.mktemp("bench")
+    out = {}
+    for name, target in (("fp32", "host"), ("int8", "coral-edgetpu")):
+        model = d / f"cnn_{name}.tflite"
+        buf, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+            code = main(["convert", str(cnn.keras), "--target", target, "--calib", str(cnn.calib),
+                         "--calib-samples", "32", "--eval", str(cnn.eval), "--out", str(model), "--json",
+                         "--no-progress"])
+        assert code == 0, err.getvalue()
+        report = json.loads(buf.getvalue())
+        (d / f"cnn_{name}.json").write_text(buf.getvalue())
+        out[name] = (model, d / f"cnn_{name}.json", report, err.getvalue())
+    return out
+
+
+def test_convert_target_picks_the_targets_precision_and_warns_only_when_needed(variants):
+    _, _, fp32_report, fp32_err = variants["fp32"]
+    _, _, int8_report, int8_err = variants["int8"]
+    assert fp32_report["mode"] == "fp32"  # host.toml: precision = "fp32"
+    assert int8_report["mode"] == "int8" and int8_report["fully_integer"]  # coral: int8
+    assert "warning" not in fp32_err  # the host's XNNPACK has no op allowlist
+    # a full-int8 model has no float-compute warning on the Edge TPU; any line left names an op outside its list
+    from edgeq.targets import load_target
+
+    allowed = load_target("coral-edgetpu").op_limits.supported_ops
+    for line in int8_err.splitlines():
+        assert "float ops" not in line and line.split(": ")[2].split(" x")[0] not in allowed, line
+
+
+def test_convert_target_warns_one_line_per_problem_for_a_float_model_on_the_edge_tpu(variants):
+    from edgeq.targets import load_target, target_warnings
+
+    lines = target_warnings(load_target("coral-edgetpu"), inspect_tflite(variants["fp32"][0]))
+    assert lines and all("\n" not in ln and ln.startswith("edgeq: warning: target coral-edgetpu") for ln in lines)
+    assert any("CONV_2D" in ln and "--mode int8" in ln for ln in lines)
+
+
+def test_host_results_are_consistent_and_coverage_matches_the_model(variants):
+    fp32, int8 = variants["fp32"][0], variants["int8"][0]
+    results = bench_host([fp32, int8], HostBenchOptions(threads=(1,), runs=6, warmup=2))
+    assert [Path(r.model).name for r in results] == [fp32.name, int8.name]
+    for r, model in zip(results, (fp32, int8)):
+        assert r.ok and r.error is None and r.tool == "litert-python" and r.threads == 1
+        i = r.inference
+        assert i.count == 6 and r.warmup.count == 2
+        assert 0 < i.min_ms <= i.p50_ms <= i.p90_ms <= i.p99_ms <= i.max_ms
+        assert r.init_ms > 0 and r.first_inference_ms > 0
+        assert r.peak_memory_mb > float(r.device["rss_before_model_mb"]) > 0
+        [cov] = r.delegation
+        assert cov.delegate == "TfLiteXNNPackDelegate"
+        assert cov.nodes_total == sum(inspect_tflite(model).op_counts.values())
+        assert 0 < cov.nodes_delegated <= cov.nodes_total
+        assert BenchResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    # XNNPACK has no int8 SOFTMAX kernel: measured partial delegation, named
+    int8_cov = results[1].delegation[0]
+    assert not int8_cov.fully_delegated and "SOFTMAX" in int8_cov.not_delegated
+
+
+def test_no_xnnpack_runs_builtin_kernels_without_delegate(variants):
+    [r] = bench_host([variants["int8"][0]], HostBenchOptions(runs=3, warmup=1, xnnpack=False))
+    assert r.ok and r.delegate == "none" and r.delegation == []
+
+
+def test_inputs_npz_feeds_real_samples_to_a_quantized_model(variants, cnn):
+    [r] = bench_host([variants["int8"][0]], HostBenchOptions(runs=3, warmup=1, inputs=cnn.eval))
+    assert r.ok, r.error
+
+
+def test_bad_models_fail_one_line_each_and_the_good_one_is_still_reported(variants, tmp_path, cli):
+    good = variants["int8"][0]
+    text = tmp_path / "notes.tflite"
+    text.write_text("not a model")
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(good.read_bytes()[:2000])  # TFL3 header, truncated body: LiteRT crashes on it
+    res = cli("bench", text, good, cut, tmp_path / "missing.tflite", "--runs", "3", "--warmup", "1",
+              "--threads", "1,2", "--no-progress")
+    assert res.code == 2
+    assert good.name in res.out and "PARTIAL" in res.out and "WARNING partial delegation" in res.out
+    errs = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert len(errs) == 3 and all(ln.startswith("edgeq: error: ") for ln in errs), res.err
+    assert "notes.tflite: not a TFLite flatbuffer" in res.err
+    assert "cut.tflite: LiteRT crashed" in res.err
+    assert "missing.tflite: no such file" in res.err
+    assert "Traceback" not in res.err
+
+
+def test_delegate_library_that_does_not_load_is_one_line(variants, tmp_path, cli):
+    fake = tmp_path / "libfake_delegate.so"
+    fake.write_bytes(b"\x7fELF not really")
+    res = cli("bench", variants["int8"][0], "--delegate-lib", fake, "--runs", "2", "--warmup", "1",
+              "--no-progress")
+    one_line_error(res, "libfake_delegate.so does not load")
+
+
+def test_json_and_out_folder(variants, tmp_path, cli):
+    res = cli("bench", variants["fp32"][0], "--runs", "3", "--warmup", "1", "--json", "--out", tmp_path / "o",
+              "--no-progress")
+    assert res.code == 0, res.err
+    printed = [BenchResult.from_dict(d) for d in json.loads(res.out)]
+    written = [BenchResult.from_dict(d) for d in json.loads((tmp_path / "o" / "bench.json").read_text())]
+    assert printed == written and printed[0].ok
+    assert "| model |" in (tmp_path / "o" / "bench.md").read_text()
+
+
+def test_unknown_and_device_targets_fail_before_running(variants, cli):
+    one_line_error(cli("bench", variants["fp32"][0], "--target", "pixel99"), "unknown target 'pixel99'", "rpi5")
+
+
+def test_compare_table_json_and_pareto_png(variants, tmp_path, cli):
+    (m32, r32, rep32, _), (m8, r8, rep8, _) = variants["fp32"], variants["int8"]
+    res = cli("compare", m32, m8, r32, r8, "--runs", "3", "--warmup", "1", "--out", tmp_path / "c",
+              "--no-progress")
+    assert res.code == 0, res.err
+    data = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert data["targets"] == ["host"]
+    by = {v["name"]: v for v in data["variants"]}
+    assert by["cnn_int8"]["size_bytes"] < by["cnn_fp32"]["size_bytes"]
+    assert by["cnn_int8"]["accuracy"]["value"] == pytest.approx(100 * rep8["accuracy"]["top1"])
+    assert by["cnn_fp32"]["latency"]["host"]["p50_ms"] > 0
+    assert data["pareto"]["host"]  # at least one variant is on the front
+    assert (tmp_path / "c" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| cnn_int8 | int8 |" in res.out
