@@ -70,6 +70,13 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         train_ds = load_dataset(Path(train_data), fm.inputs, require_labels=True)
         val_ds = load_dataset(Path(val_data), fm.inputs, require_labels=True)
         reference = fm.predict(val_ds.inputs)
+        from edgeq.qat.rewrite import rewrite
+        from edgeq.qat.train import check_labels
+
+        seed_everything(options.train.seed)  # before the rewrite: new Dropout layers draw their seeds there
+        qat = rewrite(keras_model)  # an unsupported layer fails here, in seconds, before any conversion
+        check_labels(qat, train_ds)
+        check_labels(qat, val_ds)
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -79,11 +86,7 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
                             Path(tmp), progress)
         timings["ptq_int8"] = time.perf_counter() - t
 
-        from edgeq.qat.rewrite import rewrite
-
         t = time.perf_counter()
-        seed_everything(options.train.seed)  # before the rewrite: new Dropout layers draw their seeds there
-        qat = rewrite(keras_model)
         calibrate(qat, train_ds, options.train, progress)
         start_top1 = simulated_top1(qat, val_ds)
         history = train(qat, train_ds, val_ds, options.train, progress, on_epoch)

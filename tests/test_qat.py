@@ -1,0 +1,157 @@
+"""edgeq.qat library: the rewrite simulates what TFLite runs, exports are really integer, runs repeat."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeq.data import Dataset
+
+keras = pytest.importorskip("keras")
+
+
+def _randomize_bn(model, rng) -> None:
+    """Non-trivial BatchNorm statistics, so that folding them matters."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.3, c),
+                               rng.uniform(0.5, 2.0, c)])
+
+
+def tiny_functional():
+    """Every layer kind the sample models use: Conv/BN/ReLU6, depthwise, residual Add, pooling, Dense."""
+    from keras import layers
+
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 1), name="image")
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inp)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(x)
+    y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    y = layers.BatchNormalization(name="dw_bn")(y)
+    y = layers.ReLU(6.0, name="dw_relu6")(y)
+    y = layers.Conv2D(8, 1, use_bias=False, name="project")(y)
+    y = layers.BatchNormalization(name="project_bn")(y)
+    x = layers.Add(name="add")([x, y])
+    x = layers.MaxPooling2D(name="pool")(x)
+    x = layers.Conv2D(16, 3, strides=2, activation="relu", name="conv")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.2)(x)
+    out = layers.Dense(4, activation="softmax", name="probs")(x)
+    model = keras.Model(inp, out)
+    _randomize_bn(model, rng)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(1)
+    return rng.uniform(0, 1, (96, 12, 12, 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def calibrated(images):
+    from edgeq.qat.rewrite import rewrite
+    from edgeq.qat.train import TrainConfig, calibrate
+    from edgeq.progress import Silent
+
+    model = tiny_functional()
+    qat = rewrite(model)
+    calibrate(qat, Dataset({"image": images}, None, Path("x.npz")), TrainConfig(batch_size=32), Silent())
+    return model, qat
+
+
+def test_rewrite_fuses_like_the_converter_and_keeps_the_input_model(calibrated, images):
+    model, qat = calibrated
+    assert {"stem+stem_bn+stem_relu6", "dw+dw_bn+dw_relu6", "project+project_bn", "add", "conv",
+            "probs"} <= set(qat.fused)
+    assert qat.output_activation == "softmax"
+    assert qat.float_model is not model  # the caller's model is cloned, never trained in place
+    ref = model.predict(images, verbose=0)
+    fq = qat.model.predict(images, verbose=0)
+    # Fake quantization perturbs, but the simulated model still computes the same function.
+    assert np.mean(ref.argmax(-1) == fq.argmax(-1)) >= 0.9
+    assert np.abs(ref - fq).max() < 0.1
+
+
+def test_export_is_full_integer_per_channel_and_runs_what_training_simulated(calibrated, images):
+    from edgeq.modes import IOType
+    from edgeq.qat.export import inspect_export, to_tflite
+    from edgeq.runtime import TFLiteRunner
+
+    _, qat = calibrated
+    content = to_tflite(qat.model, IOType.INT8, Path("tiny.keras"))
+    info = inspect_export(content, IOType.INT8, Path("tiny.keras"))
+    assert info.fully_integer and info.all_weights_per_channel
+    assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "FULLY_CONNECTED"} <= set(info.op_counts)
+    assert "MUL" not in info.op_counts  # BatchNorm folded into the convolutions, not left as MUL/ADD
+    tfl = TFLiteRunner(content=content).run({"image": images})[0]
+    fq = qat.model.predict(images, verbose=0)
+    # The integer model reproduces the fake-quant model (one output step is 1/256 for softmax).
+    assert np.mean(tfl.argmax(-1) == fq.argmax(-1)) >= 0.95
+    assert np.abs(tfl - fq).max() <= 4 / 256
+
+
+def test_sequential_model_with_logits():
+    from keras import layers
+
+    from edgeq.modes import IOType
+    from edgeq.qat.export import inspect_export, to_tflite
+    from edgeq.qat.rewrite import rewrite
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, activation="relu6"),
+                              layers.Flatten(), layers.Dense(3)])
+    qat = rewrite(model)
+    assert qat.output_activation is None  # logits: the loss will use from_logits=True
+    qat.model(np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 1)).astype(np.float32))
+    for q in qat.quantizers():
+        q.max.assign(6.0)
+    info = inspect_export(to_tflite(qat.model, IOType.FLOAT32, Path("seq.keras")), IOType.FLOAT32, Path("s"))
+    assert not info.float_ops and info.all_weights_per_channel
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (lambda x: keras.layers.Activation("swish", name="act_swish")(x), "act_swish"),
+    (lambda x: keras.layers.LayerNormalization(name="ln")(x), "ln"),
+    (lambda x: keras.layers.BatchNormalization(name="lonely_bn")(keras.layers.MaxPooling2D()(x)), "lonely_bn"),
+])
+def test_unsupported_layer_is_named_with_what_to_do(bad, needle):
+    from edgeq.errors import EdgeqError
+    from edgeq.qat.rewrite import rewrite
+
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3)(inp)
+    out = keras.layers.Dense(2)(keras.layers.Flatten()(bad(x)))
+    with pytest.raises(EdgeqError) as e:
+        rewrite(keras.Model(inp, out))
+    msg = str(e.value)
+    assert f"'{needle}'" in msg and "edgeq convert" in msg and "\n" not in msg
+
+
+def test_same_seed_same_weights_other_seed_other_weights(images):
+    from edgeq.qat.rewrite import rewrite
+    from edgeq.qat.train import TrainConfig, calibrate, seed_everything, train
+    from edgeq.progress import Silent
+
+    labels = (images.reshape(len(images), -1).mean(1) * 40).astype(np.int64) % 4
+    ds = Dataset({"image": images}, labels, Path("train.npz"))
+    model = tiny_functional()
+
+    def run(seed):
+        seed_everything(seed)
+        qat = rewrite(model)
+        cfg = TrainConfig(epochs=1, batch_size=32, seed=seed, learning_rate=1e-2)
+        calibrate(qat, ds, cfg, Silent())
+        hist = train(qat, ds, None, cfg)
+        assert len(hist) == 1 and hist[0].loss > 0 and 0 <= hist[0].accuracy <= 1
+        return [w.copy() for w in qat.float_model.get_weights()]
+
+    a, b, c = run(3), run(3), run(4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, model.get_weights()))  # it did train
