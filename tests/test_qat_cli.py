@@ -1,0 +1,117 @@
+"""``edgeq qat finetune`` end to end on the bundled CNN (small subsets, one epoch), and its bad-input paths."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import one_line_error, sha256
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, request):
+    """Train/val splits of the sample's labeled test images (disjoint; small so the test stays fast)."""
+    folder = tmp_path_factory.mktemp("qatdata")
+    ev = np.load(request.getfixturevalue("cnn").eval)
+    np.savez(folder / "train.npz", x=ev["x"][:512], y=ev["y"][:512])
+    np.savez(folder / "val.npz", x=ev["x"][1600:1900], y=ev["y"][1600:1900])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finetuned(cnn, data, tmp_path_factory):
+    from edgeq.cli.main import main
+
+    out = tmp_path_factory.mktemp("qatout") / "qat"
+    before = sha256(cnn.keras)
+    import contextlib
+    import io
+
+    err, stdout = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(stdout):
+        code = main(["qat", "finetune", str(cnn.keras), "--train", str(data / "train.npz"), "--val",
+                     str(data / "val.npz"), "--epochs", "1", "--batch-size", "64", "--out", str(out), "--json",
+                     "--no-progress"])
+    return code, stdout.getvalue(), err.getvalue(), out, before
+
+
+def test_finetune_reports_float_ptq_and_qat_and_writes_both_models(finetuned, cnn):
+    code, out_text, err, out, before = finetuned
+    assert code == 0, err
+    assert "epoch 1/1" in err and "loss" in err and "accuracy" in err  # per-epoch progress on stderr
+    report = json.loads(out_text)
+    assert report["fully_integer"] and report["mode"] == "int8" and report["io"] == "int8"
+    acc, qat = report["accuracy"], report["qat"]
+    assert acc["samples"] == 300 and acc["float_top1"] is not None
+    assert qat["ptq_int8"]["top1"] is not None and qat["ptq_int8"]["fully_integer"]
+    assert len(qat["history"]) == 1 and qat["train_samples"] == 512
+    assert abs(acc["drop_points"]) <= 3.0  # an easy CNN: QAT INT8 stays close to its float model
+    assert (out / "model_qat_int8.tflite").is_file() and (out / "model_qat.keras").is_file()
+    assert sha256(cnn.keras) == before  # the input model is never modified
+
+
+def test_exported_model_is_integer_per_channel_and_float_model_loads(finetuned, cli, cnn):
+    import keras
+
+    _, _, _, out, _ = finetuned
+    res = cli("inspect", out / "model_qat_int8.tflite", "--json")
+    info = json.loads(res.out)
+    assert info["fully_integer"] and info["all_weights_per_channel"]
+    assert info["inputs"][0]["dtype"] == "int8" and info["outputs"][0]["dtype"] == "int8"
+    tuned = keras.saving.load_model(out / "model_qat.keras", compile=False)
+    original = keras.saving.load_model(cnn.keras, compile=False)
+    assert [la.name for la in tuned.layers] == [la.name for la in original.layers]  # same architecture
+    assert any(not np.array_equal(a, b) for a, b in zip(tuned.get_weights(), original.get_weights()))
+
+
+def test_ctrl_c_during_training_writes_nothing(cli, cnn, data, tmp_path, monkeypatch):
+    import edgeq.qat.pipeline as pipeline
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train", interrupted)
+    out = tmp_path / "qat"
+    res = cli("qat", "finetune", cnn.keras, "--train", data / "train.npz", "--val", data / "val.npz",
+              "--out", out, "--no-progress")
+    assert res.code == 130 and "no output was written" in res.err
+    assert not out.exists()
+
+
+def test_train_data_without_labels(cli, cnn, data, tmp_path):
+    res = cli("qat", "finetune", cnn.keras, "--train", cnn.calib, "--val", data / "val.npz", "--out", tmp_path / "o")
+    one_line_error(res, "calib.npz", "labels")
+
+
+def test_labels_outside_the_models_classes(cli, cnn, data, tmp_path):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 28, 28, 1), np.float32), y=np.array([0, 1, 12, 3]))
+    res = cli("qat", "finetune", cnn.keras, "--train", tmp_path / "bad.npz", "--val", data / "val.npz",
+              "--out", tmp_path / "o")
+    one_line_error(res, "bad.npz", "12")
+
+
+def test_out_is_a_file(cli, cnn, data, tmp_path):
+    (tmp_path / "f").write_text("x")
+    res = cli("qat", "finetune", cnn.keras, "--train", data / "train.npz", "--val", data / "val.npz",
+              "--out", tmp_path / "f")
+    one_line_error(res, "--out")
+
+
+def test_savedmodel_source_is_refused_with_what_to_do(cli, sin_model, tmp_path):
+    res = cli("qat", "finetune", sin_model, "--train", tmp_path / "t.npz", "--val", tmp_path / "v.npz",
+              "--out", tmp_path / "o")
+    one_line_error(res, "savedmodel", ".keras")
+
+
+def test_unsupported_layer_via_cli(cli, data, tmp_path):
+    import keras
+
+    inp = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="gelu", name="gelu_conv")(inp)
+    model = keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    model.save(tmp_path / "gelu.keras")
+    res = cli("qat", "finetune", tmp_path / "gelu.keras", "--train", data / "train.npz", "--val",
+              data / "val.npz", "--out", tmp_path / "o")
+    one_line_error(res, "gelu_conv", "edgeq convert")
+    assert not (tmp_path / "o").exists()
