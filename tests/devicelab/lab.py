@@ -175,9 +175,20 @@ class DeviceLab:
             raise PermissionError("the device lab needs root (network namespaces, binfmt_misc, chroot)")
         build.build_all(PI.addr)
         self._register_binfmt()
+        for root in (PI.root, PHONE.root):
+            self._compile_in_chroot(root)
         for d in (PI, PHONE):
             self._netns(d)
             self.start(d)
+
+    def _compile_in_chroot(self, root: Path) -> None:
+        """Fallback when the host has no Python 3.11: byte-compile inside the root, under emulation (slow, once)."""
+        if (root / ".compiled").exists():
+            return
+        sh = (f"mount --bind {build.SITE} {root}/opt/site && exec env -i PATH={PATH} chroot {root} "
+              "python3 -m compileall -q /usr/lib/python3.11 /opt/site")
+        subprocess.run(["unshare", "--mount", "sh", "-c", sh], stdout=subprocess.DEVNULL, check=False)
+        (root / ".compiled").touch()
 
     def down(self) -> None:
         for d in (PI, PHONE):
