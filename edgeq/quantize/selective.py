@@ -86,6 +86,27 @@ class Calibrated:
         return [Layer(r.index, r.op, r.name, r.macs) for r in op_records(content=self.content)
                 if r.op not in NOT_CANDIDATES]
 
+    def consumers(self) -> dict[str, list[str]]:
+        """Layer node -> nodes of the candidate layers that read its output.
+
+        Leaving one op float keeps its weights exact, but its output is still rounded to int8 for an int8
+        consumer; the activation stays float only when its consumers are float too.
+        """
+        from edgeq.modelinfo import open_interpreter
+
+        interp = open_interpreter(content=self.content)
+        names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+        nodes = {layer.node for layer in self.layers()}
+        ops = interp._get_ops_details()  # noqa: SLF001
+        readers: dict[int, list[str]] = {}
+        for op in ops:
+            out = names[op["outputs"][0]] if len(op["outputs"]) else None
+            for i in op["inputs"]:
+                if out in nodes:
+                    readers.setdefault(i, []).append(out)
+        return {names[op["outputs"][0]]: readers.get(op["outputs"][0], []) for op in ops
+                if len(op["outputs"]) and names[op["outputs"][0]] in nodes}
+
     def quantize(self, float_nodes: list[str] | tuple[str, ...] = (), fp16_weights: bool = False) -> bytes:
         """INT8 everywhere except ``float_nodes`` (output tensor names), which stay float.
 

@@ -6,8 +6,10 @@ Two measurements per layer, both in the LiteRT runtime:
   step. About 0.29 is the ideal rounding error of a uniform quantizer; well above that the layer's
   range is poorly covered by 256 levels.
 - ``error_share``: the share of the full-INT8 model's output error (normalized MSE against the float
-  model) that goes away when only this layer stays float. This is what the mixed search ranks by: it
-  includes how much the error is amplified downstream, which a per-layer number cannot see.
+  model) that goes away when only this layer and its output activation stay float (its readers are
+  left float too: an int8 reader would round the activation to int8 anyway). This is what the mixed
+  search ranks by: it includes how much the error is amplified downstream, which a per-layer number
+  cannot see.
 """
 from __future__ import annotations
 
@@ -85,9 +87,10 @@ class LayerSensitivity:
     node: str
     op: str
     macs: int
-    error_share: float  # of the all-INT8 output error removed by keeping only this layer float
+    error_share: float  # of the all-INT8 output error removed by keeping this layer (+ its output) float
     loss_alone: float  # metric loss (points, scoring subset) with only this layer float
     rmse_scale: float | None = None  # None: the op has no float twin to compare (e.g. boundary ops)
+    group: tuple[str, ...] = ()  # nodes left float for this measurement: the layer and its readers
 
 
 @dataclass
@@ -123,6 +126,7 @@ def layer_rmse_scale(cal: Calibrated, inputs: dict[str, np.ndarray]) -> dict[str
     open_interpreter(content=debug)  # one-line error if LiteRT cannot load it
     with quiet_native_output():
         interp = Interpreter(model_content=debug, experimental_preserve_all_tensors=True)
+        interp.allocate_tensors()
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     verify = [op for op in interp._get_ops_details()  # noqa: SLF001
               if op["op_name"] in ("NumericVerify", "NUMERIC_VERIFY")]
@@ -150,6 +154,7 @@ def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
     progress = progress or Silent()
     t = time.perf_counter()
     layers = layers if layers is not None else cal.layers()
+    readers = cal.consumers()
     base = scorer.outputs(cal.quantize())
     loss0, nmse0 = scorer.loss(base), scorer.nmse(base)
     rmse: dict[str, float] = {}
@@ -163,11 +168,12 @@ def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
     result = []
     with progress.task(f"scoring {len(layers)} layers left float one at a time", total=len(layers)) as step:
         for layer in layers:
-            outs = scorer.outputs(cal.quantize([layer.node]))
+            group = tuple(dict.fromkeys([layer.node, *readers.get(layer.node, [])]))
+            outs = scorer.outputs(cal.quantize(list(group)))
             share = 1.0 - scorer.nmse(outs) / nmse0 if nmse0 > 0 else 0.0
             result.append(LayerSensitivity(layer=layer.short, node=layer.node, op=layer.op, macs=layer.macs,
                                            error_share=round(share, 5), loss_alone=round(scorer.loss(outs), 4),
-                                           rmse_scale=_lookup(rmse, layer.node)))
+                                           rmse_scale=_lookup(rmse, layer.node), group=group))
             step.advance()
     result.sort(key=lambda s: (-s.error_share, s.macs))
     return Sensitivity(metric=scorer.metric, samples=len(scorer), loss_int8=loss0, nmse_int8=nmse0,
