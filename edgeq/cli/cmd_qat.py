@@ -37,8 +37,11 @@ def finetune(
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),
 ) -> None:
-    """Fine-tune MODEL with simulated INT8 (per-channel weights, BatchNorm folded) and export a real
-    full-INT8 TFLite model, reporting top-1 of float vs post-training INT8 vs QAT INT8 on --val.
+    """Fine-tune MODEL with simulated INT8, export a real full-INT8 TFLite model and report top-1.
+
+    Simulated INT8 as the converter builds it: per-channel weights, BatchNorm folded, per-tensor activation
+    ranges. The report gives top-1 on --val of the float model, of post-training INT8 (as 'edgeq convert
+    --mode int8' makes it) and of the QAT INT8 model.
 
     Per-epoch loss and accuracy go to stderr; nothing is written until training is done (Ctrl-C is safe).
 
