@@ -33,7 +33,8 @@ class Layer:
 
     @property
     def short(self) -> str:
-        return short_name(self.node)
+        # A graph output keeps the signature's tensor name ('StatefulPartitionedCall:0'): name it by its op.
+        return short_name(self.node) if "/" in self.node else f"{self.op.lower()} (output)"
 
 
 _MAIN = re.compile(r"/(convolution|depthwise|MatMul|BiasAdd|conv2d_transpose|Conv2D|einsum\w*)$")

@@ -186,3 +186,35 @@ def _lookup(rmse: dict[str, float], node: str) -> float | None:
         if name in rmse:
             return round(rmse[name], 4)
     return None
+
+
+def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metric | None = None,
+            calib_samples: int | None = None, progress: Progress | None = None, layout=None) -> Sensitivity:
+    """``edgeq analyze``: per-layer INT8 sensitivity of a float model (.keras, SavedModel, .onnx).
+
+    Without ``eval_data`` the calibration samples are scored against the float model (no labels needed,
+    default metric: agreement); give held-out data with labels for top-1.
+    """
+    from pathlib import Path
+
+    from edgeq.convert import representative_data
+    from edgeq.data import load_dataset
+    from edgeq.modes import IOType
+    from edgeq.sources import load_float_model
+
+    progress = progress or Silent()
+    with progress.task(f"loading {Path(model).name}"):
+        fm = load_float_model(Path(model))
+    with fm:
+        cal_ds = load_dataset(Path(calib), fm.inputs, limit=calib_samples, layout=layout)
+        data = load_dataset(Path(eval_data), fm.inputs, layout=layout) if eval_data is not None else cal_ds
+        with progress.task("float model on the scoring data"):
+            reference = fm.predict(data.inputs)
+        scorer = Scorer(data.inputs, reference, data.labels, metric)
+        with progress.task("calibrating"):
+            cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(cal_ds, progress),
+                                              per_channel, IOType.FLOAT32, str(model))
+        sens = measure(cal, scorer, progress)
+        if eval_data is None:
+            sens.notes.append("scored on the calibration data (no --eval given)")
+        return sens
