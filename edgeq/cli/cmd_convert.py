@@ -32,6 +32,20 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         raise DataError(f"--resize '{text}': give HEIGHTxWIDTH, e.g. 224x224") from None
 
 
+def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """``["ids=1,128", ...]`` -> ``{"ids": (1, 128)}``."""
+    shapes = {}
+    for item in items or []:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name.strip()] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise DataError(f"--input-shape '{item}': give NAME=D0,D1,..., e.g. input_ids=1,128") from None
+        if not name.strip():
+            raise DataError(f"--input-shape '{item}': give NAME=D0,D1,..., e.g. input_ids=1,128")
+    return shapes
+
+
 @app.command(no_args_is_help=True)
 def convert(
     model: Path = typer.Argument(..., help="Float model: .keras, .h5, a SavedModel folder, or .onnx."),
@@ -60,6 +74,9 @@ def convert(
     std: Optional[str] = typer.Option(None, "--std", help="Image folders: per-channel std after /255."),
     layout: Optional[Layout] = typer.Option(None, "--layout", help="Layout of 4-D data arrays. Default: NHWC, "
                                                                    "and NCHW data is detected and transposed."),
+    input_shape: Optional[list[str]] = typer.Option(None, "--input-shape", help=(
+        "ONNX: fix dynamic dims of an input, NAME=D0,D1,... (repeat per input), e.g. "
+        "--input-shape input_ids=1,128 --input-shape attention_mask=1,128.")),
     target: Optional[str] = typer.Option(None, "--target", "-t", help=(
         "Device profile (edgeq targets list): picks --mode when not given (coral-edgetpu: int8, android-gpu: "
         "fp16 ...) and warns about ops its accelerator will not run.")),
@@ -88,6 +105,8 @@ def convert(
       edgeq convert model.keras --mode mixed --max-drop 0.5 --calib calib.npz --eval eval.npz
 
       edgeq convert model.keras --target coral-edgetpu --calib calib.npz
+
+      edgeq convert encoder.onnx --mode int8 --calib tokens.npz --input-shape input_ids=1,128 --input-shape attention_mask=1,128
     """
     from edgeq.convert import convert as run_convert
     from edgeq.targets import load_target, target_warnings
@@ -100,8 +119,9 @@ def convert(
     options = ConvertOptions(mode=mode, io=io, per_channel=not per_tensor, calib=calib,
                              calib_samples=calib_samples, preprocess=pre, max_drop=max_drop, metric=metric,
                              fallback=fallback)
+    shapes = parse_input_shapes(input_shape)
     report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),
-                         layout=layout)
+                         layout=layout, source_options={"input_shapes": shapes} if shapes else None)
     emit_json(report.to_dict()) if as_json else emit(report.render())
     for line in target_warnings(profile, report.model, mode) if profile else []:
         print(line, file=sys.stderr)

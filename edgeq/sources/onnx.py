@@ -1,0 +1,188 @@
+"""ONNX models -> FloatModel: onnx2tf makes the float SavedModel, onnxruntime is the float reference.
+
+Only the float graph comes from onnx2tf; calibration, quantization, checks, report and accuracy are
+the same code as for Keras input. Steps:
+
+1. load and check the .onnx (corrupt files, unknown ops and unfixable dynamic dims fail here, named);
+2. rewrite PyTorch's Erf-GELU into the order LiteRT fuses to its builtin GELU (no FlexErf);
+3. onnx2tf (offline, in a private temporary directory) -> tf_keras model -> SavedModel named by the
+   ONNX input/output names (NCHW image inputs become NHWC, as TFLite wants);
+4. ``predict`` runs onnxruntime on the *original* model, taking NHWC data like every FloatModel and
+   transposing to the ONNX layout; ``extra["check_float"]`` compares the pipeline's FP32 TFLite with it.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import ConversionError, ModelLoadError
+from edgeq.sources.base import FloatModel, TensorSpec
+from edgeq.sources.onnx_fidelity import DEFAULT_TOLERANCE, check_fidelity, synthetic_inputs
+
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+                10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+
+
+def read_onnx(path: Path):
+    """Load and check ``path``; anything that is not a valid ONNX model raises ModelLoadError."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({first[:160]}); re-export it "
+                             "(e.g. torch.onnx.export)") from exc
+    if not model.graph.input:
+        raise ModelLoadError(f"{path}: the ONNX graph has no inputs; re-export it with its inputs")
+    return model
+
+
+def onnx_specs(model, values) -> list[TensorSpec]:
+    """TensorSpecs of graph inputs or outputs; symbolic or unknown dims are None."""
+    init = {i.name for i in model.graph.initializer}
+    specs = []
+    for v in values:
+        if v.name in init:
+            continue
+        t = v.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim)
+        specs.append(TensorSpec(name=v.name, shape=shape, dtype=_ONNX_DTYPES.get(t.elem_type, "float32")))
+    return specs
+
+
+def fix_shapes(path: Path, specs: list[TensorSpec], shapes: dict[str, tuple[int, ...]] | None) -> list[TensorSpec]:
+    """Apply ``--input-shape`` values; every dim but the batch must end up fixed."""
+    shapes = dict(shapes or {})
+    names = [s.name for s in specs]
+    unknown = [n for n in shapes if n not in names]
+    if unknown:
+        raise ModelLoadError(f"{path}: --input-shape names unknown input(s) {', '.join(unknown)}; "
+                             f"the model's inputs are {', '.join(names)}")
+    out = []
+    for s in specs:
+        shape = s.shape
+        if s.name in shapes:
+            new = tuple(int(d) for d in shapes[s.name])
+            if len(new) != len(s.shape) or any(d <= 0 for d in new) or any(
+                    o is not None and o != n for o, n in zip(s.shape, new)):
+                raise ModelLoadError(f"{path}: --input-shape {s.name}={','.join(map(str, new))} does not fit "
+                                     f"input {s.describe()}; give {len(s.shape)} positive dims keeping fixed ones")
+            shape = new
+        if any(d is None for d in shape[1:]):
+            dims = ",".join("N" if d is None else str(d) for d in shape)
+            raise ModelLoadError(f"{path}: input '{s.name}' has dynamic dims ({dims}); fix them with "
+                                 f"--input-shape {s.name}=1,... (e.g. a sequence length of 128)")
+        out.append(TensorSpec(s.name, shape, s.dtype))
+    return out
+
+
+def _channel_last(shape: tuple) -> tuple:
+    return (shape[0], *shape[2:], shape[1]) if len(shape) >= 3 else shape
+
+
+def _fits(shape: tuple, want: tuple) -> bool:
+    return len(shape) == len(want) and all(w is None or w == d for w, d in zip(want, shape))
+
+
+def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[TensorSpec],
+                 tf_out: list[TensorSpec], out_order: list[str]):
+    """onnxruntime on the original model, fed channel-last data like every FloatModel."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    # onnx2tf moves axis 1 to the end for rank >= 3 inputs (NCHW -> NHWC); the TF shape says whether it did.
+    to_onnx = {o.name: o.shape != t.shape and _fits(_channel_last(o.shape), t.shape) for o, t in zip(onnx_in, tf_in)}
+
+    def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        ort_feeds = {}
+        for o, t in zip(onnx_in, tf_in):
+            x = np.asarray(feeds[t.name])
+            if to_onnx[o.name]:
+                x = np.moveaxis(x, -1, 1)
+            ort_feeds[o.name] = np.ascontiguousarray(x.astype(o.dtype, copy=False))
+        res = dict(zip([o.name for o in session.get_outputs()], session.run(None, ort_feeds)))
+        outs = []
+        for name, spec in zip(out_order, tf_out):
+            y = res[name]
+            if not _fits(y.shape, spec.shape) and _fits(_channel_last(y.shape), spec.shape):
+                y = np.moveaxis(y, 1, -1)  # onnx2tf made this output channel-last too
+            outs.append(y)
+        return outs
+
+    return predict
+
+
+def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
+              fidelity_tolerance: float = DEFAULT_TOLERANCE, **_ignored) -> FloatModel:
+    """Convert ``path`` (.onnx) to a FloatModel; ``input_shapes`` fixes dynamic dims (name -> shape)."""
+    from edgeq.sources.onnx_rewrite import reorder_erf_gelu
+    from edgeq.sources.onnx_tf import export_savedmodel, run_onnx2tf, safe_name, unsupported_ops
+
+    path = Path(path)
+    model = read_onnx(path)
+    original = model.SerializeToString()
+    bad = unsupported_ops(model)
+    if bad:
+        raise ConversionError(f"{path}: onnx2tf cannot convert op(s) {', '.join(bad)}; replace them in the "
+                              "model (re-export with other ops or a newer opset)")
+    onnx_in = fix_shapes(path, onnx_specs(model, model.graph.input), input_shapes)
+    onnx_out = onnx_specs(model, model.graph.output)
+    rewrite = reorder_erf_gelu(model)
+    overwrite = [f"{s.name}:{','.join('1' if d is None else str(d) for d in s.shape)}" for s in onnx_in
+                 if input_shapes and s.name in input_shapes]
+    tmp = Path(tempfile.mkdtemp(prefix="edgeq-onnx-"))
+    try:
+        keras_model = run_onnx2tf(model, path, tmp, overwrite)
+        in_names = [safe_name(s.name) for s in onnx_in]
+        out_names = [safe_name(s.name) for s in onnx_out]
+        if len(keras_model.inputs) != len(in_names) or len(keras_model.outputs) != len(out_names):
+            raise ConversionError(f"{path}: onnx2tf's graph has {len(keras_model.inputs)} inputs and "
+                                  f"{len(keras_model.outputs)} outputs, the ONNX model {len(in_names)} and "
+                                  f"{len(out_names)}; cannot map them")
+        saved = tmp / "saved_model"
+        export_savedmodel(keras_model, in_names, out_names, saved)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shape_of = lambda t: tuple(None if d is None else int(d) for d in t.shape)  # noqa: E731
+    tf_in = [TensorSpec(n, shape_of(t), onnx_in[i].dtype) for i, (n, t) in enumerate(zip(in_names, keras_model.inputs))]
+    # Outputs in sorted-name order: the order TFLite signature outputs are read in (runtime.TFLiteRunner).
+    order = sorted(range(len(out_names)), key=lambda i: out_names[i])
+    tf_out = [TensorSpec(out_names[i], shape_of(keras_model.outputs[i]), "float32") for i in order]
+    predict = make_predict(original, onnx_in, tf_in, tf_out, [onnx_out[i].name for i in order])
+    notes = []
+    moved = [s.name for s, t in zip(onnx_in, tf_in) if s.shape != t.shape]
+    if moved:
+        notes.append(f"ONNX input(s) {', '.join(moved)} are channel-first; the TFLite model takes them "
+                     "channel-last (NHWC)")
+    if rewrite.gelu:
+        notes.append(f"{rewrite.gelu} Erf-GELU pattern(s) reordered so LiteRT fuses them into its builtin GELU")
+    if rewrite.other_erf:
+        notes.append(f"{rewrite.other_erf} Erf op(s) outside GELU patterns remain (may need Flex ops)")
+    fm = FloatModel(source=path, kind="onnx", saved_model_dir=saved, inputs=tf_in, outputs=tf_out,
+                    _predict=predict, notes=notes, _tmpdir=tmp)
+    fm.extra.update({"onnx_inputs": onnx_in, "gelu_rewrites": rewrite.gelu,
+                     "check_float": _float_checker(fm, fidelity_tolerance)})
+    return fm
+
+
+def _float_checker(fm: FloatModel, tolerance: float):
+    """The pipeline calls this with its FP32 TFLite and the calibration (or eval) data, if any."""
+
+    def check(float_tflite: bytes, dataset=None, what: str = "calibration") -> dict:
+        if dataset is not None:
+            feeds = dataset.inputs
+        else:
+            feeds, what = synthetic_inputs(fm.inputs), "synthetic"
+        fid = check_fidelity(float_tflite, fm.predict, feeds, str(fm.source), what, tolerance)
+        fm.extra["fidelity"] = fid
+        return fid.to_dict()
+
+    return check
