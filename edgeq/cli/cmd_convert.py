@@ -120,8 +120,9 @@ def convert(
                              calib_samples=calib_samples, preprocess=pre, max_drop=max_drop, metric=metric,
                              fallback=fallback)
     shapes = parse_input_shapes(input_shape)
+    extra = {"source_options": {"input_shapes": shapes}} if shapes else {}  # ONNX only
     report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),
-                         layout=layout, source_options={"input_shapes": shapes} if shapes else None)
+                         layout=layout, **extra)
     emit_json(report.to_dict()) if as_json else emit(report.render())
     for line in target_warnings(profile, report.model, mode) if profile else []:
         print(line, file=sys.stderr)
