@@ -1,0 +1,167 @@
+"""--mode mixed: the budgeted search, its report, FP16/FP32 fallback, MACs accounting.
+
+Runs on the committed hard sample fashion_dwnet (depthwise channel scales spread over two decades, so
+plain full-INT8 loses points) with one calibration shared by the whole module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import one_line_error
+
+DWNET = Path(__file__).resolve().parents[1] / "sample_models" / "fashion_dwnet"
+BUDGET = 2.0  # top-1 points
+
+
+@pytest.fixture(scope="module")
+def dw_eval(tmp_path_factory) -> Path:
+    """1,000 of the sample's held-out images: enough for a stable top-1, half the evaluation time."""
+    with np.load(DWNET / "eval.npz") as z:
+        path = tmp_path_factory.mktemp("dw") / "eval1k.npz"
+        np.savez(path, x=z["x"][:1000], y=z["y"][:1000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_report(dw_eval, tmp_path_factory):
+    from edgeq import ConvertOptions, Mode, convert
+
+    out = tmp_path_factory.mktemp("mixed") / "dw_mixed.tflite"
+    options = ConvertOptions(mode=Mode.MIXED, calib=DWNET / "calib.npz", max_drop=BUDGET)
+    return convert(DWNET / "model.keras", options, out=out, eval_data=dw_eval)
+
+
+@pytest.fixture(scope="module")
+def calibrated(dw_eval):
+    """The library pieces without the CLI: one calibration and a scorer on the eval subset."""
+    from edgeq.convert import representative_data
+    from edgeq.data import load_dataset
+    from edgeq.modes import IOType
+    from edgeq.progress import Silent
+    from edgeq.quantize.selective import Calibrated
+    from edgeq.quantize.sensitivity import Scorer
+    from edgeq.sources import load_float_model
+
+    with load_float_model(DWNET / "model.keras") as fm:
+        calib = load_dataset(DWNET / "calib.npz", fm.inputs, limit=100)
+        ev = load_dataset(dw_eval, fm.inputs)
+        cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(calib, Silent()), True,
+                                          IOType.FLOAT32, "dwnet")
+        return cal, ev.inputs, fm.predict(ev.inputs), ev.labels
+
+
+def test_mixed_meets_budget_that_full_int8_breaks(mixed_report):
+    m = mixed_report.extra["mixed"]
+    assert m["drop_int8"] > BUDGET, "the hard sample should break the budget in full INT8"
+    assert m["met"] is True and m["drop"] <= BUDGET
+    # The conversion's own evaluation of the written model agrees with the search's verification.
+    assert mixed_report.accuracy.drop_points == pytest.approx(m["drop"], abs=1e-6)
+    assert 0 < len(m["kept"]) < m["layers_total"]
+    assert 0.5 < m["int8_macs_share"] < 1.0
+    assert "met" in m["summary"] and "% of MACs" in m["summary"]
+
+
+def test_kept_layers_are_found_by_measurement_and_run_fp16(mixed_report):
+    from edgeq.quantize.macs import Precision, op_records
+
+    m = mixed_report.extra["mixed"]
+    kept = {d["node"]: d for d in m["kept"]}
+    # The spread depthwise outputs are the measured culprits: the search must keep at least one of them.
+    assert any(d["op"] == "DEPTHWISE_CONV_2D" for d in kept.values())
+    assert all(d["precision"] == "fp16" for d in kept.values() if d["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    records = op_records(Path(mixed_report.output))
+    for r in records:
+        if r.name in kept:
+            assert r.precision in (Precision.FP16, Precision.FP32)
+        elif r.macs:
+            assert r.precision is Precision.INT8, r
+
+
+def test_mixed_report_text_and_json(mixed_report):
+    text = mixed_report.render()
+    assert "mixed" in text and "kept in higher precision" in text
+    d = mixed_report.to_dict()
+    assert d["mixed"]["search_s"] > 0 and d["mixed"]["fallback"] == "fp16"
+    assert [s["error_share"] for s in d["mixed"]["sensitivity"]["layers"]] == sorted(
+        (s["error_share"] for s in d["mixed"]["sensitivity"]["layers"]), reverse=True)
+
+
+def test_budget_that_cannot_be_met_is_said_plainly(calibrated):
+    from edgeq.modes import Metric
+    from edgeq.quantize.mixed import search
+    from edgeq.quantize.sensitivity import Scorer
+
+    cal, inputs, ref, labels = calibrated
+    plan = search(cal, Scorer(inputs, ref, labels, Metric.TOP1), max_drop=-50.0, rank_samples=300)
+    assert plan.met is False and "CANNOT be met" in plan.summary()
+    assert plan.loss < plan.loss_int8  # it still hands back the best model it found
+
+
+def test_generous_budget_keeps_everything_int8(calibrated):
+    from edgeq.modes import Metric
+    from edgeq.quantize.mixed import search
+    from edgeq.quantize.sensitivity import Scorer
+
+    cal, inputs, ref, labels = calibrated
+    plan = search(cal, Scorer(inputs, ref, labels, Metric.AGREEMENT), max_drop=100.0)
+    assert plan.met and plan.kept == [] and plan.share.int8_macs_share == 1.0
+    assert plan.quantizations == 1 and "full INT8 fits" in plan.summary()
+
+
+def test_fp16_fallback_halves_weights_and_matches_fp32(calibrated):
+    from edgeq.quantize.macs import Precision, op_records
+    from edgeq.runtime import TFLiteRunner
+
+    cal, inputs, _, _ = calibrated
+    big = max(cal.layers(), key=lambda layer: layer.macs)
+    fp32 = cal.quantize([big.node])
+    fp16 = cal.quantize([big.node], fp16_weights=True)
+    prec = {r.name: r.precision for r in op_records(content=fp16)}
+    assert prec[big.node] is Precision.FP16
+    assert {r.name: r.precision for r in op_records(content=fp32)}[big.node] is Precision.FP32
+    assert len(fp16) < len(fp32) - 1000  # the float32 filter became float16
+    x = {k: v[:200] for k, v in inputs.items()}
+    a, b = TFLiteRunner(content=fp32).run(x)[0], TFLiteRunner(content=fp16).run(x)[0]
+    assert np.mean(a.argmax(-1) == b.argmax(-1)) > 0.97
+
+
+def test_op_macs():
+    from edgeq.quantize.macs import op_macs
+
+    assert op_macs("CONV_2D", [[1, 8, 8, 3], [16, 3, 3, 3], [16]], [1, 8, 8, 16]) == 8 * 8 * 16 * 27
+    assert op_macs("DEPTHWISE_CONV_2D", [[1, 8, 8, 16], [1, 3, 3, 16]], [1, 4, 4, 16]) == 4 * 4 * 16 * 9
+    assert op_macs("FULLY_CONNECTED", [[1, 64], [10, 64]], [1, 10]) == 640
+    assert op_macs("ADD", [[1, 4], [1, 4]], [1, 4]) == 0
+
+
+def test_metric_losses_in_points():
+    from edgeq.modes import Metric
+    from edgeq.quantize.sensitivity import metric_loss
+
+    ref = [np.eye(4, dtype=np.float32)]
+    out = [np.eye(4, dtype=np.float32)[[0, 1, 2, 0]]]
+    labels = np.arange(4)
+    assert metric_loss(Metric.TOP1, ref, out, labels) == pytest.approx(25.0)
+    assert metric_loss(Metric.AGREEMENT, ref, out, labels) == pytest.approx(25.0)
+    assert metric_loss(Metric.COSINE, ref, ref, labels) == pytest.approx(0.0)
+    assert metric_loss(Metric.SQNR, ref, [ref[0] * 1.1], labels) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_mixed_needs_eval_data(cli, tmp_path):
+    res = cli("convert", DWNET / "model.keras", "--mode", "mixed", "--calib", DWNET / "calib.npz",
+              "--out", tmp_path / "m.tflite")
+    one_line_error(res, "--mode mixed needs --eval")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_top1_metric_needs_labels(cli, tmp_path):
+    with np.load(DWNET / "eval.npz") as z:
+        np.savez(tmp_path / "nolabels.npz", x=z["x"][:50])
+    res = cli("convert", DWNET / "model.keras", "--mode", "mixed", "--metric", "top1", "--calib",
+              DWNET / "calib.npz", "--calib-samples", "20", "--eval", tmp_path / "nolabels.npz",
+              "--out", tmp_path / "m.tflite")
+    one_line_error(res, "top1 needs labels")
+    assert not (tmp_path / "m.tflite").exists()
