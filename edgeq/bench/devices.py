@@ -40,6 +40,7 @@ class DeviceBenchOptions:
     benchmark_binary: str | None = None
     binary_required: bool = True  # False: a profile's default path, skipped when missing on an ssh board
     delegate: str = "xnnpack"  # none | xnnpack | gpu | nnapi | hexagon | external:/path/on/device/lib.so
+    delegate_explicit: bool = False  # given on the command line: wins over a target profile's delegate
     delegate_options: dict[str, str] = field(default_factory=dict)
     cores: str = "all"  # all | big | hex mask for taskset (Android)
     big_core_mask: str | None = None  # from a target profile, used when the device does not tell

@@ -38,7 +38,9 @@ def parse_options(items: list[str]) -> dict[str, str]:
 @app.command(no_args_is_help=True)
 def bench(
     models: List[Path] = typer.Argument(..., help="One or more .tflite models."),
-    target: str = typer.Option("host", "--target", "-t", help="Target profile (see 'edgeq targets list')."),
+    target: List[str] = typer.Option(["host"], "--target", "-t", help="Where to run: 'host', a profile (see "
+                                     "'edgeq targets list'), adb[:SERIAL] or ssh://[user@]host[:port]. Repeat "
+                                     "for several targets: they run in parallel, one table at the end."),
     threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts, e.g. 1,2,4 "
                                                                   "(default: the target's)."),
     runs: int = typer.Option(50, "--runs", min=1, help="Timed runs per model and thread count."),
@@ -56,6 +58,23 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON (a list, one per model and "
                                                        "thread count)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    benchmark_binary: Optional[str] = typer.Option(None, "--benchmark-binary", help="Devices: LiteRT's "
+                                                   "benchmark_model (a local file to copy, or its path on the "
+                                                   "device). Android needs it; ssh boards without it use edgeq's "
+                                                   "Python runner."),
+    delegate: Optional[str] = typer.Option(None, "--delegate", help="Devices: xnnpack|none|gpu|nnapi|hexagon|"
+                                                                     "external:LIB.so (path on the device)."),
+    cores: str = typer.Option("all", "--cores", help="Android: all|big|HEXMASK (taskset)."),
+    op_profile: bool = typer.Option(False, "--op-profile", help="Devices: per-op table (benchmark_model)."),
+    check_outputs: bool = typer.Option(False, "--check-outputs", help="Devices: same inputs on host and device, "
+                                                                      "report the max difference."),
+    ssh_identity: Optional[Path] = typer.Option(None, "--ssh-identity", help="ssh: a key file (agent and "
+                                                                             "~/.ssh keys are used anyway)."),
+    known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="ssh: known_hosts file to check "
+                                                                           "host keys against."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="ssh: trust a board's key on "
+                                                                                  "first contact (never a changed one)."),
+    timeout: float = typer.Option(600.0, "--timeout", min=1, help="Devices: seconds for one command."),
 ) -> int:
     """Measure latency (init, first run, p50/p90/p99), peak memory and delegate coverage of .tflite models,
     each in a fresh process. A model only partly taken by the delegate is flagged: that is the usual
@@ -66,23 +85,32 @@ def bench(
       edgeq bench model_fp32.tflite model_int8.tflite --threads 1,2
 
       edgeq bench model_int8.tflite --runs 200 --inputs eval.npz --json --out bench/
-    """
-    from edgeq.bench.host import HostBenchOptions, bench_host
-    from edgeq.bench.render import render_markdown, render_text
-    from edgeq.targets import Transport, load_target
 
-    profile = load_target(target)
-    opts = HostBenchOptions(threads=parse_threads(threads, profile.threads), runs=runs, warmup=warmup,
-                            xnnpack=xnnpack, delegate_lib=str(delegate_lib) if delegate_lib else None,
-                            delegate_options=parse_options(delegate_option), inputs=inputs, target=profile.name)
+      edgeq bench m_fp32.tflite m_int8.tflite --target host --target ssh://pi@raspberrypi.local
+      --target adb --benchmark-binary ./benchmark_model --cores big --check-outputs
+    """
+    from edgeq.bench.host import HostBenchOptions
+    from edgeq.bench.render import render_markdown, render_text
+
+    from edgeq.bench.devices import DeviceBenchOptions, device_notes
+    from edgeq.bench.multi import bench_targets
+    from edgeq.transport.ssh import SshOptions
+
+    opts = HostBenchOptions(threads=(1,), runs=runs, warmup=warmup,
+                            xnnpack=xnnpack and delegate != "none", delegate_lib=str(delegate_lib) if delegate_lib else None,
+                            delegate_options=parse_options(delegate_option), inputs=inputs)
+    dev = DeviceBenchOptions(runs=runs, warmup=warmup, benchmark_binary=benchmark_binary,
+                             delegate=delegate or "xnnpack", delegate_explicit=delegate is not None,
+                             delegate_options=parse_options(delegate_option), cores=cores, op_profile=op_profile,
+                             check_outputs=check_outputs, timeout_s=timeout,
+                             ssh=SshOptions(identity=ssh_identity, known_hosts=known_hosts,
+                                            accept_new_host_key=accept_new_host_key))
     if inputs is not None and not inputs.is_file():
         raise DataError(f"--inputs {inputs}: no such file; give an .npz")
     if out is not None:
         _check_out(out)
-    if profile.transport is Transport.LOCAL:
-        results = bench_host(models, opts, progress(show_progress))
-    else:
-        results = _bench_device(models, profile, opts, show_progress)
+    results = bench_targets(list(target), models, threads=parse_threads(threads, 1) if threads else None,
+                            host=opts, device=dev, progress=progress(show_progress))
     if out is not None:
         from edgeq.fileio import atomic_write_text
 
@@ -91,8 +119,15 @@ def bench(
         atomic_write_text(out / "bench.md", render_markdown(results))
     if as_json:
         emit_json([r.to_dict() for r in results])
+    elif any(r.ok for r in results) and len(target) > 1:
+        from edgeq.bench.compare import build, render_markdown as comparison
+
+        emit(comparison(build(models, results, {})))
     elif any(r.ok for r in results):
         emit(render_text(results))
+    if not as_json:
+        for line in device_notes(results):
+            emit(line)
     failed = [r for r in results if not r.ok]
     for r in {r.error: r for r in failed}.values():  # one line per failing model, not per thread count
         print(f"edgeq: error: {r.error}", file=sys.stderr)
@@ -107,16 +142,3 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: is a file; give a folder for bench.json and bench.md")
     check_writable(out / "bench.json" if out.is_dir() else out)
-
-
-def _bench_device(models, profile, opts, show_progress):
-    """Device targets (adb/ssh) run LiteRT's benchmark_model there; that runner lives in edgeq.bench.device."""
-    from edgeq.bench.errors import TargetError
-
-    try:
-        from edgeq.bench.device import bench_device  # type: ignore[attr-defined]
-    except ImportError:
-        raise TargetError(f"target '{profile.name}' is reached over {profile.transport.value}; device "
-                          "benchmarks are not available in this build (use --target host)") from None
-    return bench_device(models, profile, threads=opts.threads, runs=opts.runs, warmup=opts.warmup,
-                        progress=progress(show_progress))
