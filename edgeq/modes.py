@@ -56,6 +56,13 @@ class Fallback(str, Enum):
     FP32 = "fp32"  # for runtimes without float16 weights (microcontrollers)
 
 
+class PtqChoice(str, Enum):
+    """How full-INT8 prepares the float graph before the converter calibrates it."""
+
+    AUTO = "auto"  # BN folding, equalization, bias correction, range clipping: each kept only if it helps
+    PLAIN = "plain"  # the converter's own min/max calibration, nothing else
+
+
 class Layout(str, Enum):
     """Axis order of image data: TFLite wants NHWC, ONNX models are usually NCHW."""
 
@@ -86,6 +93,7 @@ class ConvertOptions:
     max_drop: float = 1.0  # mixed: budget in points of ``metric`` lost against the float model
     metric: Metric | None = None  # mixed: None = top1 with labels, agreement without
     fallback: Fallback = Fallback.FP16  # mixed: precision of the layers kept out of INT8
+    ptq: PtqChoice = PtqChoice.AUTO  # int8: graph preparation before calibration (see quantize/prepare)
 
     @property
     def io_type(self) -> IOType:

@@ -10,7 +10,7 @@ import typer
 from edgeq.cli.main import app
 from edgeq.cli.output import emit, emit_json, progress
 from edgeq.errors import DataError
-from edgeq.modes import ConvertOptions, Fallback, IOType, Layout, Metric, Mode, Preprocess
+from edgeq.modes import ConvertOptions, Fallback, IOType, Layout, Metric, Mode, Preprocess, PtqChoice
 
 
 def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -90,6 +90,10 @@ def convert(
     fallback: Fallback = typer.Option(Fallback.FP16, "--fallback", help=(
         "--mode mixed: precision of the layers kept out of INT8: fp16 (float16 weights, half the bytes) or "
         "fp32 (for runtimes without float16, e.g. microcontrollers).")),
+    ptq: PtqChoice = typer.Option(PtqChoice.AUTO, "--ptq", help=(
+        "--mode int8: auto (BN folding, cross-layer equalization, bias correction, activation-range clipping, "
+        "each kept only when it measurably helps on the calibration data; the report lists what each gained) "
+        "or plain (the converter's own min/max calibration, for comparison).")),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),
@@ -101,6 +105,8 @@ def convert(
       edgeq convert model.keras --mode int8 --calib calib.npz --eval eval.npz
 
       edgeq convert saved_model/ --mode fp16 --out model_fp16.tflite --json
+
+      edgeq convert model.keras --mode int8 --ptq plain --calib calib.npz --eval eval.npz
 
       edgeq convert model.keras --mode mixed --max-drop 0.5 --calib calib.npz --eval eval.npz
 
@@ -118,7 +124,7 @@ def convert(
                      std=parse_floats(std, "--std") or (1.0,))
     options = ConvertOptions(mode=mode, io=io, per_channel=not per_tensor, calib=calib,
                              calib_samples=calib_samples, preprocess=pre, max_drop=max_drop, metric=metric,
-                             fallback=fallback)
+                             fallback=fallback, ptq=ptq)
     shapes = parse_input_shapes(input_shape)
     extra = {"source_options": {"input_shapes": shapes}} if shapes else {}  # ONNX only
     report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),

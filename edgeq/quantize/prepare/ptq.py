@@ -8,21 +8,14 @@ the result in LiteRT on the calibration data and compare with the *original* flo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 
 import numpy as np
 
 from edgeq import metrics
+from edgeq.modes import PtqChoice
 from edgeq.progress import Progress, Silent
 
 MIN_GAIN_DB = 0.1
-
-
-class PtqChoice(str, Enum):
-    """``--ptq``: ``auto`` prepares the graph where it measurably helps; ``plain`` is the converter alone."""
-
-    AUTO = "auto"
-    PLAIN = "plain"
 
 
 @dataclass(frozen=True)
