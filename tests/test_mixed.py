@@ -30,7 +30,7 @@ def mixed_report(dw_eval, tmp_path_factory):
     from edgeq import ConvertOptions, Mode, convert
 
     out = tmp_path_factory.mktemp("mixed") / "dw_mixed.tflite"
-    options = ConvertOptions(mode=Mode.MIXED, calib=DWNET / "calib.npz", max_drop=BUDGET)
+    options = ConvertOptions(mode=Mode.MIXED, calib=DWNET / "calib.npz", calib_samples=100, max_drop=BUDGET)
     return convert(DWNET / "model.keras", options, out=out, eval_data=dw_eval)
 
 
@@ -157,11 +157,12 @@ def test_mixed_needs_eval_data(cli, tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_top1_metric_needs_labels(cli, tmp_path):
-    with np.load(DWNET / "eval.npz") as z:
-        np.savez(tmp_path / "nolabels.npz", x=z["x"][:50])
-    res = cli("convert", DWNET / "model.keras", "--mode", "mixed", "--metric", "top1", "--calib",
-              DWNET / "calib.npz", "--calib-samples", "20", "--eval", tmp_path / "nolabels.npz",
-              "--out", tmp_path / "m.tflite")
-    one_line_error(res, "top1 needs labels")
-    assert not (tmp_path / "m.tflite").exists()
+def test_top1_metric_needs_labels():
+    from edgeq.errors import DataError
+    from edgeq.modes import Metric
+    from edgeq.quantize.sensitivity import Scorer
+
+    x = {"image": np.zeros((4, 28, 28, 1), np.float32)}
+    with pytest.raises(DataError, match="top1 needs labels"):
+        Scorer(x, [np.zeros((4, 10), np.float32)], None, Metric.TOP1)
+    assert Scorer(x, [np.zeros((4, 10), np.float32)], None).metric is Metric.AGREEMENT  # the label-free default
