@@ -147,5 +147,34 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
             if keep:
                 accepted, best, best_bytes = trial, score, content
         plan.notes.insert(0, f"BN folded into {n_bn} layers before equalization")
+        prepared = accepted if any(s.applied for s in plan.steps) else None
+    else:
+        prepared = None
+    best_bytes, best = _tune_ranges(fm, prepared, m, settings, plan, best_bytes, best, progress)
     plan.final = best
     return best_bytes, plan
+
+
+def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes: bytes, best: Score,
+                 progress: Progress) -> tuple[bytes, Score]:
+    """Clip activation ranges (percentile or MSE) on the best float graph so far; keep the best if it helps."""
+    from contextlib import nullcontext
+
+    from edgeq.convert import representative_data
+    from edgeq.quantize.prepare.ranges import clipped_models
+    from edgeq.quantize.selective import Calibrated
+    from edgeq.sources.keras import from_keras_object
+
+    with progress.task("PTQ: activation ranges"):
+        ctx = from_keras_object(prepared, fm.source) if prepared is not None else nullcontext(fm)
+        with ctx as src:
+            cal = Calibrated.from_saved_model(src.saved_model_dir, representative_data(m.calib, Silent()),
+                                              settings.per_channel, settings.io, str(fm.source))
+            trials = [(method, content, m.score(content)) for method, content in clipped_models(cal, m.calib.inputs)]
+    method, content, score = max(trials, key=lambda t: t[2].sqnr_db)
+    gain = round(score.sqnr_db - best.sqnr_db, 3)
+    keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+    tried = ", ".join(f"{t[0].value} {t[2].sqnr_db:.1f} dB" for t in trials)
+    plan.steps.append(PtqStep("ranges", f"{method.value} clipping of activation ranges (tried {tried})", keep,
+                              score, gain))
+    return (content, score) if keep else (best_bytes, best)
