@@ -32,8 +32,8 @@ def split_files(files: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
 def compare(
     files: List[Path] = typer.Argument(..., help="Model variants (.tflite), and optionally their 'edgeq convert "
                                                  "--json' reports and 'edgeq bench --json/--out' results (.json)."),
-    target: List[str] = typer.Option([], "--target", "-t", help="Targets to benchmark on now (repeatable). "
-                                                               "Default: host, unless bench results are given."),
+    target: List[str] = typer.Option([], "--target", "-t", help="Targets to benchmark on now (repeatable; as in "
+                                     "'edgeq bench --target'). Default: host, unless bench results are given."),
     reports: List[Path] = typer.Option([], "--reports", "-r", help="A convert report with accuracy (repeatable)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval", "-e", help="Measure top-1 of every variant on this "
                                                                         "labeled .npz instead of using reports."),
@@ -54,13 +54,16 @@ def compare(
 
       edgeq compare m_fp32.tflite m_int8.tflite --eval eval.npz --threads 1,2
 
-      edgeq compare m_fp32.tflite m_int8.tflite --reports m_int8.json --target host rpi5_bench/bench.json
+      edgeq compare m_fp32.tflite m_int8.tflite m_fp32.json m_int8.json --target host --target rpi5
+
+      edgeq compare m_fp32.tflite m_int8.tflite --reports m_int8.json pi_results/bench.json
     """
     from edgeq.bench import compare as cmp
-    from edgeq.bench.host import HostBenchOptions, bench_host
+    from edgeq.bench.devices import DeviceBenchOptions
+    from edgeq.bench.host import HostBenchOptions
+    from edgeq.bench.multi import bench_targets
     from edgeq.bench.result import BenchResult
-    from edgeq.cli.cmd_bench import _bench_device, _check_out, parse_threads
-    from edgeq.targets import Transport, load_target
+    from edgeq.cli.cmd_bench import _check_out, parse_threads
 
     models, found_reports, result_files = split_files(list(files))
     if not models:
@@ -73,13 +76,11 @@ def compare(
             results += [BenchResult.from_dict(d) for d in json.loads(f.read_text())]
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{f}: not an 'edgeq bench --json' result list ({exc})") from None
-    profiles = [load_target(t) for t in (target or ([] if result_files else ["host"]))]
-    for p in profiles:
-        opts = HostBenchOptions(threads=parse_threads(threads, p.threads), runs=runs, warmup=warmup, target=p.name)
-        if p.transport is Transport.LOCAL:
-            results += bench_host(models, opts, progress(show_progress))
-        else:
-            results += _bench_device(models, p, opts, show_progress)
+    specs = list(target) or ([] if result_files else ["host"])
+    if specs:  # the same runners as `edgeq bench --target ...` (host process per model, devices over adb/ssh)
+        results += bench_targets(specs, models, threads=parse_threads(threads, 1) if threads else None,
+                                 host=HostBenchOptions(runs=runs, warmup=warmup),
+                                 device=DeviceBenchOptions(runs=runs, warmup=warmup), progress=progress(show_progress))
     accuracies, modes = cmp.read_reports(list(reports) + found_reports)
     if eval_data is not None:
         accuracies.update(_measure(models, eval_data, show_progress))
