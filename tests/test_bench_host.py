@@ -101,16 +101,33 @@ def test_bad_models_fail_one_line_each_and_the_good_one_is_still_reported(varian
     text.write_text("not a model")
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(good.read_bytes()[:2000])  # TFL3 header, truncated body: LiteRT crashes on it
-    res = cli("bench", text, good, cut, tmp_path / "missing.tflite", "--runs", "3", "--warmup", "1",
+    rank3 = tmp_path / "rank3.tflite"
+    _with_rank3_input(good, rank3)  # a valid file whose CONV_2D cannot be prepared: allocation fails
+    res = cli("bench", text, good, cut, rank3, tmp_path / "missing.tflite", "--runs", "3", "--warmup", "1",
               "--threads", "1,2", "--no-progress")
     assert res.code == 2
     assert good.name in res.out and "PARTIAL" in res.out and "WARNING partial delegation" in res.out
     errs = [ln for ln in res.err.splitlines() if ln.strip()]
-    assert len(errs) == 3 and all(ln.startswith("edgeq: error: ") for ln in errs), res.err
+    assert len(errs) == 4 and all(ln.startswith("edgeq: error: ") for ln in errs), res.err
+    assert "rank3.tflite: the interpreter cannot allocate it (Node number 0 (CONV_2D) failed to prepare" in res.err
     assert "notes.tflite: not a TFLite flatbuffer" in res.err
     assert "cut.tflite: LiteRT crashed" in res.err
     assert "missing.tflite: no such file" in res.err
     assert "Traceback" not in res.err
+
+
+def _with_rank3_input(src: Path, dst: Path) -> None:
+    """Copy of ``src`` whose 4-D image input is declared 3-D (drop the channel axis)."""
+    import numpy as np
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    m = flatbuffer_utils.read_model(str(src))
+    sg = m.subgraphs[0]
+    t = sg.tensors[sg.inputs[0]]
+    t.shape = np.array(list(t.shape)[:3], dtype=np.int32)
+    if t.shapeSignature is not None:
+        t.shapeSignature = np.array(list(t.shapeSignature)[:3], dtype=np.int32)
+    flatbuffer_utils.write_model(m, str(dst))
 
 
 def test_delegate_library_that_does_not_load_is_one_line(variants, tmp_path, cli):

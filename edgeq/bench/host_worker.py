@@ -147,7 +147,8 @@ def run(spec: WorkerSpec) -> BenchResult:
             try:
                 interp.allocate_tensors()
             except Exception as exc:
-                raise EdgeqError(f"{spec.model}: the interpreter cannot allocate it ({_first_line(exc)})") from None
+                raise EdgeqError(f"{spec.model}: the interpreter cannot allocate it ({_prepare_failure(exc)}); "
+                                 "convert it again or check its input shapes") from None
             result.init_ms = (time.perf_counter() - t0) * 1e3
         name = "TfLiteXNNPackDelegate" if delegate == "xnnpack" else Path(delegate).name
         result.delegation = delegation(interp._get_ops_details(), name)  # noqa: SLF001
@@ -187,6 +188,16 @@ def _check_file(p: Path) -> None:
         head = f.read(8)
     if len(head) < 8 or head[4:8] != b"TFL3":
         raise ModelLoadError(f"{p}: not a TFLite flatbuffer (no 'TFL3' identifier); give a .tflite file")
+
+
+def _prepare_failure(exc: BaseException) -> str:
+    """LiteRT glues the kernel's check and "Node number 0 (CONV_2D) failed to prepare." together: lead with the node."""
+    import re
+
+    text = " ".join(str(exc).split())
+    node = re.search(r"Node number \d+ \(\w+\) failed to prepare", text)
+    check = text.split("Node number")[0].strip()
+    return f"{node.group(0)}: {check}"[:240] if node else _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
