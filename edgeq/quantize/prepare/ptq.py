@@ -101,6 +101,7 @@ class _Measure:
 
 def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) -> tuple[bytes, PtqPlan]:
     """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan)."""
+    from edgeq.quantize.prepare.bias_absorb import absorb_biases
     from edgeq.quantize.prepare.bias_correction import correct_biases
     from edgeq.quantize.prepare.bn_fold import fold_batchnorm
     from edgeq.quantize.prepare.equalize import equalize
@@ -129,6 +130,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     if current is not None:
         candidates = [
             ("equalize", lambda mdl: equalize(mdl, x), "cross-layer equalization of {n} layer pairs"),
+            ("bias_absorb", lambda mdl: absorb_biases(mdl, x), "bias absorption into {n} following layers"),
             ("bias_correction", lambda mdl: correct_biases(mdl, x, settings.per_channel),
              "empirical bias correction of {n} layers"),
         ]
