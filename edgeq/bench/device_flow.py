@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgeq.bench.errors import BenchmarkFailed
 from edgeq.bench.result import BenchResult, DelegateCoverage, LatencyStats
-from edgeq.transport.base import Remote
+from edgeq.transport.base import Remote, cleanup_allowed
 
 RUNNER = Path(__file__).with_name("device_runner.py")
 RUNNER_MARK = "EDGEQ_DEVICE_RESULT "
@@ -50,7 +50,8 @@ class RunFolder:
     def __exit__(self, *exc) -> None:
         if self.path.startswith(self.base.rstrip("/") + "/edgeq-run."):  # never anything else
             try:
-                self.remote.run(f"rm -rf {shlex.quote(self.path)}", timeout=60, check=False)
+                with cleanup_allowed():
+                    self.remote.run(f"rm -rf {shlex.quote(self.path)}", timeout=60, check=False)
             except Exception:  # noqa: BLE001 - the device may be gone; nothing more we can do
                 pass
 
@@ -159,6 +160,40 @@ def runner_result(d: dict, local_model: Path, target: str, delegate: str) -> Ben
     r.delegation = [DelegateCoverage(x["delegate"], x["nodes_delegated"], x["nodes_total"], x.get("partitions"),
                                      tuple(x.get("not_delegated", ()))) for x in d.get("delegation", [])]
     return r
+
+
+_LINUX_FACTS = r"""
+r() { [ -r "$1" ] && tr -d '\000' < "$1" || echo unknown; }
+echo "board=$(r /proc/device-tree/model)"
+echo "machine=$(uname -m)"
+echo "system=$(uname -sr)"
+echo "cpu=$(grep -m1 -E '^(Model|Hardware|model name)' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "cpu_parts=$(grep '^CPU part' /proc/cpuinfo | cut -d: -f2 | sort -u | tr -d ' ' | paste -sd, -)"
+echo "cpu_count=$(grep -c ^processor /proc/cpuinfo)"
+echo "governor=$(r /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor)"
+t=$(r /sys/class/thermal/thermal_zone0/temp); echo "temp_mc=$t"
+f=$(r /sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq); echo "freq_khz=$f"
+command -v vcgencmd >/dev/null && echo "throttled=$(vcgencmd get_throttled | cut -d= -f2)"
+true
+"""
+
+
+def linux_facts(remote: Remote) -> dict:
+    """Board facts with nothing but a POSIX shell (for benchmark_model runs, where no Python may exist)."""
+    kv = {}
+    for line in remote.run(_LINUX_FACTS, timeout=60).out.splitlines():
+        k, _, v = line.partition("=")
+        kv[k.strip()] = v.strip() or "unknown"
+    return kv
+
+
+def shell_conditions(before: dict, after: dict) -> dict[str, str]:
+    """Temperature/frequency before and after a benchmark_model run, as ``board_conditions`` wants them."""
+    temps = [int(x["temp_mc"]) / 1000.0 for x in (before, after) if x.get("temp_mc", "").lstrip("-").isdigit()]
+    freqs = [int(x["freq_khz"]) / 1000.0 for x in (before, after) if x.get("freq_khz", "").isdigit()]
+    facts = {k: v for k, v in before.items() if k not in ("temp_mc", "freq_khz", "throttled")}
+    return {**facts, **board_conditions({"temps_c": temps, "min_freqs_mhz": freqs, "device": facts,
+                                         "throttled": after.get("throttled")})}
 
 
 THROTTLE_TEMP_C = 80.0  # Raspberry Pi firmware starts soft throttling at 80 C

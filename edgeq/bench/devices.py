@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from edgeq.bench.device_flow import (RUNNER, FlowOptions, RunFolder, install_binary, push_models,
-                                     run_benchmark_model, run_python_runner)
+from edgeq.bench.device_flow import (RUNNER, FlowOptions, RunFolder, install_binary, linux_facts, push_models,
+                                     run_benchmark_model, run_python_runner, shell_conditions)
 from edgeq.bench.errors import BenchmarkFailed, TargetError
 from edgeq.bench.result import BenchResult
 from edgeq.errors import EdgeqError
@@ -156,7 +156,12 @@ def _run(remote: Remote, models: list[Path], o: DeviceBenchOptions, label: str, 
                                      "(benchmark_model cannot save outputs)"
         for i, (model, graph) in enumerate(zip(models, graphs)):
             if binary:
+                before = {} if android else linux_facts(remote)
                 rs = [run_benchmark_model(remote, binary, graph, model, t, flow, label) for t in o.threads]
+                if not android:
+                    board = shell_conditions(before, linux_facts(remote))
+                    for r in rs:
+                        r.device = {**board, **r.device}
                 if o.check_outputs and "check_outputs" not in facts:
                     _check(remote, folder, model, graph, flow, label, Path(tmp), i, rs)
             else:

@@ -70,6 +70,11 @@ class AdbRemote:
                 raise DeviceMissing(f"{self.label}: cannot connect ({last_line(out + err)}); is adbd listening "
                                     "(adb tcpip 5555) and the address right?")
         code, out, err = run_local(self._argv("get-state"), label=self.label, timeout=self.connect_timeout)
+        if code != 0 and self.serial and ":" in self.serial and "offline" in (out + err):
+            # a TCP device whose adbd restarted stays "offline" in the server until reconnected
+            run_local([adb_binary(), "disconnect", self.serial], label=self.label, timeout=self.connect_timeout)
+            run_local([adb_binary(), "connect", self.serial], label=self.label, timeout=self.connect_timeout)
+            code, out, err = run_local(self._argv("get-state"), label=self.label, timeout=self.connect_timeout)
         if code != 0 or out.strip() != "device":
             self._state_error(out + err, "connect")
 

@@ -37,12 +37,27 @@ class Cancelled(Exception):
 
 
 CANCEL = threading.Event()
+_LOCAL = threading.local()
+
+
+class cleanup_allowed:
+    """Within this block the current thread's client commands run even after Ctrl-C (removing run folders)."""
+
+    def __enter__(self):
+        _LOCAL.cleanup = True
+
+    def __exit__(self, *exc):
+        _LOCAL.cleanup = False
+
+
+def _cancelled() -> bool:
+    return CANCEL.is_set() and not getattr(_LOCAL, "cleanup", False)
 
 
 def run_local(argv: list[str], *, label: str, timeout: float, stdin: bytes | None = None,
               binary: bool = False) -> tuple[int, bytes | str, str]:
     """Run a client command (adb/ssh); kill it on timeout or cancel. Returns (code, stdout, stderr)."""
-    if CANCEL.is_set():
+    if _cancelled():
         raise Cancelled()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -53,10 +68,10 @@ def run_local(argv: list[str], *, label: str, timeout: float, stdin: bytes | Non
     while comm.is_alive():
         comm.join(0.2)
         waited += 0.2
-        if CANCEL.is_set() or waited > timeout:
+        if _cancelled() or waited > timeout:
             proc.kill()
             comm.join()
-            if CANCEL.is_set():
+            if _cancelled():
                 raise Cancelled()
             raise DeviceTimeout(f"{label}: '{' '.join(argv[-1:])[:80]}' did not finish within {timeout:.0f} s; "
                                 "the device may hang or be very slow (raise --timeout)")

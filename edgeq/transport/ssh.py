@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.transport.base import Completed, last_line, run_local
+from edgeq.transport.base import Completed, cleanup_allowed, last_line, run_local
 from edgeq.transport.errors import (DeviceLost, DeviceMissing, DeviceUnauthorized, HostKeyError,
                                     RemoteCommandFailed)
 
@@ -128,7 +128,8 @@ class SshRemote:
         """End the shared master connection (if one was opened) and remove its socket folder."""
         if Path(self._ctl.name, "cm").exists():
             try:
-                run_local(self._argv(None, "-O", "exit"), label=self.label, timeout=15)
+                with cleanup_allowed():
+                    run_local(self._argv(None, "-O", "exit"), label=self.label, timeout=15)
             except Exception:  # noqa: BLE001 - closing is best effort; the master also times out by itself
                 pass
         self._ctl.cleanup()

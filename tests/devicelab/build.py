@@ -22,6 +22,8 @@ PI_ROOT = LAB / "pi-root"
 PHONE_ROOT = LAB / "phone-root"
 KEYS = LAB / "keys"
 SITE = LAB / "site-aarch64"  # aarch64 wheels, bind-mounted into both roots at /opt/site
+PI_CPU = "cortex-a72"  # Raspberry Pi 4
+PHONE_CPU = "cortex-a76"  # a typical phone big core
 LITERT_VERSION = "2.3.0"  # verified under qemu 10 (device_standins.md); a board may well differ from the host
 BACKPORTS = ["qemu-user", "adbd:arm64", "android-libbase:arm64", "android-libcutils:arm64",
              "android-liblog:arm64", "android-libboringssl:arm64"]
@@ -213,7 +215,9 @@ def build_pi(mirror: str, address: str) -> Path:
         f"ListenAddress {address}\nPort 22\nHostKey /etc/ssh/ssh_host_ed25519_key\nPidFile /run/sshd.edgeq.pid\n"
         "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
         "AuthorizedKeysFile .ssh/authorized_keys\nSubsystem sftp /usr/lib/openssh/sftp-server\n"
-        "PrintMotd no\nLogLevel ERROR\n")
+        # qemu's default CPU ("max") has SVE/SME, which XNNPACK picks and qemu emulates ~10x slower; a Pi 4's
+        # Cortex-A72 is also what the stand-in should report. Sessions get it through SetEnv.
+        f"PrintMotd no\nLogLevel ERROR\nSetEnv QEMU_CPU={PI_CPU}\n")
     stamp.touch()
     return PI_ROOT
 

@@ -138,10 +138,12 @@ class DeviceLab:
         mounts = (f"mount -t proc proc {r}/proc && mount --rbind /sys {r}/sys && mount --rbind /dev {r}/dev && "
                   f"mount --bind {build.SITE} {r}/opt/site")
         if d is PI:
-            daemon = f"hostname raspberrypi && exec env -i PATH={PATH} chroot {r} /usr/sbin/sshd -D -e " \
+            daemon = f"hostname raspberrypi && exec env -i PATH={PATH} QEMU_CPU={build.PI_CPU} chroot {r} " \
+                     "/usr/sbin/sshd -D -e " \
                      "-f /etc/ssh/sshd_config.edgeq"
         else:
             daemon = f"hostname localhost && cd {r}/data/local/tmp && exec env -i PATH={PATH} " \
+                     f"QEMU_CPU={build.PHONE_CPU} " \
                      f"chroot {r} /usr/lib/android-sdk/platform-tools/adbd"
         # A PID namespace with --kill-child: ending the one recorded unshare process ends everything inside.
         cmd = ["ip", "netns", "exec", d.netns, "unshare", "--uts", "--mount", "--pid", "--fork", "--kill-child",
@@ -161,12 +163,12 @@ class DeviceLab:
         """End exactly the process this lab started for the device (and, by the PID namespace, its children)."""
         pid = self.state.pids.pop(d.name, None)
         if pid and _alive(pid) and b"unshare" in _cmdline(pid):
-            os.kill(pid, signal.SIGTERM)
+            # unshare --fork blocks SIGTERM while it waits for its child; SIGKILL it and --kill-child's
+            # parent-death signal kills the namespace's first process, which takes the whole PID namespace along.
+            os.kill(pid, signal.SIGKILL)
             end = time.monotonic() + 10
             while _alive(pid) and time.monotonic() < end:
-                time.sleep(0.1)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+                time.sleep(0.05)
         self.state.save()
 
     # -- whole lab -------------------------------------------------------------------------------------------
