@@ -166,3 +166,23 @@ def test_compare_table_json_and_pareto_png(variants, tmp_path, cli):
     assert data["pareto"]["host"]  # at least one variant is on the front
     assert (tmp_path / "c" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| cnn_int8 | int8 |" in res.out
+
+
+def test_compare_measures_accuracy_with_eval_and_takes_saved_device_results(variants, cnn, tmp_path, cli):
+    (m32, _, rep32, _), (m8, _, rep8, _) = variants["fp32"], variants["int8"]
+    from edgeq.bench.result import LatencyStats
+
+    saved = [BenchResult(model=f"/data/local/tmp/{m.name}", target="android-cpu", threads=4, tool="benchmark_model",
+                         inference=LatencyStats(count=50, mean_ms=ms, p50_ms=ms)).to_dict()
+             for m, ms in ((m32, 9.0), (m8, 4.0))]
+    results = tmp_path / "phone.json"
+    results.write_text(json.dumps(saved))
+    res = cli("compare", m32, m8, results, "--eval", cnn.eval, "--json", "--no-progress")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    assert data["targets"] == ["android-cpu"]  # saved results only: nothing benchmarked on the host
+    by = {v["name"]: v for v in data["variants"]}
+    # measured here on the same eval data as the convert reports
+    assert by["cnn_int8"]["accuracy"]["value"] == pytest.approx(100 * rep8["accuracy"]["top1"], abs=1e-6)
+    assert by["cnn_fp32"]["accuracy"]["value"] == pytest.approx(100 * rep32["accuracy"]["top1"], abs=1e-6)
+    assert by["cnn_int8"]["latency"]["android-cpu"]["p50_ms"] == 4.0
