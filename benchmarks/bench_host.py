@@ -48,9 +48,12 @@ def find_litert_benchmark() -> tuple[str | None, str]:
     cand = str(here) if here.exists() else os.environ.get("EDGEQ_LITERT_BENCHMARK") or shutil.which("litert-benchmark")
     if not cand or not Path(cand).exists():
         return None, ""
-    py = Path(cand).read_text().splitlines()[0].removeprefix("#!").strip()
-    ver = subprocess.run([py, "-c", "import importlib.metadata as m; print(m.version('ai-edge-litert'))"],
-                         capture_output=True, text=True).stdout.strip()
+    try:  # a pip console script: its shebang names the Python (and so the ai-edge-litert) it runs on
+        py = Path(cand).read_text().splitlines()[0].removeprefix("#!").strip()
+        ver = subprocess.run([py, "-c", "import importlib.metadata as m; print(m.version('ai-edge-litert'))"],
+                             capture_output=True, text=True).stdout.strip()
+    except (OSError, UnicodeDecodeError, IndexError):
+        ver = "unknown"
     return cand, ver
 
 
