@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgeq import metrics
+from edgeq.errors import ConversionError
 from edgeq.modes import PtqChoice
 from edgeq.progress import Progress, Silent
 
@@ -124,7 +125,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
         x = next(iter(calib.inputs.values()))
         try:
             current, n_bn = fold_batchnorm(clone(keras_model))
-        except ValueError as exc:  # subclassed/sequential-only models have no functional config
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. subclassed models have no functional config
             plan.notes.append(f"graph steps skipped: {exc}")
             current = None
     if current is not None:
@@ -137,12 +138,17 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
         accepted = current
         for name, step, text in candidates:
             with progress.task(f"PTQ: {name}"):
-                trial, n = step(clone(accepted))
-                if n == 0:
-                    plan.steps.append(PtqStep(name, "nothing to do", False))
+                try:
+                    trial, n = step(clone(accepted))
+                    if n == 0:
+                        plan.steps.append(PtqStep(name, "nothing to do", False))
+                        continue
+                    content = m.convert_keras(trial)
+                    score = m.score(content)
+                except (ConversionError, ValueError, TypeError, KeyError) as exc:
+                    # a layer this step does not understand: skip the step, never the conversion
+                    plan.steps.append(PtqStep(name, f"not applicable: {str(exc).splitlines()[0][:120]}", False))
                     continue
-                content = m.convert_keras(trial)
-                score = m.score(content)
             gain = round(score.sqnr_db - best.sqnr_db, 3)
             keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
             plan.steps.append(PtqStep(name, text.format(n=n), keep, score, gain))
@@ -169,10 +175,15 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
 
     with progress.task("PTQ: activation ranges"):
         ctx = from_keras_object(prepared, fm.source) if prepared is not None else nullcontext(fm)
-        with ctx as src:
-            cal = Calibrated.from_saved_model(src.saved_model_dir, representative_data(m.calib, Silent()),
-                                              settings.per_channel, settings.io, str(fm.source))
-            trials = [(method, content, m.score(content)) for method, content in clipped_models(cal, m.calib.inputs)]
+        try:
+            with ctx as src:
+                cal = Calibrated.from_saved_model(src.saved_model_dir, representative_data(m.calib, Silent()),
+                                                  settings.per_channel, settings.io, str(fm.source))
+                trials = [(method, content, m.score(content))
+                          for method, content in clipped_models(cal, m.calib.inputs)]
+        except (ConversionError, ValueError, RuntimeError) as exc:  # keep the best model so far
+            plan.steps.append(PtqStep("ranges", f"not applicable: {str(exc).splitlines()[0][:120]}", False))
+            return best_bytes, best
     method, content, score = max(trials, key=lambda t: t[2].sqnr_db)
     gain = round(score.sqnr_db - best.sqnr_db, 3)
     keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
