@@ -56,7 +56,7 @@ class PtqPlan:
     def summary(self) -> str:
         if self.choice is PtqChoice.PLAIN:
             return "plain (TFLiteConverter calibration only, --ptq plain)"
-        parts = [f"{s.name} {'kept' if s.applied else 'skipped'}"
+        parts = [f"{s.name} {'kept' if s.applied else 'skipped' if s.score else 'n/a'}"
                  + (f" {s.gain_db:+.1f} dB" if s.gain_db is not None else "") for s in self.steps]
         head = (f"calib SQNR {self.baseline.sqnr_db:.1f} -> {self.final.sqnr_db:.1f} dB, agreement "
                 f"{100 * self.baseline.agreement:.1f} -> {100 * self.final.agreement:.1f}%"
