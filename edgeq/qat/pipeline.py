@@ -131,7 +131,8 @@ def _qat_section(options: QATOptions, n_train: int, history: list[EpochStats], s
         "simulated_top1_before": round(start_top1, 6),
         "finetuned_float_top1": round(tuned_float, 6),
         "ptq_int8": {"top1": p.top1, "drop_points": p.drop_points, "size_bytes": ptq.size_bytes,
-                     "fully_integer": ptq.model.fully_integer, "calib_samples": ptq.calib_samples},
+                     "fully_integer": ptq.model.fully_integer, "calib_samples": ptq.calib_samples,
+                     "preparation": (ptq.extra.get("ptq") or {}).get("summary")},
         "gain_vs_ptq_points": round(100 * (accuracy.top1 - p.top1), 4),
         "fused_layers": len(fused),
     }
