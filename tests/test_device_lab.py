@@ -135,7 +135,7 @@ def test_devices_disappearing_mid_run_keep_the_other_results(lab, tiny_models):
     try:
         end = time.monotonic() + 120
         while time.monotonic() < end and not (
-                any((d / "edgeq_runner.py").exists() for d in lab.pi_tmp_runs())
+                any((d / "benchmark_model").exists() for d in lab.pi_tmp_runs())
                 and any((d / "benchmark_model").exists() for d in lab.phone_tmp_runs())):
             time.sleep(0.5)
         time.sleep(3)  # both are now running the model on the device

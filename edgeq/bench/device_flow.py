@@ -48,12 +48,22 @@ class RunFolder:
         return f"{self.path}/{name}"
 
     def __exit__(self, *exc) -> None:
-        if self.path.startswith(self.base.rstrip("/") + "/edgeq-run."):  # never anything else
+        if self.path.startswith(self.base.rstrip("/") + "/edgeq-run.") and self.path[-1].isalnum():
             try:
-                with cleanup_allowed():
-                    self.remote.run(f"rm -rf {shlex.quote(self.path)}", timeout=60, check=False)
+                with cleanup_allowed():  # end what still runs from the folder (Ctrl-C, timeout), then remove it
+                    # neither the pattern nor the glob (last character in brackets) matches this shell's own
+                    # command line, so pkill cannot end the shell doing the cleanup
+                    glob = shlex.quote(self.path[:-1]) + f"[{self.path[-1]}]"
+                    self.remote.run(f"pkill -f {shlex.quote(_own_pattern(self.path))}; rm -rf {glob}",
+                                    timeout=60, check=False)
             except Exception:  # noqa: BLE001 - the device may be gone; nothing more we can do
                 pass
+
+
+def _own_pattern(path: str) -> str:
+    """A regex matching PATH in command lines but not the pkill command's own shell (``[/]tmp/...``)."""
+    body = "".join(c if c.isalnum() or c in "/_-" else ("[.]" if c == "." else ".") for c in path[1:])
+    return f"[{path[0]}]{body}"
 
 
 def push_models(remote: Remote, folder: RunFolder, models: list[Path], timeout: float) -> list[str]:
@@ -209,7 +219,7 @@ def board_conditions(d: dict) -> dict[str, str]:
     if thr not in (None, "0x0"):
         reasons.append(f"firmware reports throttling (get_throttled={thr})")
     if temps and max(temps) >= THROTTLE_TEMP_C:
-        reasons.append(f"CPU reached {max(temps):.0f} C")
+        reasons.append(f"CPU reached {max(temps):.1f} C")
     mx = d.get("device", {}).get("max_freq_mhz", "unknown")
     if freqs and mx.isdigit() and min(freqs) < 0.9 * int(mx) and d.get("device", {}).get("governor") == "performance":
         reasons.append(f"frequency fell to {min(freqs):.0f} MHz of {mx} MHz under the performance governor")

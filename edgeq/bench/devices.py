@@ -11,6 +11,7 @@ import re
 import shlex
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -230,24 +231,30 @@ def run_targets(jobs: list[tuple[str, Callable[[], list[BenchResult]]]]) -> list
     out: dict[int, list[BenchResult]] = {}
     errors: dict[int, BaseException] = {}
 
+    finished = [threading.Event() for _ in jobs]
+
     def work(i: int, job: Callable[[], list[BenchResult]]) -> None:
         try:
             out[i] = job()
         except BaseException as exc:  # noqa: BLE001 - kept and reported per target
             errors[i] = exc
+        finally:
+            finished[i].set()
 
-    threads = [threading.Thread(target=work, args=(i, job), daemon=True) for i, (_, job) in enumerate(jobs)]
+    # Waiting on Events, not Thread.join: a KeyboardInterrupt inside join() marks a live thread as stopped
+    # (CPython's bpo-45274 handling), and the cleanup wait below would then return at once.
     CANCEL.clear()
-    for t in threads:
-        t.start()
+    for i, (_, job) in enumerate(jobs):
+        threading.Thread(target=work, args=(i, job), daemon=True, name=f"edgeq-target-{i}").start()
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        for ev in finished:
+            while not ev.wait(0.2):
+                pass
     except KeyboardInterrupt:
         CANCEL.set()
-        for t in threads:
-            t.join(60)  # each job removes its run folder on the way out
+        end = time.monotonic() + 60
+        for ev in finished:  # each job removes its run folder on the way out
+            ev.wait(max(0.0, end - time.monotonic()))
         raise
     results: list[BenchResult] = []
     for i, (label, _) in enumerate(jobs):

@@ -70,7 +70,9 @@ def run_local(argv: list[str], *, label: str, timeout: float, stdin: bytes | Non
         waited += 0.2
         if _cancelled() or waited > timeout:
             proc.kill()
-            comm.join()
+            # an ssh multiplexing client hands its pipes to the master, which keeps them open while the remote
+            # command lives on: don't wait for EOF forever (the run folder cleanup ends that command)
+            comm.join(5)
             if _cancelled():
                 raise Cancelled()
             raise DeviceTimeout(f"{label}: '{' '.join(argv[-1:])[:80]}' did not finish within {timeout:.0f} s; "
