@@ -57,6 +57,7 @@ class MixedPlan:
     evaluations: int
     sensitivity: Sensitivity | None = None
     content: bytes = field(default=b"", repr=False)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def unit(self) -> str:
@@ -74,7 +75,7 @@ class MixedPlan:
                 f"{self.layers_total} layers: {kept}; INT8 runs {100 * self.share.int8_ops_share:.0f}% of ops "
                 f"and {100 * self.share.int8_macs_share:.1f}% of MACs; size {self.size_bytes / 1024:.1f} KiB; "
                 f"search {self.search_s:.1f} s ({self.quantizations} quantizations, {self.evaluations} "
-                "evaluations, 1 calibration)")
+                "evaluations, 1 calibration)" + "".join(f"; {n}" for n in self.notes))
 
     def to_dict(self) -> dict:
         return {
@@ -83,7 +84,7 @@ class MixedPlan:
             "kept": [{**asdict(d), "precision": d.precision.value} for d in self.kept],
             "layers_total": self.layers_total, **self.share.to_dict(), "size_bytes": self.size_bytes,
             "search_s": round(self.search_s, 2), "quantizations": self.quantizations,
-            "evaluations": self.evaluations,
+            "evaluations": self.evaluations, "notes": self.notes,
             "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
         }
 
@@ -177,17 +178,50 @@ def _prune(trial: _Trials, chosen: list[str], max_drop: float, macs: dict[str, i
 
 
 def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None) -> tuple[bytes, dict]:
-    """``convert --mode mixed``: the model bytes and the report section (``extra["mixed"]``)."""
+    """``convert --mode mixed``: the model bytes and the report section (``extra["mixed"]``).
+
+    With ``--ptq auto`` (the default) the prepared full-INT8 model (``--mode int8``) is tried first: when it
+    fits the budget, no layer needs higher precision. Otherwise the search runs on the converter's plain
+    calibration (per-layer fallback on top of the graph preparation is not combined yet).
+    """
     from edgeq.convert import representative_data
+    from edgeq.modes import Mode, PtqChoice
 
     progress = progress or Silent()
+    t = time.perf_counter()
     with progress.task("float model on eval data (the budget's reference)"):
         reference = fm.predict(evalds.inputs)
     scorer = Scorer(evalds.inputs, reference, evalds.labels, options.metric)
-    t = time.perf_counter()
-    with progress.task("calibrating once for every candidate"):
-        cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(calib, progress),
-                                          options.per_channel, options.io_type, str(fm.source))
-    plan = search(cal, scorer, options.max_drop, options.fallback, progress)
-    plan.search_s = time.perf_counter() - t  # calibration is part of the search cost
+    auto = None
+    if getattr(options, "ptq", None) is PtqChoice.AUTO:
+        from edgeq.quantize.converter import ConverterSettings
+        from edgeq.quantize.prepare.ptq import prepare_and_quantize
+
+        settings = ConverterSettings(mode=Mode.INT8, io=options.io_type, per_channel=options.per_channel)
+        content, ptq = prepare_and_quantize(fm, settings, calib, progress)
+        auto = (scorer.loss(scorer.outputs(content)), content, ptq.to_dict()["summary"])
+    if auto is not None and auto[0] <= options.max_drop:
+        plan = _int8_plan(scorer, options, auto)
+    else:
+        with progress.task("calibrating once for every candidate"):
+            cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(calib, progress),
+                                              options.per_channel, options.io_type, str(fm.source))
+        plan = search(cal, scorer, options.max_drop, options.fallback, progress)
+        if auto is not None:
+            plan.notes.append(f"full INT8 with graph preparation ({auto[2]}) drops {auto[0]:+.2f}: over budget too")
+    plan.search_s = time.perf_counter() - t  # the float reference and calibration are part of the cost
     return plan.content, plan.to_dict()
+
+
+def _int8_plan(scorer: Scorer, options, auto: tuple[float, bytes, str]) -> MixedPlan:
+    """The prepared full-INT8 model fits the budget: report it as a plan that keeps nothing out of INT8."""
+    from edgeq.quantize.selective import NOT_CANDIDATES
+
+    loss, content, how = auto
+    records = op_records(content=content)
+    return MixedPlan(metric=scorer.metric, max_drop=options.max_drop, met=True, loss_int8=loss, loss=loss,
+                     fallback=options.fallback, kept=[],
+                     layers_total=sum(r.op not in NOT_CANDIDATES for r in records),
+                     share=compute_share(records), size_bytes=len(content), search_s=0.0, quantizations=1,
+                     evaluations=scorer.evaluations, content=content,
+                     notes=[f"full INT8 with graph preparation fits the budget ({how})"])
