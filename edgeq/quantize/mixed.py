@@ -74,8 +74,9 @@ class MixedPlan:
         return (f"{verdict} (full INT8 {self.loss_int8:+.2f}); kept in higher precision: {len(self.kept)} of "
                 f"{self.layers_total} layers: {kept}; INT8 runs {100 * self.share.int8_ops_share:.0f}% of ops "
                 f"and {100 * self.share.int8_macs_share:.1f}% of MACs; size {self.size_bytes / 1024:.1f} KiB; "
-                f"search {self.search_s:.1f} s ({self.quantizations} quantizations, {self.evaluations} "
-                "evaluations, 1 calibration)" + "".join(f"; {n}" for n in self.notes))
+                f"search {self.search_s:.1f} s" + (f" ({self.quantizations} quantizations, {self.evaluations} "
+                                                    "evaluations, 1 calibration)" if self.sensitivity else "")
+                + "".join(f"; {n}" for n in self.notes))
 
     def to_dict(self) -> dict:
         return {
