@@ -50,8 +50,8 @@ def analyze(
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),
 ) -> None:
-    """Per-layer INT8 sensitivity: quantize the model once per layer with only that layer left float, and
-    rank layers by how much of the full-INT8 error goes away. The layers on top are what
+    """Per-layer INT8 sensitivity: quantize the model once per layer with only that layer (and its output
+    activation) left float, and rank layers by how much of the full-INT8 error goes away. The layers on top are what
     `convert --mode mixed` keeps in higher precision.
 
     Examples:
@@ -60,7 +60,7 @@ def analyze(
 
       edgeq analyze model.keras --calib calib.npz --top 10 --plot sensitivity.png
 
-      edgeq analyze model.onnx --calib calib.npz --json > layers.json
+      edgeq analyze saved_model/ --calib calib.npz --json > layers.json
     """
     from edgeq.fileio import check_writable
     from edgeq.quantize.sensitivity import analyze as run_analyze
