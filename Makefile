@@ -38,3 +38,11 @@ sample-models: $(STAMP)
 
 clean:
 	rm -rf $(OUT) .pytest_cache benchmarks/work
+
+# Device lab (root; see docs/devices.md): a Raspberry Pi stand-in (real sshd) and an Android stand-in (real adbd)
+# under qemu-user 10 in their own network namespaces. Built once into .devicelab/ (gitignored), then reused.
+devicelab: $(STAMP)
+	$(BIN)/python -m tests.devicelab up
+
+devicelab-down: $(STAMP)
+	$(BIN)/python -m tests.devicelab down

@@ -256,6 +256,8 @@ def run_targets(jobs: list[tuple[str, Callable[[], list[BenchResult]]]]) -> list
         for ev in finished:  # each job removes its run folder on the way out
             ev.wait(max(0.0, end - time.monotonic()))
         raise
+    finally:
+        CANCEL.clear()  # the next command in this process starts afresh
     results: list[BenchResult] = []
     for i, (label, _) in enumerate(jobs):
         exc = errors.get(i)

@@ -1,4 +1,5 @@
-"""``python -m tests.devicelab up|down|status``: bring the stand-ins up for a person to try, or remove them."""
+"""``python -m tests.devicelab up|down|status|fetch``: bring the stand-ins up for a person to try, remove them,
+or (``fetch``, CI's install step) only download the bookworm-backports packages into .devicelab/."""
 from __future__ import annotations
 
 import sys
@@ -10,8 +11,8 @@ from tests.devicelab.lab import PHONE, PI, DeviceLab, LabState, is_root
 
 def main(argv: list[str]) -> int:
     what = argv[0] if argv else "status"
-    if what not in ("up", "down", "status"):
-        print("usage: python -m tests.devicelab up|down|status", file=sys.stderr)
+    if what not in ("up", "down", "status", "fetch"):
+        print("usage: python -m tests.devicelab up|down|status|fetch", file=sys.stderr)
         return 2
     if what == "status":
         print(LabState.load())
@@ -19,6 +20,10 @@ def main(argv: list[str]) -> int:
     if not is_root():
         print("devicelab: needs root (network namespaces, binfmt_misc, chroot)", file=sys.stderr)
         return 2
+    if what == "fetch":
+        build.LAB.mkdir(parents=True, exist_ok=True)
+        print(f"devicelab: backports packages in {build.fetch_backports()}")
+        return 0
     lab = DeviceLab()
     if what == "down":
         lab.down()
