@@ -184,6 +184,10 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
         except (ConversionError, ValueError, RuntimeError) as exc:  # keep the best model so far
             plan.steps.append(PtqStep("ranges", f"not applicable: {str(exc).splitlines()[0][:120]}", False))
             return best_bytes, best
+    trials = [t for t in trials if _same_io(t[1], best_bytes)]
+    if not trials:  # the calibrated-model quantizer could not give the requested I/O type (e.g. uint8)
+        plan.steps.append(PtqStep("ranges", f"not applicable with {settings.io.value} I/O", False))
+        return best_bytes, best
     method, content, score = max(trials, key=lambda t: t[2].sqnr_db)
     gain = round(score.sqnr_db - best.sqnr_db, 3)
     keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
@@ -191,3 +195,11 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
     plan.steps.append(PtqStep("ranges", f"{method.value} clipping of activation ranges (tried {tried})", keep,
                               score, gain))
     return (content, score) if keep else (best_bytes, best)
+
+
+def _same_io(content: bytes, reference: bytes) -> bool:
+    """Same input/output dtypes as the converter's own model (the quantizer may ignore e.g. uint8 I/O)."""
+    from edgeq.modelinfo import inspect_tflite
+
+    a, b = inspect_tflite(content=content), inspect_tflite(content=reference)
+    return [t.dtype for t in a.inputs + a.outputs] == [t.dtype for t in b.inputs + b.outputs]
