@@ -70,7 +70,7 @@ class MixedPlan:
                    "with every layer measured as harmful kept out of INT8; raise --max-drop or try "
                    "int16x8/QAT")
         kept = (", ".join(f"{d.layer} ({d.op}, {d.precision.value})" for d in self.kept) if self.kept
-                else "none (full INT8 fits)")
+                else "none (full INT8 fits)" if self.met else "none (nothing tried did better than full INT8)")
         return (f"{verdict} (full INT8 {self.loss_int8:+.2f}); kept in higher precision: {len(self.kept)} of "
                 f"{self.layers_total} layers: {kept}; INT8 runs {100 * self.share.int8_ops_share:.0f}% of ops "
                 f"and {100 * self.share.int8_macs_share:.1f}% of MACs; size {self.size_bytes / 1024:.1f} KiB; "
