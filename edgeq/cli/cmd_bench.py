@@ -39,7 +39,7 @@ def parse_options(items: list[str]) -> dict[str, str]:
 def bench(
     models: List[Path] = typer.Argument(..., help="One or more .tflite models."),
     target: List[str] = typer.Option(["host"], "--target", "-t", help="Where to run: 'host', a profile (see "
-                                     "'edgeq targets list'), adb[:SERIAL] or ssh://[user@]host[:port]. Repeat "
+                                     "'edgeq targets list'), adb[:SERIAL] or ssh://user@host[:port]. Repeat "
                                      "for several targets: they run in parallel, one table at the end."),
     threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts, e.g. 1,2,4 "
                                                                   "(default: the target's)."),
