@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgeq import metrics
-from edgeq.errors import ConversionError
 from edgeq.modes import PtqChoice
 from edgeq.progress import Progress, Silent
 
@@ -145,7 +144,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
                         continue
                     content = m.convert_keras(trial)
                     score = m.score(content)
-                except (ConversionError, ValueError, TypeError, KeyError) as exc:
+                except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
                     # a layer this step does not understand: skip the step, never the conversion
                     plan.steps.append(PtqStep(name, f"not applicable: {str(exc).splitlines()[0][:120]}", False))
                     continue
@@ -181,7 +180,7 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
                                                   settings.per_channel, settings.io, str(fm.source))
                 trials = [(method, content, m.score(content))
                           for method, content in clipped_models(cal, m.calib.inputs)]
-        except (ConversionError, ValueError, RuntimeError) as exc:  # keep the best model so far
+        except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
             plan.steps.append(PtqStep("ranges", f"not applicable: {str(exc).splitlines()[0][:120]}", False))
             return best_bytes, best
     trials = [t for t in trials if _same_io(t[1], best_bytes)]
@@ -202,4 +201,5 @@ def _same_io(content: bytes, reference: bytes) -> bool:
     from edgeq.modelinfo import inspect_tflite
 
     a, b = inspect_tflite(content=content), inspect_tflite(content=reference)
-    return [t.dtype for t in a.inputs + a.outputs] == [t.dtype for t in b.inputs + b.outputs]
+    return ([t.dtype for t in a.inputs + a.outputs] == [t.dtype for t in b.inputs + b.outputs]
+            and len(a.float_ops) <= len(b.float_ops))
