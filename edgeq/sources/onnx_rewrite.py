@@ -96,6 +96,29 @@ def reorder_erf_gelu(model) -> RewriteResult:
         mul2.input.extend([half_name, add.output[0]])
         done += 1
     if done:
-        # Node order must stay topological: mul1 now only needs x, which precedes it already.
+        _toposort(graph)  # the 0.5 constant may have been defined after the first Mul
         onnx.checker.check_model(model)
     return RewriteResult(gelu=done, other_erf=other)
+
+
+def _toposort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (stable)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in available for i in n.input):
+                ordered.append(n)
+                available.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # a cycle or a dangling input: leave the graph for the checker
+            ordered += rest
+            break
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)

@@ -62,8 +62,12 @@ def _first_error(text: str) -> str:
     return (lines[-1] if lines else "no message")[:240]
 
 
-def run_onnx2tf(model, source: Path, work: Path, overwrite_shapes: list[str] | None):
-    """Convert the (already validated, possibly rewritten) ONNX ``model``; returns onnx2tf's tf_keras model."""
+def run_onnx2tf(model, source: Path, work: Path, overwrite_shapes: list[str] | None, onnxsim: bool = False):
+    """Convert the (already validated, possibly rewritten) ONNX ``model``; returns onnx2tf's tf_keras model.
+
+    ``onnxsim=False`` skips onnx2tf's onnxsim pass: on a PyTorch-exported encoder, onnx2tf 2.6.9 produced
+    a wrong float graph (relative error 0.38) only after onnxsim, and a right one without it.
+    """
     from edgeq.tfenv import quiet_tf
 
     quiet_tf()
@@ -72,11 +76,16 @@ def run_onnx2tf(model, source: Path, work: Path, overwrite_shapes: list[str] | N
     try:
         with quiet_native_output(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
                 _venv_bin_on_path(), _private_cwd(scratch):
+            import onnx
             import onnx2tf
 
+            # A private copy: onnx2tf's onnxsim step rewrites the file it is given, in place.
+            copy = scratch / "model.onnx"
+            onnx.save(model, str(copy))
             keras_model = onnx2tf.convert(
-                onnx_graph=model, output_folder_path=str(scratch / "out"), tflite_backend="tf_converter",
-                disable_model_save=True, overwrite_input_shape=overwrite_shapes or None,
+                input_onnx_file_path=str(copy), output_folder_path=str(scratch / "out"),
+                tflite_backend="tf_converter",
+                disable_model_save=True, overwrite_input_shape=overwrite_shapes or None, not_use_onnxsim=not onnxsim,
                 non_verbose=True, verbosity="error")
     except SystemExit as exc:  # onnx2tf reports failures with sys.exit(1) after logging them
         raise ConversionError(f"{source}: onnx2tf could not convert the model: {_first_error(out.getvalue())} "

@@ -1,0 +1,231 @@
+"""ONNX input: PyTorch-exported models through onnx2tf's float graph and edgeq's one quantization pipeline.
+
+onnx2tf is slow (tens of seconds per model on a loaded machine), so each ONNX model is converted to a
+FloatModel once per session (``onnx_loads``) and every conversion in this file reuses it; the first
+load of each model runs with outbound connections refused and in a watched working directory.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLES, one_line_error, sha256
+
+FASHION = SAMPLES / "fashion_torch"
+ENCODER = SAMPLES / "tiny_encoder"
+SEQ = ("--input-shape", "input_ids=1,16", "--input-shape", "attention_mask=1,16")
+
+
+@dataclasses.dataclass
+class Loads:
+    models: dict
+    connect_attempts: list
+    cwd_before: set
+    cwd_after: set | None = None
+
+
+@pytest.fixture(scope="session")
+def onnx_loads():
+    """Cache FloatModels by (path, options) and make ``edgeq.convert`` use the cache.
+
+    Every real load runs with socket connections refused (any attempt is recorded): the proof that
+    ONNX conversion needs no network.
+    """
+    import edgeq.convert as conv
+    from edgeq.sources import load_float_model
+
+    cwd = Path.cwd()
+    state = Loads({}, [], set(os.listdir(cwd)))
+    real_connect = socket.socket.connect
+
+    def refuse(sock, address):
+        state.connect_attempts.append(address)
+        raise OSError("network disabled by test_onnx")
+
+    def cached(path, **options):
+        key = (str(Path(path).resolve()), json.dumps(options, sort_keys=True, default=str))
+        if key not in state.models:
+            socket.socket.connect = refuse
+            try:
+                state.models[key] = load_float_model(path, **options)
+            finally:
+                socket.socket.connect = real_connect
+            state.cwd_after = set(os.listdir(cwd))
+        # A view whose close() keeps the shared temporary SavedModel.
+        return dataclasses.replace(state.models[key], _tmpdir=None)
+
+    original = conv.load_float_model
+    conv.load_float_model = cached
+    yield state
+    conv.load_float_model = original
+    for fm in state.models.values():
+        fm.close()
+
+
+def _convert_json(*args) -> dict:
+    """``edgeq convert ARGS --json`` in-process, outside any function-scoped capture (for session fixtures)."""
+    from edgeq.cli.main import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["convert", *map(str, args), "--json", "--no-progress"])
+    assert code == 0, args
+    return json.loads(buf.getvalue())
+
+
+@pytest.fixture(scope="session")
+def fashion_int8(onnx_loads, tmp_path_factory):
+    """The PyTorch classifier, full INT8, with NCHW calibration and eval data (one onnx2tf run)."""
+    out = tmp_path_factory.mktemp("onnx") / "fashion_int8.tflite"
+    before = sha256(FASHION / "model.onnx")
+    rep = _convert_json(FASHION / "model.onnx", "--mode", "int8", "--calib", FASHION / "calib.npz",
+                        "--eval", FASHION / "eval.npz", "--out", out)
+    return rep, out, before
+
+
+def _report(res) -> dict:
+    assert res.code == 0, res.err
+    return json.loads(res.out)
+
+
+def test_fashion_int8_offline_clean_and_accurate(fashion_int8, onnx_loads):
+    rep, out, before = fashion_int8
+    assert out.exists() and sha256(FASHION / "model.onnx") == before  # input never modified
+    assert onnx_loads.connect_attempts == []  # onnx2tf ran with the network refused and tried nothing
+    assert onnx_loads.cwd_after == onnx_loads.cwd_before  # its scratch files stayed in its temp dir
+    assert rep["source_kind"] == "onnx" and rep["fully_integer"] is True
+    assert rep["inputs"][0]["shape"][1:] == [28, 28, 1]  # NCHW ONNX input became NHWC
+    assert any("NCHW" in n and "transposed" in n for n in rep["notes"])  # NCHW data said so
+    fid = rep["fidelity"]
+    assert fid["inputs"] == "calibration" and fid["samples"] > 0
+    assert fid["max_rel_error"] < 1e-3 and fid["cosine"] > 0.9999
+    acc = rep["accuracy"]
+    assert acc["float_top1"] > 0.8  # onnxruntime on the original ONNX model, real test images
+    assert acc["drop_points"] <= 1.5 and acc["vs_float"]["agreement"] > 0.97
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "dynamic", "int8-fallback", "int16x8"])
+def test_fashion_every_mode(fashion_int8, mode, cli, tmp_path):
+    out = tmp_path / f"{mode}.tflite"
+    args = ["--calib", FASHION / "calib.npz", "--calib-samples", "50"] if mode in ("int8-fallback", "int16x8") else []
+    rep = _report(cli("convert", FASHION / "model.onnx", "--mode", mode, *args, "--out", out, "--json"))
+    assert out.exists() and rep["mode"] == mode
+    assert rep["fidelity"]["max_rel_error"] < 1e-3
+    if mode == "fp32":
+        assert rep["size_bytes"] == rep["float_size_bytes"]
+    else:
+        assert rep["size_bytes"] < 0.6 * rep["float_size_bytes"]
+
+
+@pytest.fixture(scope="session")
+def encoder_reports(onnx_loads, tmp_path_factory):
+    """The tiny PyTorch encoder in fp16, dynamic and full INT8 (one onnx2tf run), with eval vs onnxruntime."""
+    folder = tmp_path_factory.mktemp("enc")
+    reports = {}
+    for mode in ("fp16", "dynamic", "int8"):
+        out = folder / f"{mode}.tflite"
+        reports[mode] = (_convert_json(ENCODER / "model.onnx", "--mode", mode, "--calib", ENCODER / "calib.npz",
+                                       "--eval", ENCODER / "eval.npz", "--out", out, *SEQ), out)
+    return reports
+
+
+@pytest.mark.parametrize("mode,min_cos", [("fp16", 0.999), ("dynamic", 0.99), ("int8", 0.95)])
+def test_encoder_builtin_ops_only_and_close_to_onnxruntime(encoder_reports, mode, min_cos):
+    from edgeq.modelinfo import inspect_tflite
+
+    rep, out = encoder_reports[mode]
+    ops = set(rep["op_counts"])
+    assert not [o for o in ops if o.startswith("Flex") or o.startswith("CUSTOM") or "FLEX" in o], ops
+    assert "GELU" in ops  # the Erf-GELU became LiteRT's builtin GELU, not FlexErf
+    assert {"BATCH_MATMUL", "SOFTMAX"} <= ops
+    assert [i["dtype"] for i in rep["inputs"]] == ["int64", "int64"]  # token ids and mask stay integer
+    assert rep["accuracy"]["vs_float"]["cosine"] >= min_cos  # against onnxruntime on the original model
+    assert rep["fidelity"]["cosine"] > 0.9999
+    info = inspect_tflite(path=out)
+    assert info.op_counts == rep["op_counts"]
+    if mode == "int8":
+        assert rep["float_ops"] == []  # every compute op integer; only the token inputs are int64
+
+
+def test_corrupt_onnx_is_one_line(cli, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf" * 10)
+    res = cli("convert", bad, "--mode", "fp16", "--out", tmp_path / "o.tflite")
+    one_line_error(res, "bad.onnx", "not a valid ONNX model")
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_unsupported_op_is_named(cli, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("CastLike", ["r", "x"], ["y"])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "castlike.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    res = cli("convert", path, "--mode", "fp16", "--out", tmp_path / "o.tflite")
+    one_line_error(res, "castlike.onnx", "CastLike")
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_dynamic_sequence_needs_input_shape(cli, tmp_path):
+    res = cli("convert", ENCODER / "model.onnx", "--mode", "fp16", "--out", tmp_path / "o.tflite")
+    one_line_error(res, "input_ids", "--input-shape")
+    res = cli("convert", ENCODER / "model.onnx", "--mode", "fp16", "--input-shape", "tokens=1,16",
+              "--out", tmp_path / "o.tflite")
+    one_line_error(res, "tokens", "input_ids")
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_calibration_missing_input_or_wrong_shape(encoder_reports, cli, tmp_path):
+    z = np.load(ENCODER / "calib.npz")
+    np.savez(tmp_path / "only_ids.npz", input_ids=z["input_ids"])
+    np.savez(tmp_path / "short.npz", input_ids=z["input_ids"][:, :8], attention_mask=z["attention_mask"][:, :8])
+    out = tmp_path / "o.tflite"
+    res = cli("convert", ENCODER / "model.onnx", "--mode", "int8", "--calib", tmp_path / "only_ids.npz", *SEQ,
+              "--out", out)
+    one_line_error(res, "only_ids.npz", "attention_mask")
+    res = cli("convert", ENCODER / "model.onnx", "--mode", "int8", "--calib", tmp_path / "short.npz", *SEQ,
+              "--out", out)
+    one_line_error(res, "short.npz", "input_ids", "(64, 8)")
+    assert not out.exists()
+
+
+def test_fidelity_failure_stops_before_quantization(encoder_reports, onnx_loads):
+    from edgeq.errors import ConversionError
+    from edgeq.sources.onnx_fidelity import check_fidelity
+
+    _, out = encoder_reports["fp16"]
+    fm = next(m for k, m in onnx_loads.models.items() if "tiny_encoder" in k[0])
+    z = np.load(ENCODER / "eval.npz")
+    feeds = {k: z[k] for k in z.files}
+    fp16 = Path(out).read_bytes()  # fp16 weights, float compute: close to onnxruntime
+    ok = check_fidelity(fp16, fm.predict, feeds, "enc.onnx", "evaluation")
+    assert ok.ok and ok.max_rel_error < 1e-2
+    with pytest.raises(ConversionError, match="disagrees with onnxruntime before quantization"):
+        check_fidelity(fp16, lambda f: [o * 1.5 for o in fm.predict(f)], feeds, "enc.onnx", "evaluation")
+
+
+def test_erf_gelu_rewrite_keeps_onnxruntime_outputs():
+    import onnx
+    import onnxruntime as ort
+
+    from edgeq.sources.onnx_rewrite import reorder_erf_gelu
+
+    model = onnx.load(ENCODER / "model.onnx")
+    res = reorder_erf_gelu(model)
+    assert res.gelu == 2 and res.other_erf == 0
+    z = np.load(ENCODER / "eval.npz")
+    feeds = {k: z[k] for k in z.files}
+    a = ort.InferenceSession(str(ENCODER / "model.onnx")).run(None, feeds)[0]
+    b = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
