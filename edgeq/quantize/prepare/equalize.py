@@ -35,9 +35,7 @@ def _relu_clip(g: Graph, name: str) -> tuple[bool, float | None]:
     if cls == "Activation":
         act = cfg.get("activation")
         return (act in ("relu", "linear", "relu6")), (6.0 if act == "relu6" else None)
-    if cls in ("GlobalAveragePooling2D",) and cfg.get("keepdims") is None:
-        return True, None
-    return True, None
+    return True, None  # identity, dropout, pooling, padding: positively homogeneous per channel
 
 
 def find_pairs(g: Graph) -> list[Pair]:
