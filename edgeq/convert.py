@@ -14,7 +14,7 @@ from edgeq.errors import ConversionError, OutputError
 from edgeq.evaluate import evaluate
 from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
-from edgeq.modes import ConvertOptions, Layout, Mode
+from edgeq.modes import ConvertOptions, Layout, Mode, PtqChoice
 from edgeq.progress import Progress, Silent
 from edgeq.quantize.converter import ConverterSettings, make_converter, run_converter
 from edgeq.report import ConversionReport
@@ -39,9 +39,25 @@ def representative_data(calib: Dataset, progress: Progress):
 
 
 def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset | None,
-                         progress: Progress) -> bytes:
+                         progress: Progress, evalds: Dataset | None = None, extra: dict | None = None) -> bytes:
     """Convert the float graph in ``options.mode``; the one place every mode goes through."""
+    if options.mode is Mode.MIXED:  # a budgeted search; it needs eval data and adds a report section
+        from edgeq.quantize.mixed import quantize_mixed
+
+        content, section = quantize_mixed(fm, options, calib, evalds, progress)
+        if extra is not None:
+            extra["mixed"] = section
+        return content
     settings = ConverterSettings(mode=options.mode, io=options.io_type, per_channel=options.per_channel)
+    if options.mode is Mode.INT8 and calib is not None and options.ptq is PtqChoice.AUTO:
+        from edgeq.quantize.prepare.ptq import prepare_and_quantize  # graph preparation, measured per step
+
+        content, plan = prepare_and_quantize(fm, settings, calib, progress)
+        if extra is not None:
+            extra["ptq"] = plan.to_dict()
+        return content
+    if options.mode is Mode.INT8 and extra is not None:
+        extra["ptq"] = {"choice": "plain", "summary": "plain (TFLiteConverter min/max calibration only, --ptq plain)"}
     rep = representative_data(calib, progress) if calib is not None else None
     converter = make_converter(fm.saved_model_dir, settings, rep)
     with progress.task(f"converting to {options.mode.value}"):
@@ -57,7 +73,7 @@ def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None
 
 def convert(model: Path | str, options: ConvertOptions | None = None, out: Path | str | None = None,
             eval_data: Path | str | None = None, progress: Progress | None = None,
-            layout: Layout | None = None) -> ConversionReport:
+            layout: Layout | None = None, source_options: dict | None = None) -> ConversionReport:
     """Convert ``model`` (.keras, .h5, SavedModel folder or .onnx) and write the .tflite atomically.
 
     ``eval_data`` (.npz with ``x`` and optionally ``y``) adds top-1 of the float and converted models,
@@ -74,10 +90,13 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
     if options.mode.needs_calibration and options.calib is None:
         raise ConversionError(f"--mode {options.mode.value} needs calibration data; give --calib DATA "
                               "(.npy, .npz or a folder of a few hundred representative inputs)")
+    if options.mode is Mode.MIXED and eval_data is None:
+        raise ConversionError("--mode mixed needs --eval DATA to check the accuracy budget on (held-out samples, "
+                              "with labels 'y' for --metric top1); calibration data would flatter the result")
     timings: dict[str, float] = {}
     t = time.perf_counter()
     with progress.task(f"loading {source.name}"):
-        fm = load_float_model(source)
+        fm = load_float_model(source, **(source_options or {}))  # e.g. ONNX input_shapes
     with fm:
         timings["load"] = time.perf_counter() - t
         calib = evalds = None
@@ -91,8 +110,15 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
         with progress.task("converting to fp32 (size reference)"):
             float_bytes = run_converter(make_converter(fm.saved_model_dir, fp32), fp32, str(source))
         timings["fp32"] = time.perf_counter() - t
+        extra: dict = {}
+        check_float = fm.extra.get("check_float")
+        if check_float is not None:  # ONNX: float TFLite vs onnxruntime, before quantization can hide a bad graph
+            with progress.task("checking the float model against its source"):
+                extra["fidelity"] = check_float(float_bytes, calib or evalds,
+                                                "calibration" if calib is not None else "evaluation")
         t = time.perf_counter()
-        content = float_bytes if options.mode is Mode.FP32 else quantize_float_model(fm, options, calib, progress)
+        content = (float_bytes if options.mode is Mode.FP32
+                   else quantize_float_model(fm, options, calib, progress, evalds, extra))
         timings["convert"] = time.perf_counter() - t
         info = inspect_tflite(content=content)
         check_result(info, options, source)
@@ -110,4 +136,4 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             source=str(source), source_kind=kind, output=str(out), mode=options.mode.value,
             io=options.io_type.value, per_channel=options.per_channel, size_bytes=len(content),
             float_size_bytes=len(float_bytes), model=info, calib_samples=len(calib) if calib else None,
-            accuracy=accuracy, notes=list(dict.fromkeys(notes)), timings_s=timings)
+            accuracy=accuracy, notes=list(dict.fromkeys(notes)), timings_s=timings, extra=extra)
