@@ -134,8 +134,12 @@ def build_site() -> Path:
 
 def host_python311() -> str | None:
     """A CPython 3.11 on the host writes the same .pyc files as the roots' Debian python3.11, at native speed."""
-    cands = [shutil.which("python3.11"), *sorted(Path.home().glob(".pyenv/versions/3.11*/bin/python3.11"))]
-    return next((str(c) for c in cands if c and Path(c).exists()), None)
+    cands = [*sorted(Path.home().glob(".pyenv/versions/3.11*/bin/python3.11")), shutil.which("python3.11")]
+    for c in cands:  # a pyenv shim may exist and still refuse to run: ask each one
+        if c and subprocess.run([str(c), "-c", "import sys; assert sys.version_info[:2] == (3, 11)"],
+                                capture_output=True).returncode == 0:
+            return str(c)
+    return None
 
 
 def precompile(tree: Path, as_path: str) -> bool:
