@@ -90,7 +90,11 @@ def run_sample(label: str, cases: list, work: Path) -> list[dict]:
                 content, seconds = _int8(fm, calib, sample, ptq, per_channel, 2 if ptq is PtqChoice.PLAIN else 1)
                 baselines[key] = (content, seconds, _drop(content, search_ds, ref_s), _drop(content, confirm_ds, ref_c))
             int8, int8_s, int8_drop_s, int8_drop_c = baselines[key]
-            plain_s = baselines.get((PtqChoice.PLAIN, per_channel), (None, int8_s))[1]
+            plain_key = (PtqChoice.PLAIN, per_channel)
+            if plain_key not in baselines:  # the time reference is always one plain INT8 conversion
+                content, seconds = _int8(fm, calib, sample, PtqChoice.PLAIN, per_channel, 2)
+                baselines[plain_key] = (content, seconds, None, None)
+            plain_s = baselines[plain_key][1]
             opts = ConvertOptions(mode=Mode.MIXED, calib=sample / "calib.npz", max_drop=budget, metric=Metric.TOP1,
                                   fallback=fallback, ptq=ptq, per_channel=per_channel)
             t = time.perf_counter()
