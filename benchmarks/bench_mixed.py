@@ -110,7 +110,8 @@ def run_sample(label: str, cases: list, work: Path) -> list[dict]:
                 "int8_macs_share": plan["int8_macs_share"], "size_kib": round(len(mixed) / 1024, 1),
                 "int8_size_kib": round(len(int8) / 1024, 1), "int8_convert_s": round(int8_s, 2),
                 "plain_int8_convert_s": round(plain_s, 2), "mixed_total_s": round(mixed_s, 2),
-                "ratio_vs_plain_int8": round(mixed_s / plain_s, 2), "quantizations": plan["quantizations"],
+                "ratio_vs_plain_int8": round(mixed_s / plain_s, 2), "ratio_vs_same_ptq_int8": round(mixed_s / int8_s, 2),
+                "quantizations": plan["quantizations"],
                 "summary": plan["summary"],
             })
     return out
@@ -126,7 +127,8 @@ def run(work: Path) -> dict:
             f"{r['int8_drop_confirm']:+.2f} / {r['mixed_drop_confirm']:+.2f} | "
             f"{len(r['kept'])}/{r['layers_total']} {r['fallback']} | {100 * r['int8_macs_share']:.1f} | "
             f"{r['int8_size_kib']} / {r['size_kib']} | {r['plain_int8_convert_s']} / {r['mixed_total_s']} "
-            f"(x{r['ratio_vs_plain_int8']}) |" for r in results]
+            f"(x{r['ratio_vs_plain_int8']}; x{r['ratio_vs_same_ptq_int8']} of `--mode int8 --ptq {r['ptq']}`) |"
+            for r in results]
     kept = "\n".join(f"- {r['sample']} ptq {r['ptq']} budget {r['budget_pt']:g} ({r['fallback']}): "
                      f"{', '.join(r['kept']) or 'none'}" for r in results)
     md = ("## Mixed precision under an accuracy budget (`edgeq convert --mode mixed`)\n\n"

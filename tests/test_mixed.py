@@ -170,3 +170,17 @@ def test_top1_metric_needs_labels():
     with pytest.raises(DataError, match="top1 needs labels"):
         Scorer(x, [np.zeros((4, 10), np.float32)], None, Metric.TOP1)
     assert Scorer(x, [np.zeros((4, 10), np.float32)], None).metric is Metric.AGREEMENT  # the label-free default
+
+
+def test_prepared_int8_within_budget_keeps_everything_int8(calibrated):
+    """--ptq auto: when edgeq's prepared full INT8 already fits, the plan keeps no layer out of INT8."""
+    from edgeq.modes import ConvertOptions, Metric, Mode
+    from edgeq.quantize.mixed import _int8_plan
+    from edgeq.quantize.sensitivity import Scorer
+
+    cal, inputs, ref, labels = calibrated
+    plan = _int8_plan(Scorer(inputs, ref, labels, Metric.TOP1), ConvertOptions(mode=Mode.MIXED, max_drop=1.0),
+                      (0.3, cal.quantize(), "equalize kept"))
+    assert plan.met and plan.kept == [] and plan.share.int8_macs_share == 1.0
+    assert plan.layers_total == len(cal.layers())
+    assert "graph preparation fits" in plan.summary() and "equalize kept" in plan.summary()
