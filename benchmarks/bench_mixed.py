@@ -110,9 +110,9 @@ def run_sample(label: str, cases: list, work: Path) -> list[dict]:
                 "int8_macs_share": plan["int8_macs_share"], "size_kib": round(len(mixed) / 1024, 1),
                 "int8_size_kib": round(len(int8) / 1024, 1), "int8_convert_s": round(int8_s, 2),
                 "plain_int8_convert_s": round(plain_s, 2), "mixed_total_s": round(mixed_s, 2),
-                "ratio_vs_plain_int8": round(mixed_s / plain_s, 2), "ratio_vs_same_ptq_int8": round(mixed_s / int8_s, 2),
-                "quantizations": plan["quantizations"],
-                "summary": plan["summary"],
+                "ratio_vs_plain_int8": round(mixed_s / plain_s, 2),
+                "ratio_vs_same_ptq_int8": round(mixed_s / int8_s, 2),
+                "quantizations": plan["quantizations"], "summary": plan["summary"],
             })
     return out
 
