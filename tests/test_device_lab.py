@@ -117,6 +117,17 @@ def test_wrong_unknown_and_accepted_host_keys(lab, tiny_models, tmp_path):
     assert found.returncode == 0 and "ssh-ed25519" in found.stdout  # the new key was recorded (maybe hashed)
 
 
+def test_missing_delegate_and_timeout_are_one_line_per_target(lab, tiny_models):
+    r = edgeq("bench", tiny_models["int8"], "--target", lab.phone, "--target", lab.pi, *lab.ssh_args,
+              "--benchmark-binary", STANDIN, "--delegate", "gpu", "--runs", 2)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln]
+    assert len(err) == 2 and all("failed: no timing line" in ln and "no such hardware" in ln for ln in err), err
+    r = edgeq("bench", tiny_models["fp32"], "--target", lab.pi, *lab.ssh_args, "--runs", 1000, "--timeout", 4)
+    assert r.returncode == 2 and "did not finish within 4 s" in r.stderr and lab.pi in r.stderr
+    assert lab.pi_tmp_runs() == []  # the runner still going on the board was ended and its folder removed
+
+
 def test_missing_devices_are_reported_per_target(lab, tiny_models):
     r = edgeq("bench", tiny_models["int8"], "--target", "host", "--target", f"adb:{PHONE.addr}:5599",
               "--target", f"ssh://pi@{PI.addr}:2222", *lab.ssh_args, "--benchmark-binary", STANDIN, "--runs", 2)

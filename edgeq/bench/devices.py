@@ -140,6 +140,9 @@ def _run(remote: Remote, models: list[Path], o: DeviceBenchOptions, label: str, 
     if o.op_profile and not o.benchmark_binary:
         raise BenchmarkFailed(f"{label}: --op-profile needs --benchmark-binary (LiteRT's benchmark_model; the "
                               "Python interpreter API has no per-op profiler)")
+    if not o.benchmark_binary and o.delegate not in ("xnnpack", "none"):
+        raise BenchmarkFailed(f"{label}: --delegate {o.delegate} needs --benchmark-binary (edgeq's Python runner "
+                              "runs XNNPACK or the builtin CPU kernels only)")
     if android and not o.benchmark_binary:
         raise BenchmarkFailed(f"{label}: Android runs need --benchmark-binary PATH (LiteRT's benchmark_model "
                               "for android_arm64, or its path on the phone)")
