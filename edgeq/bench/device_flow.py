@@ -143,7 +143,10 @@ def run_python_runner(remote: Remote, folder: RunFolder, graph: str, local_model
         args += ["--inputs", inputs]
     if outputs:
         args += ["--outputs", outputs]
-    done = remote.run(" ".join(shlex.quote(a) for a in args) + " 2>&1", timeout=o.timeout_s, check=False)
+    cmd = " ".join(shlex.quote(a) for a in args)
+    if o.cpu_mask:
+        cmd = f"taskset {shlex.quote(o.cpu_mask)} {cmd}"
+    done = remote.run(cmd + " 2>&1", timeout=o.timeout_s, check=False)
     lines = [ln[len(RUNNER_MARK):] for ln in done.out.splitlines() if ln.startswith(RUNNER_MARK)]
     if not lines:
         tail = " | ".join(done.out.strip().splitlines()[-3:])[:300] or f"exit {done.code}"

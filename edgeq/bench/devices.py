@@ -273,9 +273,25 @@ def run_targets(jobs: list[tuple[str, Callable[[], list[BenchResult]]]]) -> list
     return results
 
 
+def _unit(value: str | None, unit: str) -> str:
+    return "unknown" if value in (None, "unknown") else f"{value} {unit}"
+
+
 def device_notes(results: list[BenchResult]) -> list[str]:
     """Lines worth a person's attention: throttling, output mismatches, checks that could not run."""
     seen, lines = set(), []
+    for r in results:
+        d = r.device
+        if d.get("transport") == "adb" and r.target not in seen:
+            seen.add(r.target)
+            lines.append(f"{r.target}: {d.get('model', 'unknown')} ({d.get('manufacturer', 'unknown')}), SoC "
+                         f"{d.get('soc') if d.get('soc', 'unknown') != 'unknown' else d.get('platform', 'unknown')}, "
+                         f"{d.get('abi', 'unknown')}, Android {d.get('android', '?')} (SDK {d.get('sdk', '?')})")
+        elif d.get("transport") == "ssh" and r.target not in seen:
+            seen.add(r.target)
+            lines.append(f"{r.target}: board {d.get('board', 'unknown')}, {d.get('machine', '?')} CPU "
+                         f"{d.get('cpu', 'unknown')} [{d.get('cpu_parts', '?')}], governor {d.get('governor', '?')}, "
+                         f"CPU temp {_unit(d.get('temp_c'), 'C')}, freq {_unit(d.get('freq_mhz'), 'MHz')}")
     for r in results:
         d, name = r.device, f"{r.target} {Path(r.model).name}"
         for line in ([f"WARNING throttling on {r.target}: {d['throttling']}"] if "throttling" in d else []) + \

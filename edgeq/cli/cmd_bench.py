@@ -64,7 +64,7 @@ def bench(
                                                    "Python runner."),
     delegate: Optional[str] = typer.Option(None, "--delegate", help="Devices: xnnpack|none|gpu|nnapi|hexagon|"
                                                                      "external:LIB.so (path on the device)."),
-    cores: str = typer.Option("all", "--cores", help="Android: all|big|HEXMASK (taskset)."),
+    cores: str = typer.Option("all", "--cores", help="Devices: all|big|HEXMASK (taskset; big = fastest cores)."),
     op_profile: bool = typer.Option(False, "--op-profile", help="Devices: per-op table (benchmark_model)."),
     check_outputs: bool = typer.Option(False, "--check-outputs", help="Devices: same inputs on host and device, "
                                                                       "report the max difference."),
