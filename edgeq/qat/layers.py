@@ -5,6 +5,8 @@ Sequential or Functional model") and its working path needs tf_keras, which cann
 ``.keras`` files. TensorFlow's own ``fake_quant_with_min_max_vars*`` ops work on Keras 3 (TF backend), have
 straight-through gradients, and TFLiteConverter reads their min/max as the quantization parameters of the
 tensors they sit on, so the exported model uses exactly the ranges the fine-tuning saw (no calibration pass).
+Decided by experiment: this path converts the bundled Keras 3 samples to full-INT8 with per-channel weights,
+and LiteRT's integer output matches the fake-quant model to within a few output steps (tests/test_qat.py).
 
 What is simulated, as the converter will build it:
 * weights: symmetric 8-bit ([-127, 127], ``narrow_range``), one scale per output channel for Conv2D and

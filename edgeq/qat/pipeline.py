@@ -120,7 +120,8 @@ def _qat_section(options: QATOptions, n_train: int, history: list[EpochStats], s
                  fused: list[str]) -> dict:
     p = ptq.accuracy
     summary = (f"post-training int8 {100 * p.top1:.2f}% (drop {p.drop_points:+.2f} pt) -> QAT int8 "
-               f"{100 * accuracy.top1:.2f}% (drop {accuracy.drop_points:+.2f} pt); {len(history)} epoch(s) on "
+               f"{100 * accuracy.top1:.2f}% (drop {accuracy.drop_points:+.2f} pt; fine-tuned float {100 * tuned_float:.2f}%); "
+               f"{len(history)} epoch(s) on "
                f"{n_train} samples in {seconds:.0f} s")
     return {
         "summary": summary,
