@@ -22,7 +22,7 @@ from edgeq.quantize.macs import ComputeShare, Precision, compute_share, op_recor
 from edgeq.quantize.selective import Calibrated
 from edgeq.quantize.sensitivity import Scorer, Sensitivity, measure
 
-RANK_SAMPLES = 256  # ranking needs a stable order, not exact numbers (verification uses all the data)
+RANK_SAMPLES = 500  # ranking needs a stable order, not exact numbers (verification uses all the data)
 MAX_PRUNE = 8  # pruning tries per plan: each is one verification
 
 
