@@ -184,3 +184,17 @@ def test_prepared_int8_within_budget_keeps_everything_int8(calibrated):
     assert plan.met and plan.kept == [] and plan.share.int8_macs_share == 1.0
     assert plan.layers_total == len(cal.layers())
     assert "graph preparation fits" in plan.summary() and "equalize kept" in plan.summary()
+
+
+def test_cli_flags_reach_the_plan(cli, tmp_path):
+    import json
+
+    with np.load(DWNET / "eval.npz") as z:
+        np.savez(tmp_path / "ev.npz", x=z["x"][:100])  # no labels: agreement is the budget's metric
+    res = cli("convert", DWNET / "model.keras", "--mode", "mixed", "--ptq", "plain", "--max-drop", "100",
+              "--metric", "agreement", "--fallback", "fp32", "--calib", DWNET / "calib.npz", "--calib-samples", 20,
+              "--eval", tmp_path / "ev.npz", "--out", tmp_path / "m.tflite", "--json", "--no-progress")
+    assert res.code == 0, res.err
+    m = json.loads(res.out)["mixed"]
+    assert (m["metric"], m["max_drop"], m["fallback"], m["met"], m["kept"]) == ("agreement", 100.0, "fp32", True, [])
+    assert (tmp_path / "m.tflite").exists()
