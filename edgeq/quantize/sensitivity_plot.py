@@ -18,7 +18,7 @@ def plot_sensitivity(sens: Sensitivity, out: Path, title: str = "") -> Path:
     from edgeq.fileio import atomic_write_bytes
 
     rows = sens.layers[:MAX_BARS][::-1]
-    labels = [f"{s.layer} ({s.op.lower()})" for s in rows]
+    labels = [s.layer if s.op.lower() in s.layer else f"{s.layer} ({s.op.lower()})" for s in rows]
     values = [100 * s.error_share for s in rows]
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.6), dpi=110)
     colors = ["#c0392b" if v >= 10 else "#e67e22" if v >= 3 else "#7f8c8d" for v in values]
