@@ -6,13 +6,10 @@ file in the same folder, then rename): Ctrl-C never leaves a half-written file.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 from edgeq.errors import ConversionError
-from edgeq.fileio import atomic_write_bytes, check_writable
+from edgeq.fileio import atomic_output, atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
 from edgeq.modes import IOType, Mode
 from edgeq.quantize.converter import ConverterSettings, _tf_io_type, run_converter
@@ -67,19 +64,9 @@ def check_out_dir(out_dir: Path, source: Path) -> None:
 
 def save_keras_atomic(model, path: Path) -> Path:
     """``model.save`` through a temporary ``.keras`` file in the same folder, then rename."""
-    path = Path(path)
-    check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".keras") as tmp:  # Keras picks the format from the suffix
         model.save(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def write_outputs(out_dir: Path, source: Path, tflite: bytes, float_model) -> tuple[Path, Path]:
