@@ -174,7 +174,9 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     if moved:
         notes.append(f"ONNX input(s) {', '.join(moved)} are channel-first; the TFLite model takes them "
                      "channel-last (NHWC)")
-    if rewrite.gelu:
+    if rewrite.gelu and "flatbuffer_direct" in how:
+        notes.append(f"{rewrite.gelu} Erf-GELU pattern(s): onnx2tf's direct backend lowers Erf to builtin ops")
+    elif rewrite.gelu:
         notes.append(f"{rewrite.gelu} Erf-GELU pattern(s) reordered so LiteRT fuses them into its builtin GELU")
     if rewrite.other_erf:
         notes.append(f"{rewrite.other_erf} Erf op(s) outside GELU patterns remain (may need Flex ops)")
@@ -208,21 +210,38 @@ def _keras_error(keras_model, session, onnx_in: list[TensorSpec]) -> float:
 
 
 def _faithful_keras(model, original: bytes, path: Path, tmp: Path, onnx_in, overwrite, tolerance: float):
-    """onnx2tf without onnxsim, then with it if the first graph disagrees with onnxruntime."""
+    """The first of onnx2tf's float graphs that agrees with onnxruntime (synthetic inputs).
+
+    Candidates: tf_converter without onnxsim, with onnxsim, and the ``flatbuffer_direct`` backend's
+    SavedModel. Models without channel-first (rank >= 3) float inputs, e.g. token-id encoders, try the
+    direct backend first: tf_converter's NCHW->NHWC heuristics transpose their [batch, tokens, hidden]
+    tensors and give a wrong graph. Image models keep tf_converter first (NHWC inputs, as TFLite wants).
+    """
     import onnxruntime as ort
 
-    from edgeq.sources.onnx_tf import run_onnx2tf
+    from edgeq.sources.onnx_tf import run_onnx2tf, run_onnx2tf_direct
 
     session = ort.InferenceSession(original, providers=["CPUExecutionProvider"])
-    fallback, failure = None, None
-    for onnxsim in (False, True):
+    in_names = [s.name for s in onnx_in]
+    out_names = [o.name for o in model.graph.output]
+    tf_conv = [(f"tf_converter{' + onnxsim' if sim else ''}",
+                lambda sim=sim: run_onnx2tf(model, path, tmp, overwrite, onnxsim=sim)) for sim in (False, True)]
+    direct = [("flatbuffer_direct", lambda: run_onnx2tf_direct(model, path, tmp, in_names, out_names))]
+    images = any(len(s.shape) >= 3 and np.dtype(s.dtype).kind == "f" for s in onnx_in)
+    candidates = tf_conv + direct if images else direct + tf_conv
+    fallback, failure, tried = None, None, []
+    for i, (name, build) in enumerate(candidates):
         try:
-            km = run_onnx2tf(model, path, tmp, overwrite, onnxsim=onnxsim)
+            km = build()
         except ConversionError as exc:
-            failure = exc
+            failure = failure or exc
+            tried.append(f"{name}: failed")
             continue
-        if _keras_error(km, session, onnx_in) <= tolerance:
-            return km, ("onnx2tf needed onnxsim: its plain graph disagreed with onnxruntime" if onnxsim else "")
+        err = _keras_error(km, session, onnx_in)
+        if err <= tolerance:
+            note = f"float graph from onnx2tf {name}" + (f" ({'; '.join(tried)})" if tried else "")
+            return km, (note if name != "tf_converter" else "")
+        tried.append(f"{name}: relative error {err:.3g}")
         fallback = fallback or km
     if fallback is None:
         raise failure

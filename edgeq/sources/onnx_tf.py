@@ -98,6 +98,77 @@ def run_onnx2tf(model, source: Path, work: Path, overwrite_shapes: list[str] | N
     return keras_model
 
 
+class SignatureGraph:
+    """onnx2tf's ``flatbuffer_direct`` SavedModel seen like a Keras model: ``inputs``, call on a list.
+
+    Inputs and outputs are in the ONNX graph's order (the signature itself is keyed by name).
+    """
+
+    def __init__(self, loaded, in_names: list[str], out_names: list[str]):
+        self.trackable = loaded
+        self._fn = loaded.signatures["serving_default"]
+        specs = self._fn.structured_input_signature[1]
+        self._in = [_match(specs, n) for n in in_names]
+        self.inputs = [specs[k] for k in self._in]
+        outs = self._fn.structured_outputs
+        self._out = [_match(outs, n) for n in out_names]
+        self.outputs = [outs[k] for k in self._out]
+
+    def __call__(self, args):
+        args = args if isinstance(args, (list, tuple)) else [args]
+        res = self._fn(**{k: a for k, a in zip(self._in, args)})
+        return [res[k] for k in self._out]
+
+
+def _match(named: dict, onnx_name: str) -> str:
+    for key in (onnx_name, safe_name(onnx_name)):
+        if key in named:
+            return key
+    raise ConversionError(f"onnx2tf's direct graph has no tensor named '{onnx_name}' (it has "
+                          f"{', '.join(sorted(named))})")
+
+
+def run_onnx2tf_direct(model, source: Path, work: Path, in_names: list[str], out_names: list[str]):
+    """The float graph through onnx2tf's ``flatbuffer_direct`` backend, as a ``SignatureGraph``.
+
+    That backend lowers ONNX ops one by one without the tf_converter path's NCHW->NHWC layout
+    heuristics, which transpose the 3-D [batch, tokens, hidden] tensors of transformer encoders (on
+    ``tiny_encoder`` the tf_converter graph is off by a relative 0.19-0.37; this one by 2e-7). Its
+    SavedModel (``flatbuffer_direct_output_saved_model``) feeds edgeq's one pipeline; onnx2tf's own
+    .tflite files from this run are ignored.
+    """
+    from edgeq.tfenv import quiet_tf
+
+    tf = quiet_tf()
+    out = io.StringIO()
+    scratch = Path(tempfile.mkdtemp(prefix="onnx2tf-direct-", dir=work))
+    try:
+        with quiet_native_output(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
+                _venv_bin_on_path(), _private_cwd(scratch):
+            import onnx
+            import onnx2tf
+
+            copy = scratch / "model.onnx"
+            onnx.save(model, str(copy))
+            onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(scratch / "out"),
+                            tflite_backend="flatbuffer_direct", flatbuffer_direct_output_saved_model=True,
+                            not_use_onnxsim=False, non_verbose=True, verbosity="error")
+        if not (scratch / "out" / "saved_model.pb").exists():
+            raise ConversionError(f"{source}: onnx2tf (flatbuffer_direct) wrote no SavedModel: "
+                                  f"{_first_error(out.getvalue())}")
+        with quiet_native_output():
+            loaded = tf.saved_model.load(str(scratch / "out"))
+        return SignatureGraph(loaded, in_names, out_names)
+    except ConversionError:
+        raise
+    except SystemExit as exc:
+        raise ConversionError(f"{source}: onnx2tf (flatbuffer_direct) could not convert the model: "
+                              f"{_first_error(out.getvalue())} (rerun with --debug for its log)") from exc
+    except Exception as exc:
+        raise ConversionError(f"{source}: onnx2tf (flatbuffer_direct) failed: {type(exc).__name__}: "
+                              f"{str(exc).strip()[:200]} (rerun with --debug for its log)") from exc
+
+
 def export_savedmodel(keras_model, input_names: list[str], output_names: list[str], path: Path) -> None:
     """Write ``keras_model`` as a SavedModel whose ``serving_default`` uses the given names."""
     from edgeq.tfenv import quiet_tf
@@ -112,6 +183,6 @@ def export_savedmodel(keras_model, input_names: list[str], output_names: list[st
         return {n: o for n, o in zip(output_names, outs)}
 
     holder = tf.Module()
-    holder.model = keras_model
+    holder.model = getattr(keras_model, "trackable", keras_model)  # a SignatureGraph's variables live there
     with quiet_native_output(), contextlib.redirect_stdout(io.StringIO()):
         tf.saved_model.save(holder, str(path), signatures={"serving_default": serve.get_concrete_function()})
