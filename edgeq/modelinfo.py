@@ -86,6 +86,25 @@ class ModelInfo:
         return d
 
 
+def _integer_input_casts(ops: list[dict], dtype_of: dict[int, str]) -> set[int]:
+    """Outputs of CAST(integer -> float) ops read only by QUANTIZE: integer data (token ids, an attention
+    mask) entering the int8 graph. Like QUANTIZE of a float graph input, a conversion, not float compute."""
+    readers: dict[int, list[str]] = {}
+    for op in ops:
+        for i in op["inputs"]:
+            readers.setdefault(i, []).append(op["op_name"])
+    found = set()
+    for op in ops:
+        ins = [i for i in op["inputs"] if i >= 0]
+        if op["op_name"] != "CAST" or len(ins) != 1 or len(op["outputs"]) != 1:
+            continue
+        src, out = np.dtype(dtype_of[ins[0]]), op["outputs"][0]
+        if src.kind in "iub" and dtype_of.get(out) in FLOAT_DTYPES and readers.get(out) \
+                and all(r == "QUANTIZE" for r in readers[out]):
+            found.add(out)
+    return found
+
+
 def _axis(w: WeightInfo) -> int:
     return 3 if w.op == "DEPTHWISE_CONV_2D" else 0
 
@@ -144,14 +163,16 @@ def inspect_tflite(path: Path | None = None, content: bytes | None = None) -> Mo
         const_bytes[dtype_of[i]] += int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
     op_infos: list[OpInfo] = []
     float_ops: list[str] = []
+    int_casts = _integer_input_casts(ops, dtype_of)
     for op in ops:
         ins = tuple(i for i in op["inputs"] if i >= 0)
         outs = tuple(op["outputs"])
         acts = [i for i in ins if i not in constant] + list(outs)
         float_io = any(dtype_of.get(i) in FLOAT_DTYPES for i in acts)
         op_infos.append(OpInfo(op["index"], op["op_name"], ins, outs, float_io))
-        io_conversion = ((op["op_name"] == "QUANTIZE" and set(ins) <= graph_inputs)
-                         or (op["op_name"] == "DEQUANTIZE" and set(outs) <= graph_outputs))
+        io_conversion = ((op["op_name"] == "QUANTIZE" and set(ins) <= graph_inputs | int_casts)
+                         or (op["op_name"] == "DEQUANTIZE" and set(outs) <= graph_outputs)
+                         or (op["op_name"] == "CAST" and set(outs) <= int_casts))
         if float_io and not io_conversion:
             float_ops.append(f"{op['op_name']} ({tensors[outs[0]]['name'] if outs else '?'})")
         if op["op_name"] in WEIGHTED_OPS and len(ins) > 1 and ins[1] in constant:
