@@ -96,7 +96,9 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
     timings: dict[str, float] = {}
     t = time.perf_counter()
     with progress.task(f"loading {source.name}"):
-        fm = load_float_model(source, **(source_options or {}))  # e.g. ONNX input_shapes
+        # e.g. ONNX input_shapes; quantized activations let the ONNX source make encoders quantizable
+        fm = load_float_model(source, **{"quantized_activations": options.mode.needs_calibration,
+                                         **(source_options or {})})
     with fm:
         timings["load"] = time.perf_counter() - t
         calib = evalds = None

@@ -130,8 +130,13 @@ def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[Tens
 
 
 def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
-              fidelity_tolerance: float = DEFAULT_TOLERANCE, **_ignored) -> FloatModel:
-    """Convert ``path`` (.onnx) to a FloatModel; ``input_shapes`` fixes dynamic dims (name -> shape)."""
+              fidelity_tolerance: float = DEFAULT_TOLERANCE, quantized_activations: bool = False,
+              **_ignored) -> FloatModel:
+    """Convert ``path`` (.onnx) to a FloatModel; ``input_shapes`` fixes dynamic dims (name -> shape).
+
+    ``quantized_activations`` (int8/int16x8 modes) applies ``onnx_int8_rewrite``: tanh-GELU and clamped
+    attention-mask constants, so the encoder's graph has integer kernels and a quantizable score range.
+    """
     from edgeq.sources.onnx_rewrite import reorder_erf_gelu
     from edgeq.sources.onnx_tf import export_savedmodel, run_onnx2tf, safe_name, unsupported_ops
 
@@ -145,6 +150,11 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     onnx_in = fix_shapes(path, onnx_specs(model, model.graph.input), input_shapes)
     onnx_out = onnx_specs(model, model.graph.output)
     rewrite = reorder_erf_gelu(model)
+    quant_notes = []
+    if quantized_activations:
+        from edgeq.sources.onnx_int8_rewrite import rewrite_for_quantization
+
+        quant_notes = rewrite_for_quantization(model).notes()
     _set_input_dims(model, onnx_in, input_shapes)
     overwrite = [f"{s.name}:{','.join('1' if d is None else str(d) for d in s.shape)}" for s in onnx_in
                  if input_shapes and s.name in input_shapes]
@@ -174,7 +184,10 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     if moved:
         notes.append(f"ONNX input(s) {', '.join(moved)} are channel-first; the TFLite model takes them "
                      "channel-last (NHWC)")
-    if rewrite.gelu and "flatbuffer_direct" in how:
+    notes += quant_notes
+    if quant_notes:  # the Erf-GELU notes below would describe Erf nodes that are gone
+        pass
+    elif rewrite.gelu and "flatbuffer_direct" in how:
         notes.append(f"{rewrite.gelu} Erf-GELU pattern(s): onnx2tf's direct backend lowers Erf to builtin ops")
     elif rewrite.gelu:
         notes.append(f"{rewrite.gelu} Erf-GELU pattern(s) reordered so LiteRT fuses them into its builtin GELU")
