@@ -103,14 +103,14 @@ def encoders(work: Path) -> dict:
     for name, model, calib, evald, seq in cases:
         shapes = {"input_ids": (1, seq), "attention_mask": (1, seq)}
         res[name] = {}
-        for mode in (Mode.FP32, Mode.FP16, Mode.DYNAMIC, Mode.INT8):
+        for mode in (Mode.FP32, Mode.FP16, Mode.DYNAMIC, Mode.INT8, Mode.INT16X8):
             try:
                 res[name][mode.value] = _edgeq(model, mode, work / f"{name}_{mode.value}.tflite",
-                                               calib if mode is Mode.INT8 else None, evald, shapes)
+                                               calib if mode.needs_calibration else None, evald, shapes)
             except Exception as exc:  # noqa: BLE001 - record the failure as the result
                 res[name][mode.value] = {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                if "disagrees with onnxruntime" in str(exc):
-                    break  # the float graph is wrong: every other mode is refused the same way
+                if "disagrees with onnxruntime" in str(exc) and mode is not Mode.INT8:
+                    break  # the float graph is wrong: every float mode is refused the same way
     return res
 
 
@@ -159,15 +159,21 @@ def markdown(r: dict) -> str:
                   f"{fid.get('samples')} {fid.get('inputs')} inputs).", "",
               "Sentence encoders (int64 token ids + attention mask, exported from PyTorch): cosine of the "
               "pooled embedding against onnxruntime on held-out inputs.", "",
-              "| encoder | mode | size | cosine vs onnxruntime | Flex ops |", "|---|---|---|---|---|"]
+              "| encoder | mode | size | vs fp32 | cosine vs onnxruntime | float TFLite rel. error | "
+              "float ops | Flex ops |", "|---|---|---|---|---|---|---|---|"]
     for name, modes in r["encoders"].items():
         if "skipped" in modes:
             lines.append(f"| {name} | - | - | skipped: {modes['skipped'][:100]} | - |")
             continue
+        fp32_size = (modes.get("fp32") or {}).get("size_bytes")
         for mode, v in modes.items():
             if "failed" in v:
-                lines.append(f"| {name} | {mode} | - | failed: {v['failed'][:120]} | - |")
-            else:
-                lines.append(f"| {name} | {mode} | {v['size_bytes']:,} B | {v['cosine_vs_onnxruntime']:.5f} | "
-                             f"{', '.join(v['flex_ops']) or 'none'} |")
+                lines.append(f"| {name} | {mode} | - | - | failed: {v['failed'][:160]} | - | - | - |")
+                continue
+            ratio = f"{v['size_bytes'] / fp32_size:.2f}x" if fp32_size else "-"
+            fid = (v.get("fidelity") or {}).get("max_rel_error")
+            floats = "none (all-integer)" if not v["float_ops"] else str(len(v["float_ops"]))
+            lines.append(f"| {name} | {mode} | {v['size_bytes']:,} B | {ratio} | {v['cosine_vs_onnxruntime']:.5f} | "
+                         f"{'-' if fid is None else f'{fid:.2g}'} | {floats if mode in ('int8', 'int16x8') else '-'} | "
+                         f"{', '.join(v['flex_ops']) or 'none'} |")
     return "\n".join(lines)
