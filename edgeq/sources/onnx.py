@@ -5,8 +5,11 @@ the same code as for Keras input. Steps:
 
 1. load and check the .onnx (corrupt files, unknown ops and unfixable dynamic dims fail here, named);
 2. rewrite PyTorch's Erf-GELU into the order LiteRT fuses to its builtin GELU (no FlexErf);
-3. onnx2tf (offline, in a private temporary directory) -> tf_keras model -> SavedModel named by the
-   ONNX input/output names (NCHW image inputs become NHWC, as TFLite wants);
+   (modes with quantized activations also get ``onnx_int8_rewrite``: tanh-GELU, clamped mask constants);
+3. onnx2tf (offline, in a private temporary directory) -> the first float graph that agrees with
+   onnxruntime (tf_converter's tf_keras model, or the flatbuffer_direct backend's SavedModel for
+   token-input encoders) -> SavedModel named by the ONNX input/output names (NCHW image inputs become
+   NHWC, as TFLite wants);
 4. ``predict`` runs onnxruntime on the *original* model, taking NHWC data like every FloatModel and
    transposing to the ONNX layout; ``extra["check_float"]`` compares the pipeline's FP32 TFLite with it.
 """
