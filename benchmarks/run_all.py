@@ -3,7 +3,7 @@
 Each bench module has ``run(work: Path) -> dict`` returning JSON-able results with a ``"markdown"`` key
 (a short section for RESULTS.md). Results land in ``benchmarks/results/<name>.json`` and
 ``benchmarks/results/RESULTS.md`` (what README quotes). ``python -m benchmarks.run_all NAME ...`` runs
-only the named ones.
+only the named ones; ``--summary`` only rewrites RESULTS.md from the JSON files.
 """
 from __future__ import annotations
 
@@ -24,7 +24,21 @@ def discover() -> list[str]:
     return sorted(p.stem for p in HERE.glob("bench_*.py"))
 
 
+def write_summary() -> None:
+    """RESULTS.md from every committed results/bench_*.json (what README quotes)."""
+    sections = []
+    for path in sorted(RESULTS.glob("bench_*.json")):
+        data = json.loads(path.read_text())
+        meta = data.get("_meta", {})
+        sections.append(f"{data.get('markdown', '').rstrip()}\n\n_{path.stem}: {meta.get('date')}, "
+                        f"{meta.get('machine')}, {meta.get('seconds')} s_\n")
+    (RESULTS / "RESULTS.md").write_text("# Benchmark results (written by `make bench`)\n\n" + "\n".join(sections))
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--summary"]:
+        write_summary()
+        return 0
     names = argv or discover()
     RESULTS.mkdir(exist_ok=True)
     failed = []
@@ -46,13 +60,7 @@ def main(argv: list[str]) -> int:
                                       f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(result.get("markdown", ""), flush=True)
-    sections = []
-    for path in sorted(RESULTS.glob("bench_*.json")):
-        data = json.loads(path.read_text())
-        meta = data.get("_meta", {})
-        sections.append(f"{data.get('markdown', '').rstrip()}\n\n_{path.stem}: {meta.get('date')}, "
-                        f"{meta.get('machine')}, {meta.get('seconds')} s_\n")
-    (RESULTS / "RESULTS.md").write_text("# Benchmark results (written by `make bench`)\n\n" + "\n".join(sections))
+    write_summary()
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
