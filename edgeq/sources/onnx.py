@@ -141,7 +141,7 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     attention-mask constants, so the encoder's graph has integer kernels and a quantizable score range.
     """
     from edgeq.sources.onnx_rewrite import reorder_erf_gelu
-    from edgeq.sources.onnx_tf import export_savedmodel, run_onnx2tf, safe_name, unsupported_ops
+    from edgeq.sources.onnx_tf import export_savedmodel, safe_name, unsupported_ops
 
     path = Path(path)
     model = read_onnx(path)

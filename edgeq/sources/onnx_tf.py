@@ -62,39 +62,52 @@ def _first_error(text: str) -> str:
     return (lines[-1] if lines else "no message")[:240]
 
 
+@contextlib.contextmanager
+def _onnx2tf_run(model, source: Path, work: Path, backend: str):
+    """Run onnx2tf quietly in a private folder on a private copy of ``model``; yields (copy, out folder, log).
+
+    A private copy because onnx2tf's onnxsim step rewrites the file it is given, in place. onnx2tf reports
+    failures with sys.exit(1) after logging them: both that and exceptions become one-line ConversionErrors.
+    """
+    from edgeq.tfenv import quiet_tf
+
+    quiet_tf()
+    log = io.StringIO()
+    scratch = Path(tempfile.mkdtemp(prefix=f"onnx2tf-{backend}-", dir=work))
+    label = "onnx2tf" if backend == "tf_converter" else f"onnx2tf ({backend})"
+    try:
+        with quiet_native_output(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                _venv_bin_on_path(), _private_cwd(scratch):
+            import onnx
+
+            copy = scratch / "model.onnx"
+            onnx.save(model, str(copy))
+            yield copy, scratch / "out", log
+    except ConversionError:
+        raise
+    except SystemExit as exc:
+        raise ConversionError(f"{source}: {label} could not convert the model: {_first_error(log.getvalue())} "
+                              "(rerun with --debug for its log)") from exc
+    except Exception as exc:
+        raise ConversionError(f"{source}: {label} failed: {type(exc).__name__}: {str(exc).strip()[:200]} "
+                              "(rerun with --debug for its log)") from exc
+
+
 def run_onnx2tf(model, source: Path, work: Path, overwrite_shapes: list[str] | None, onnxsim: bool = False):
     """Convert the (already validated, possibly rewritten) ONNX ``model``; returns onnx2tf's tf_keras model.
 
     ``onnxsim=False`` skips onnx2tf's onnxsim pass: on a PyTorch-exported encoder, onnx2tf 2.6.9 produced
     a wrong float graph (relative error 0.38) only after onnxsim, and a right one without it.
     """
-    from edgeq.tfenv import quiet_tf
+    with _onnx2tf_run(model, source, work, "tf_converter") as (copy, out, log):
+        import onnx2tf
 
-    quiet_tf()
-    out = io.StringIO()
-    scratch = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=work))
-    try:
-        with quiet_native_output(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
-                _venv_bin_on_path(), _private_cwd(scratch):
-            import onnx
-            import onnx2tf
-
-            # A private copy: onnx2tf's onnxsim step rewrites the file it is given, in place.
-            copy = scratch / "model.onnx"
-            onnx.save(model, str(copy))
-            keras_model = onnx2tf.convert(
-                input_onnx_file_path=str(copy), output_folder_path=str(scratch / "out"),
-                tflite_backend="tf_converter",
-                disable_model_save=True, overwrite_input_shape=overwrite_shapes or None, not_use_onnxsim=not onnxsim,
-                non_verbose=True, verbosity="error")
-    except SystemExit as exc:  # onnx2tf reports failures with sys.exit(1) after logging them
-        raise ConversionError(f"{source}: onnx2tf could not convert the model: {_first_error(out.getvalue())} "
-                              "(rerun with --debug for its log)") from exc
-    except Exception as exc:
-        raise ConversionError(f"{source}: onnx2tf failed: {type(exc).__name__}: {str(exc).strip()[:200]} "
-                              "(rerun with --debug for its log)") from exc
+        keras_model = onnx2tf.convert(
+            input_onnx_file_path=str(copy), output_folder_path=str(out), tflite_backend="tf_converter",
+            disable_model_save=True, overwrite_input_shape=overwrite_shapes or None, not_use_onnxsim=not onnxsim,
+            non_verbose=True, verbosity="error")
     if keras_model is None:
-        raise ConversionError(f"{source}: onnx2tf produced no model: {_first_error(out.getvalue())}")
+        raise ConversionError(f"{source}: onnx2tf produced no model: {_first_error(log.getvalue())}")
     return keras_model
 
 
@@ -140,33 +153,17 @@ def run_onnx2tf_direct(model, source: Path, work: Path, in_names: list[str], out
     from edgeq.tfenv import quiet_tf
 
     tf = quiet_tf()
-    out = io.StringIO()
-    scratch = Path(tempfile.mkdtemp(prefix="onnx2tf-direct-", dir=work))
-    try:
-        with quiet_native_output(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
-                _venv_bin_on_path(), _private_cwd(scratch):
-            import onnx
-            import onnx2tf
+    with _onnx2tf_run(model, source, work, "flatbuffer_direct") as (copy, out, log):
+        import onnx2tf
 
-            copy = scratch / "model.onnx"
-            onnx.save(model, str(copy))
-            onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(scratch / "out"),
-                            tflite_backend="flatbuffer_direct", flatbuffer_direct_output_saved_model=True,
-                            not_use_onnxsim=False, non_verbose=True, verbosity="error")
-        if not (scratch / "out" / "saved_model.pb").exists():
+        onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(out),
+                        tflite_backend="flatbuffer_direct", flatbuffer_direct_output_saved_model=True,
+                        not_use_onnxsim=False, non_verbose=True, verbosity="error")
+        if not (out / "saved_model.pb").exists():
             raise ConversionError(f"{source}: onnx2tf (flatbuffer_direct) wrote no SavedModel: "
-                                  f"{_first_error(out.getvalue())}")
-        with quiet_native_output():
-            loaded = tf.saved_model.load(str(scratch / "out"))
-        return SignatureGraph(loaded, in_names, out_names)
-    except ConversionError:
-        raise
-    except SystemExit as exc:
-        raise ConversionError(f"{source}: onnx2tf (flatbuffer_direct) could not convert the model: "
-                              f"{_first_error(out.getvalue())} (rerun with --debug for its log)") from exc
-    except Exception as exc:
-        raise ConversionError(f"{source}: onnx2tf (flatbuffer_direct) failed: {type(exc).__name__}: "
-                              f"{str(exc).strip()[:200]} (rerun with --debug for its log)") from exc
+                                  f"{_first_error(log.getvalue())}")
+        loaded = tf.saved_model.load(str(out))
+    return SignatureGraph(loaded, in_names, out_names)
 
 
 def export_savedmodel(keras_model, input_names: list[str], output_names: list[str], path: Path) -> None:
