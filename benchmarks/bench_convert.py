@@ -71,7 +71,8 @@ def reference_mobilenet_v2_sizes(work: Path) -> dict:
     np.savez(work / "calib_random.npz", x=np.random.default_rng(0).uniform(-1, 1, (8, 224, 224, 3)).astype(np.float32))
     sizes = {}
     for mode in (Mode.FP16, Mode.INT8):
-        r = convert(work / "mobilenet_v2_random.keras", ConvertOptions(mode=mode, calib=work / "calib_random.npz"),
+        r = convert(work / "mobilenet_v2_random.keras",  # plain: size only, graph preparation would not change it
+                    ConvertOptions(mode=mode, calib=work / "calib_random.npz", ptq=PtqChoice.PLAIN),
                     out=work / f"mobilenet_v2_{mode.suffix}.tflite")
         sizes["fp32"] = r.float_size_bytes
         sizes[mode.value] = r.size_bytes

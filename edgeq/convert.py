@@ -16,7 +16,7 @@ from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
 from edgeq.modes import ConvertOptions, Layout, Mode, PtqChoice
 from edgeq.progress import Progress, Silent
-from edgeq.quantize.converter import ConverterSettings, make_converter, run_converter
+from edgeq.quantize.converter import ConverterSettings, make_converter, quantize_float_flatbuffer, run_converter
 from edgeq.report import ConversionReport
 from edgeq.sources import FloatModel, load_float_model, source_kind
 
@@ -39,8 +39,12 @@ def representative_data(calib: Dataset, progress: Progress):
 
 
 def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset | None,
-                         progress: Progress, evalds: Dataset | None = None, extra: dict | None = None) -> bytes:
-    """Convert the float graph in ``options.mode``; the one place every mode goes through."""
+                         progress: Progress, evalds: Dataset | None = None, extra: dict | None = None,
+                         float_bytes: bytes | None = None) -> bytes:
+    """Convert the float graph in ``options.mode``; the one place every mode goes through.
+
+    ``float_bytes`` (the FP32 conversion of the same graph) lets calibrated modes skip a second float
+    conversion."""
     if options.mode is Mode.MIXED:  # a budgeted search; it needs eval data and adds a report section
         from edgeq.quantize.mixed import quantize_mixed
 
@@ -61,6 +65,8 @@ def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset
     rep = representative_data(calib, progress) if calib is not None else None
     converter = make_converter(fm.saved_model_dir, settings, rep)
     with progress.task(f"converting to {options.mode.value}"):
+        if float_bytes is not None and rep is not None:
+            return quantize_float_flatbuffer(float_bytes, converter, settings, str(fm.source))
         return run_converter(converter, settings, str(fm.source))
 
 
@@ -120,7 +126,7 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
                                                 "calibration" if calib is not None else "evaluation")
         t = time.perf_counter()
         content = (float_bytes if options.mode is Mode.FP32
-                   else quantize_float_model(fm, options, calib, progress, evalds, extra))
+                   else quantize_float_model(fm, options, calib, progress, evalds, extra, float_bytes))
         timings["convert"] = time.perf_counter() - t
         info = inspect_tflite(content=content)
         check_result(info, options, source)

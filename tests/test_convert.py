@@ -146,3 +146,34 @@ def test_full_int8_refuses_an_op_without_integer_kernel(sin_model, tmp_path, cli
              "--out", out, "--json")
     assert ok.code == 0, ok.err
     assert json.loads(ok.out)["op_counts"]["SIN"] == 1
+
+
+@pytest.mark.parametrize("mode,io,per_channel", [
+    (Mode.INT8, "int8", True), (Mode.INT8, "uint8", False), (Mode.INT8_FALLBACK, "float32", True),
+    (Mode.INT16X8, "float32", True),
+])
+def test_quantizing_the_fp32_flatbuffer_equals_the_converters_own_path(cnn, mode, io, per_channel):
+    """The pipeline calibrates the FP32 reference flatbuffer instead of converting the float graph twice;
+    the model must compute exactly what TFLiteConverter.convert() gives."""
+    from edgeq.convert import representative_data
+    from edgeq.data import load_dataset
+    from edgeq.modes import IOType
+    from edgeq.progress import Silent
+    from edgeq.quantize.converter import ConverterSettings, calibrate_flatbuffer, make_converter
+    from edgeq.runtime import TFLiteRunner
+    from edgeq.sources import load_float_model
+
+    with load_float_model(cnn.keras) as fm:
+        calib = load_dataset(cnn.calib, fm.inputs, limit=100)
+        data = load_dataset(cnn.eval, fm.inputs, limit=300)
+        fp32 = ConverterSettings(Mode.FP32, IOType.FLOAT32)
+        float_bytes = make_converter(fm.saved_model_dir, fp32).convert()
+        settings = ConverterSettings(mode, IOType(io), per_channel)
+        public = make_converter(fm.saved_model_dir, settings, representative_data(calib, Silent())).convert()
+        # The private path itself (no fallback to convert(), which would make this test trivially pass).
+        ours = calibrate_flatbuffer(
+            float_bytes, make_converter(fm.saved_model_dir, settings, representative_data(calib, Silent())))
+    assert len(ours) == len(public)
+    a, b = TFLiteRunner(content=ours).run(data.inputs)[0], TFLiteRunner(content=public).run(data.inputs)[0]
+    np.testing.assert_array_equal(a, b)
+    assert inspect_tflite(content=ours).tensors_by_dtype == inspect_tflite(content=public).tensors_by_dtype
