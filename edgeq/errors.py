@@ -6,6 +6,12 @@ file, tensor, op or device at fault and says what to do. Anything else escaping 
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty): what a
+    one-line error quotes from a library that raises multi-line text."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class EdgeqError(Exception):
     """A problem with the user's input or environment that the user can fix."""
 

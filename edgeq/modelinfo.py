@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import ModelLoadError
+from edgeq.errors import ModelLoadError, first_line
 
 # Ops whose input 1 is a weight (filter) tensor.
 WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
@@ -132,8 +132,7 @@ def open_interpreter(path: Path | None = None, content: bytes | None = None, num
                 return Interpreter(model_content=content, num_threads=num_threads)
             return Interpreter(model_path=str(path), num_threads=num_threads)
     except Exception as exc:  # the runtime raises ValueError/RuntimeError with multi-line text
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"{where}: LiteRT cannot load it ({first[:160]}); the file may be truncated "
+        raise ModelLoadError(f"{where}: LiteRT cannot load it ({first_line(exc)[:160]}); the file may be truncated "
                              "or from a newer converter") from exc
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.bench.result import BenchResult, DelegateCoverage, LatencyStats
+from edgeq.errors import first_line
 
 RESULT_MARK = "EDGEQ_BENCH_RESULT "
 
@@ -136,13 +137,13 @@ def run(spec: WorkerSpec) -> BenchResult:
                     kwargs["experimental_delegates"] = [lr.load_delegate(spec.delegate_lib, spec.delegate_options or {})]
                 except Exception as exc:
                     raise EdgeqError(f"delegate library {spec.delegate_lib} does not load "
-                                     f"({_first_line(exc)}); check the path and that it is built for "
+                                     f"({first_line(exc)[:200]}); check the path and that it is built for "
                                      f"{platform.machine()}") from None
             t0 = time.perf_counter()
             try:
                 interp = lr.Interpreter(**kwargs)
             except Exception as exc:
-                raise EdgeqError(f"{spec.model}: LiteRT cannot load it ({_first_line(exc)}); the file may be "
+                raise EdgeqError(f"{spec.model}: LiteRT cannot load it ({first_line(exc)[:200]}); the file may be "
                                  "truncated or from a newer converter") from None
             try:
                 interp.allocate_tensors()
@@ -173,7 +174,7 @@ def run(spec: WorkerSpec) -> BenchResult:
     except EdgeqError as exc:
         result.error = str(exc)
     except Exception as exc:  # the runtime's own errors: keep them to one line
-        result.error = f"{spec.model}: {type(exc).__name__}: {_first_line(exc)}"
+        result.error = f"{spec.model}: {type(exc).__name__}: {first_line(exc)[:200]}"
     result.peak_memory_mb = peak_rss_mb()
     return result
 
@@ -197,11 +198,7 @@ def _prepare_failure(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     node = re.search(r"Node number \d+ \(\w+\) failed to prepare", text)
     check = text.split("Node number")[0].strip()
-    return f"{node.group(0)}: {check}"[:240] if node else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+    return f"{node.group(0)}: {check}"[:240] if node else first_line(exc)[:200]
 
 
 def _version() -> str:

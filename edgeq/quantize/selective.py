@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.errors import ConversionError
+from edgeq.errors import ConversionError, first_line
 from edgeq.modes import IOType
 from edgeq.nativeio import quiet_native_output
 from edgeq.quantize.converter import RepresentativeData
@@ -76,7 +76,7 @@ class Calibrated:
             with quiet_native_output():
                 content = c.convert()
         except Exception as exc:
-            raise ConversionError(f"{source}: calibration failed: {str(exc).strip().splitlines()[0][:200]} "
+            raise ConversionError(f"{source}: calibration failed: {first_line(exc)[:200]} "
                                   "(rerun with --debug for the converter log)") from exc
         return cls(content, per_channel, io, source)
 
@@ -125,7 +125,7 @@ class Calibrated:
                     input_data_type=io, output_data_type=io, denylisted_nodes=list(float_nodes) or None)
         except Exception as exc:
             raise ConversionError(f"{self.source}: quantizing with {len(float_nodes)} float layer(s) failed: "
-                                  f"{str(exc).strip().splitlines()[0][:200]}") from exc
+                                  f"{first_line(exc)[:200]}") from exc
         if fp16_weights and float_nodes:
             from edgeq.quantize.fp16_weights import weights_to_fp16
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import ModelLoadError
+from edgeq.errors import ModelLoadError, first_line
 from edgeq.nativeio import quiet_native_output
 from edgeq.sources.base import FloatModel, TensorSpec
 from edgeq.tfenv import quiet_tf
@@ -29,8 +29,7 @@ def load_keras_model(path: Path):
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors... for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: not a loadable Keras model ({first[:160]}); "
+        raise ModelLoadError(f"{path}: not a loadable Keras model ({first_line(exc)[:160]}); "
                              "re-save it with model.save('model.keras')") from exc
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import ConversionError, ModelLoadError
+from edgeq.errors import ConversionError, ModelLoadError, first_line
 from edgeq.sources.base import FloatModel, TensorSpec
 from edgeq.sources.onnx_fidelity import DEFAULT_TOLERANCE, check_fidelity, synthetic_inputs
 
@@ -37,8 +37,7 @@ def read_onnx(path: Path):
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"{path}: not a valid ONNX model ({first[:160]}); re-export it "
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(exc)[:160]}); re-export it "
                              "(e.g. torch.onnx.export)") from exc
     if not model.graph.input:
         raise ModelLoadError(f"{path}: the ONNX graph has no inputs; re-export it with its inputs")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import ModelLoadError
+from edgeq.errors import ModelLoadError, first_line
 from edgeq.sources.base import FloatModel, TensorSpec
 from edgeq.tfenv import quiet_tf
 
@@ -16,8 +16,7 @@ def load_savedmodel(path: Path) -> FloatModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"{path}: not a loadable SavedModel ({first[:160]}); re-export it") from exc
+        raise ModelLoadError(f"{path}: not a loadable SavedModel ({first_line(exc)[:160]}); re-export it") from exc
     sig = getattr(loaded, "signatures", {}).get("serving_default")
     if sig is None:
         raise ModelLoadError(f"{path}: SavedModel has no 'serving_default' signature; export it with one")

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgeq import metrics
+from edgeq.errors import first_line
 from edgeq.modes import PtqChoice
 from edgeq.progress import Progress, Silent
 
@@ -146,7 +147,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
                     score = m.score(content)
                 except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
                     # a layer this step does not understand: skip the step, never the conversion
-                    plan.steps.append(PtqStep(name, f"not applicable: {str(exc).splitlines()[0][:120]}", False))
+                    plan.steps.append(PtqStep(name, f"not applicable: {first_line(exc)[:120]}", False))
                     continue
             gain = round(score.sqnr_db - best.sqnr_db, 3)
             keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
@@ -181,7 +182,7 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
                 trials = [(method, content, m.score(content))
                           for method, content in clipped_models(cal, m.calib.inputs)]
         except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
-            plan.steps.append(PtqStep("ranges", f"not applicable: {str(exc).splitlines()[0][:120]}", False))
+            plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
             return best_bytes, best
     trials = [t for t in trials if _same_io(t[1], best_bytes)]
     if not trials:  # the calibrated-model quantizer could not give the requested I/O type (e.g. uint8)
