@@ -72,7 +72,7 @@ def run_converter(converter, settings: ConverterSettings, source: str) -> bytes:
     """Run ``converter.convert()`` quietly; converter failures become one-line ConversionErrors."""
     try:
         with quiet_native_output():
-            return converter.convert()
+            content = converter.convert()
     except ConversionError:
         raise
     except Exception as exc:
@@ -86,6 +86,18 @@ def run_converter(converter, settings: ConverterSettings, source: str) -> bytes:
         first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), str(exc).strip()[:200])
         raise ConversionError(f"{source}: TFLiteConverter failed in mode {settings.mode.value}: {first[:300]} "
                               "(rerun with --debug for the converter log)") from exc
+    return fix_int8_matmuls(content) if settings.mode in INT8_ACTIVATIONS else content
+
+
+INT8_ACTIVATIONS = (Mode.INT8, Mode.INT8_FALLBACK)
+
+
+def fix_int8_matmuls(content: bytes) -> bytes:
+    """Every int8 model leaves the converter through here: XNNPACK needs zero point 0 on the right-hand
+    input of an int8 BATCH_MATMUL (see :mod:`edgeq.quantize.matmul_zero_point`)."""
+    from edgeq.quantize.matmul_zero_point import symmetric_matmul_rhs
+
+    return symmetric_matmul_rhs(content)[0]
 
 
 def calibrate_flatbuffer(float_bytes: bytes, converter) -> bytes:
@@ -117,6 +129,7 @@ def quantize_float_flatbuffer(float_bytes: bytes, converter, settings: Converter
     API fail (another TensorFlow), the public ``convert()`` runs instead, with its errors mapped.
     """
     try:
-        return calibrate_flatbuffer(float_bytes, converter)
+        content = calibrate_flatbuffer(float_bytes, converter)
     except Exception:
         return run_converter(converter, settings, source)
+    return fix_int8_matmuls(content) if settings.mode in INT8_ACTIVATIONS else content

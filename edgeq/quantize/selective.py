@@ -130,4 +130,6 @@ class Calibrated:
             from edgeq.quantize.fp16_weights import weights_to_fp16
 
             out = weights_to_fp16(out, set(float_nodes))
-        return out
+        from edgeq.quantize.converter import fix_int8_matmuls
+
+        return fix_int8_matmuls(out)
