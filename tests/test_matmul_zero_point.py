@@ -80,8 +80,9 @@ def test_int8_output_is_right_under_xnnpack(attention_like, tmp_path):
 
 
 def test_canary_xnnpack_still_needs_the_pass(attention_like, tmp_path):
-    """The converter's own output (rhs zero point != 0) is wrong under XNNPACK and right in the builtin
-    kernel. If this starts failing, LiteRT fixed its delegate and the pass can go."""
+    """The converter's own output (rhs zero point != 0) is wrong under the host runtime's XNNPACK
+    (ai-edge-litert 2.1.2) and right in the builtin kernel. 2.3.0 fixed the delegate; if this starts
+    failing, the host runtime was upgraded - the pass stays for apps that ship older runtimes."""
     import importlib
 
     from edgeq.data import load_dataset
