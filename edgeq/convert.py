@@ -16,7 +16,7 @@ from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
 from edgeq.modes import ConvertOptions, Layout, Mode, PtqChoice
 from edgeq.progress import Progress, Silent
-from edgeq.quantize import matmul_zero_point
+from edgeq.quantize import kernel_workarounds
 from edgeq.quantize.converter import ConverterSettings, make_converter, quantize_float_flatbuffer, run_converter
 from edgeq.report import ConversionReport
 from edgeq.sources import FloatModel, load_float_model, source_kind
@@ -141,8 +141,8 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
         atomic_write_bytes(out, content)
         info.path = str(out)
         notes = list(fm.notes) + (calib.notes if calib else []) + (evalds.notes if evalds else [])
-        if "BATCH_MATMUL" in info.op_counts and (requantized := matmul_zero_point.requantized_inputs(content)):
-            notes.append(matmul_zero_point.note(requantized))
+        if requantized := kernel_workarounds.requantized_inputs(content):
+            notes.append(kernel_workarounds.note(requantized))
         return ConversionReport(
             source=str(source), source_kind=kind, output=str(out), mode=options.mode.value,
             io=options.io_type.value, per_channel=options.per_channel, size_bytes=len(content),

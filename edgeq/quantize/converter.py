@@ -93,11 +93,11 @@ INT8_ACTIVATIONS = (Mode.INT8, Mode.INT8_FALLBACK)
 
 
 def fix_int8_matmuls(content: bytes) -> bytes:
-    """Every int8 model leaves the converter through here: XNNPACK needs zero point 0 on the right-hand
-    input of an int8 BATCH_MATMUL (see :mod:`edgeq.quantize.matmul_zero_point`)."""
-    from edgeq.quantize.matmul_zero_point import symmetric_matmul_rhs
+    """Every int8 model leaves the converter through here: requantize the inputs LiteRT kernels get wrong
+    (see :mod:`edgeq.quantize.kernel_workarounds`)."""
+    from edgeq.quantize.kernel_workarounds import fix_int8_kernels
 
-    return symmetric_matmul_rhs(content)[0]
+    return fix_int8_kernels(content)[0]
 
 
 def calibrate_flatbuffer(float_bytes: bytes, converter) -> bytes:
