@@ -66,6 +66,8 @@ class ModelInfo:
     # "OP (output tensor name)" for ops computing in float; QUANTIZE of a float graph input and DEQUANTIZE to a
     # float graph output are I/O conversions, not float compute, and are not listed.
     float_ops: list[str] = field(default_factory=list)
+    # int8 ops whose input hits a LiteRT kernel bug (edgeq.quantize.kernel_workarounds): "OP (tensor): why"
+    kernel_hazards: list[str] = field(default_factory=list)
 
     @property
     def fully_integer(self) -> bool:
@@ -188,4 +190,23 @@ def inspect_tflite(path: Path | None = None, content: bytes | None = None) -> Mo
         inputs=[_io(d) for d in interp.get_input_details()], outputs=[_io(d) for d in interp.get_output_details()],
         op_counts=dict(Counter(o.op for o in op_infos).most_common()),
         tensors_by_dtype=dict(Counter(dtype_of.values()).most_common()),
-        weights=weights, size_by_group=groups, float_ops=float_ops)
+        weights=weights, size_by_group=groups, float_ops=float_ops,
+        kernel_hazards=_kernel_hazards(ops, tensors, constant))
+
+
+def _kernel_hazards(ops, tensors: dict, constant: set) -> list[str]:
+    """Ops of models converted elsewhere that edgeq's own output would have requantized."""
+    from edgeq.quantize.kernel_workarounds import RULES
+
+    rules = {r.opcode: r for r in RULES}
+    out = []
+    for op in ops:
+        rule = rules.get(op["op_name"])
+        if rule is None or len(op["inputs"]) <= rule.slot:
+            continue
+        t = tensors[op["inputs"][rule.slot]]
+        scale, zp = t["quantization"]
+        if op["inputs"][rule.slot] not in constant and t["dtype"] == np.int8 and scale and rule.params(scale, zp):
+            out.append(f"{op['op_name']} ({tensors[op['outputs'][0]]['name']}): input {rule.slot} zero point {zp}, "
+                       + rule.why)
+    return out

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edgeq import ConvertOptions, Mode, convert
+from edgeq.modelinfo import inspect_tflite
 from edgeq.quantize.kernel_workarounds import fix_int8_kernels, requantized_inputs
 
 
@@ -129,6 +130,16 @@ def test_matmul_right_hand_inputs_get_zero_point_0(attention_like, tmp_path):
     data = _eval(attention_like)
     assert _rel(_outputs(content, data, True), _outputs(content, data, False)) < 0.02  # both kernels agree
     assert rep.accuracy.vs_float.cosine > 0.99
+    assert rep.model.kernel_hazards == []
+
+
+def test_inspect_names_the_hazards_of_a_model_converted_elsewhere(attention_like, mean_pooling, cli, tmp_path):
+    for folder, op in ((attention_like, "BATCH_MATMUL"), (mean_pooling, "DIV")):
+        raw = tmp_path / f"{op}.tflite"
+        raw.write_bytes(_raw_converter_int8(folder))
+        res = cli("inspect", str(raw))
+        assert res.code == 0 and f"kernel hazard  {op} (" in res.out
+        assert not inspect_tflite(content=fix_int8_kernels(raw.read_bytes())[0]).kernel_hazards
 
 
 def test_canary_host_xnnpack_matmul_bug(attention_like):

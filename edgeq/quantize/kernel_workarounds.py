@@ -33,6 +33,7 @@ class _Rule:
     opcode: str  # BuiltinOperator name
     slot: int  # which input of the op
     params: object  # (scale, zero_point) -> new (scale, zero_point), or None when the input is fine
+    why: str  # what goes wrong, for `edgeq inspect` of a model converted elsewhere
 
 
 def _symmetric(scale: float, zp: int):
@@ -48,7 +49,8 @@ def _raw_zero_free(scale: float, zp: int):
     return scale * 255 / 126, 1  # [0, hi] onto raw [1, 127]
 
 
-RULES = (_Rule("BATCH_MATMUL", 1, _symmetric), _Rule("DIV", 1, _raw_zero_free))
+RULES = (_Rule("BATCH_MATMUL", 1, _symmetric, "wrong results under XNNPACK up to ai-edge-litert 2.1.2 / TFLite 2.21"),
+         _Rule("DIV", 1, _raw_zero_free, "the builtin DIV fails when the divisor's raw byte is 0 (real 128 x scale)"))
 
 
 def fix_int8_kernels(content: bytes) -> tuple[bytes, int]:
