@@ -129,7 +129,13 @@ def quantize_float_flatbuffer(float_bytes: bytes, converter, settings: Converter
     API fail (another TensorFlow), the public ``convert()`` runs instead, with its errors mapped.
     """
     try:
-        content = calibrate_flatbuffer(float_bytes, converter)
+        if settings.mode is Mode.INT16X8:  # TF's 16x8 quantizer fails on integer tensors and breaks SUM
+            from edgeq.quantize.int16x8 import quantize_16x8
+
+            rep = converter.representative_dataset
+            content = quantize_16x8(float_bytes, getattr(rep, "input_gen", rep), not settings.per_channel)
+        else:
+            content = calibrate_flatbuffer(float_bytes, converter)
     except Exception:
         return run_converter(converter, settings, source)
     return fix_int8_matmuls(content) if settings.mode in INT8_ACTIVATIONS else content
