@@ -20,6 +20,8 @@ On graphs that need none of this (a CNN) the result is exactly TFLiteConverter's
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from edgeq.errors import ConversionError
@@ -144,11 +146,13 @@ def _scalar_constant(model, sg, schema, value: float, name: str) -> int:
 
 
 def _integer_placeholder_ranges(calibrated: bytes) -> tuple[bytes, dict[tuple[int, int], int]]:
-    """Give integer/bool activation tensors without a recorded range a [0, 0] one (see module doc, 1)."""
+    """Give integer/bool activation tensors without a recorded range a [0, 0] one (see module doc, 1);
+    constants get buffers of their own on the way."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils as fu
 
     model = fu.convert_bytearray_to_object(bytearray(calibrated))
+    _unshare_buffers(model)
     marked = {}  # (subgraph, tensor) -> its type
     for s, sg in enumerate(model.subgraphs):
         for i, t in enumerate(sg.tensors):
@@ -160,9 +164,24 @@ def _integer_placeholder_ranges(calibrated: bytes) -> tuple[bytes, dict[tuple[in
             t.quantization = q or schema.QuantizationParametersT()
             t.quantization.min, t.quantization.max = [0.0], [0.0]
             marked[(s, i)] = t.type
-    if not marked:
-        return calibrated, marked
     return bytes(fu.convert_object_to_bytearray(model)), marked
+
+
+def _unshare_buffers(model) -> None:
+    """Give every constant its own buffer. TFLiteConverter deduplicates equal read-only buffers, so an
+    int32 0 and a float 0.0 can share four bytes; the quantizer rewrites a float constant's buffer in
+    place (as int16: 2 bytes) and corrupts the integer tensor sharing it (all-MiniLM-L6-v2's LESS(ids, 0):
+    "Tensor ... is invalidly specified in schema"). convert() quantizes before deduplicating; edgeq
+    quantizes the deduplicated FP32 flatbuffer, so it undoes the sharing first."""
+    seen = set()
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            if not t.buffer or model.buffers[t.buffer].data is None or len(model.buffers[t.buffer].data) == 0:
+                continue
+            if t.buffer in seen:
+                model.buffers.append(copy.deepcopy(model.buffers[t.buffer]))
+                t.buffer = len(model.buffers) - 1
+            seen.add(t.buffer)
 
 
 def _drop_placeholders(quantized: bytes, marked: dict[tuple[int, int], int]) -> bytes:
