@@ -15,6 +15,9 @@ attention mask, mean pooling) while the int8 path converts them:
    token count (a sum of 0/1 mask values) saturates at 1 and mean pooling returns the sum (16x too large on
    the tiny encoder sample, with a cosine that still looks perfect). Before calibration every SUM becomes
    MEAN (whose int16 kernel rescales) times the number of summed elements: the same value in float.
+4. **Shared buffers.** The FP32 flatbuffer edgeq quantizes has equal constants deduplicated (an int32 0 and
+   a float 0.0 share four bytes); the quantizer rewrites the float one in place as int16 and corrupts the
+   integer one. Constants get buffers of their own first.
 
 On graphs that need none of this (a CNN) the result is exactly TFLiteConverter's own 16x8 model.
 """
@@ -168,11 +171,9 @@ def _integer_placeholder_ranges(calibrated: bytes) -> tuple[bytes, dict[tuple[in
 
 
 def _unshare_buffers(model) -> None:
-    """Give every constant its own buffer. TFLiteConverter deduplicates equal read-only buffers, so an
-    int32 0 and a float 0.0 can share four bytes; the quantizer rewrites a float constant's buffer in
-    place (as int16: 2 bytes) and corrupts the integer tensor sharing it (all-MiniLM-L6-v2's LESS(ids, 0):
-    "Tensor ... is invalidly specified in schema"). convert() quantizes before deduplicating; edgeq
-    quantizes the deduplicated FP32 flatbuffer, so it undoes the sharing first."""
+    """Give every constant its own buffer (module doc, 4). all-MiniLM-L6-v2's LESS(ids, 0) failed to load:
+    "Tensor ... is invalidly specified in schema". convert() quantizes before it deduplicates buffers;
+    edgeq quantizes the deduplicated FP32 flatbuffer, so it undoes the sharing first."""
     seen = set()
     for sg in model.subgraphs:
         for t in sg.tensors:
