@@ -119,7 +119,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     graph_ok = keras_model is not None and len(calib.inputs) == 1
     if not graph_ok:
         plan.notes.append(f"{fm.kind} source: graph steps (BN folding, equalization, bias correction) need a "
-                          "single-input Keras model; only activation ranges were tuned")
+                          "single-input Keras model; only flatbuffer steps (affine folding, activation ranges) ran")
     current = None
     if graph_ok:
         x = next(iter(calib.inputs.values()))
@@ -165,7 +165,8 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
 
 def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes: bytes, best: Score,
                  progress: Progress) -> tuple[bytes, Score]:
-    """Clip activation ranges (percentile or MSE) on the best float graph so far; keep the best if it helps."""
+    """On the calibrated float model: fold per-channel MUL/ADD into weights, then clip activation ranges
+    (percentile or MSE); each kept only if it helps."""
     from contextlib import nullcontext
 
     from edgeq.convert import representative_data
@@ -173,14 +174,20 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
     from edgeq.quantize.selective import Calibrated
     from edgeq.sources.keras import from_keras_object
 
-    with progress.task("PTQ: activation ranges"):
+    with progress.task("PTQ: calibrating"):
         ctx = from_keras_object(prepared, fm.source) if prepared is not None else nullcontext(fm)
         try:
             with ctx as src:
                 cal = Calibrated.from_saved_model(src.saved_model_dir, representative_data(m.calib, Silent()),
                                                   settings.per_channel, settings.io, str(fm.source))
-                trials = [(method, content, m.score(content))
-                          for method, content in clipped_models(cal, m.calib.inputs)]
+        except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
+            plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
+            return best_bytes, best
+    with progress.task("PTQ: fold_affine"):
+        cal, best_bytes, best = _fold_affine(cal, m, plan, best_bytes, best)
+    with progress.task("PTQ: activation ranges"):
+        try:
+            trials = [(method, content, m.score(content)) for method, content in clipped_models(cal, m.calib.inputs)]
         except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
             plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
             return best_bytes, best
@@ -195,6 +202,33 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
     plan.steps.append(PtqStep("ranges", f"{method.value} clipping of activation ranges (tried {tried})", keep,
                               score, gain))
     return (content, score) if keep else (best_bytes, best)
+
+
+def _fold_affine(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score):
+    """Fold constant per-channel MUL/ADD (e.g. a BatchNorm after ReLU) into the conv/dense before them.
+
+    Returns the calibrated model to tune ranges on, and the best (bytes, score) so far."""
+    from edgeq.quantize.prepare.fold_affine import fold_affine
+
+    try:
+        content, n = fold_affine(cal.content)
+        if n == 0:
+            plan.steps.append(PtqStep("fold_affine", "nothing to do", False))
+            return cal, best_bytes, best
+        folded = type(cal)(content, cal.per_channel, cal.io, cal.source)
+        quantized = folded.quantize()
+        score = m.score(quantized)
+    except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
+        plan.steps.append(PtqStep("fold_affine", f"not applicable: {first_line(exc)[:120]}", False))
+        return cal, best_bytes, best
+    if not _same_io(quantized, best_bytes):
+        plan.steps.append(PtqStep("fold_affine", f"not applicable with {cal.io.value} I/O", False))
+        return cal, best_bytes, best
+    gain = round(score.sqnr_db - best.sqnr_db, 3)
+    keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+    plan.steps.append(PtqStep("fold_affine", f"{n} per-channel MUL/ADD folded into conv/dense weights", keep,
+                              score, gain))
+    return (folded, quantized, score) if keep else (cal, best_bytes, best)
 
 
 def _same_io(content: bytes, reference: bytes) -> bool:

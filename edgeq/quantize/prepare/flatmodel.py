@@ -1,0 +1,61 @@
+"""Small helpers for editing a TFLite flatbuffer's object form (tensorflow.lite.tools.flatbuffer_utils)."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+NONE, RELU = 0, 1  # ActivationFunctionType values in the TFLite schema
+FLOAT32 = 0  # TensorType.FLOAT32
+
+
+def load(content: bytes):
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    return fu.convert_bytearray_to_object(bytearray(content))
+
+
+def dump(model) -> bytes:
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+def op_names(model) -> list[str]:
+    """Builtin op name per operator-code index ('CONV_2D', ...)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
+
+
+def tensor_name(sg, index: int) -> str:
+    n = sg.tensors[index].name
+    return n.decode() if isinstance(n, bytes) else str(n)
+
+
+def const(model, sg, index: int) -> np.ndarray | None:
+    """The float32 value of a constant tensor, or None when it is not one."""
+    if index < 0:
+        return None
+    t = sg.tensors[index]
+    data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+    if t.type != FLOAT32 or data is None or len(data) == 0:
+        return None
+    return np.frombuffer(bytes(data), np.float32).reshape(list(t.shape) if t.shape is not None else [])
+
+
+def new_const(model, sg, like: int, value: np.ndarray, suffix: str) -> int:
+    """Append a float32 constant tensor with its own buffer (weights shared with other ops stay untouched)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(np.ascontiguousarray(value, np.float32).tobytes(), np.uint8)
+    model.buffers.append(buf)
+    t = copy.deepcopy(sg.tensors[like]) if like >= 0 else schema.TensorT()
+    t.type = FLOAT32
+    t.shape = np.array(value.shape, np.int32)
+    t.buffer = len(model.buffers) - 1
+    t.name = ((sg.tensors[like].name if like >= 0 else b"bias") or b"") + suffix.encode()
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
