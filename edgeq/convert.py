@@ -104,7 +104,9 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
     t = time.perf_counter()
     with progress.task(f"loading {source.name}"):
         # e.g. ONNX input_shapes; quantized activations let the ONNX source make encoders quantizable
+        int8_acts = options.mode in (Mode.INT8, Mode.INT8_FALLBACK, Mode.MIXED)
         fm = load_float_model(source, **{"quantized_activations": options.mode.needs_calibration,
+                                         "calibration": options.calib if int8_acts else None,
                                          **(source_options or {})})
     with fm:
         timings["load"] = time.perf_counter() - t

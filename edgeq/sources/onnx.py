@@ -111,6 +111,7 @@ def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[Tens
     session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
     # onnx2tf moves axis 1 to the end for rank >= 3 inputs (NCHW -> NHWC); the TF shape says whether it did.
     to_onnx = {o.name: o.shape != t.shape and _fits(_channel_last(o.shape), t.shape) for o, t in zip(onnx_in, tf_in)}
+    batch_one = any(i.shape and i.shape[0] == 1 for i in session.get_inputs())
 
     def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         ort_feeds = {}
@@ -119,7 +120,13 @@ def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[Tens
             if to_onnx[o.name]:
                 x = np.moveaxis(x, -1, 1)
             ort_feeds[o.name] = np.ascontiguousarray(x.astype(o.dtype, copy=False))
-        res = dict(zip([o.name for o in session.get_outputs()], session.run(None, ort_feeds)))
+        n = len(next(iter(ort_feeds.values()))) if ort_feeds else 0
+        if batch_one and n > 1:  # the export fixed batch 1: run the rows one by one
+            runs = [session.run(None, {k: v[i:i + 1] for k, v in ort_feeds.items()}) for i in range(n)]
+            values = [np.concatenate(parts) for parts in zip(*runs)]
+        else:
+            values = session.run(None, ort_feeds)
+        res = dict(zip([o.name for o in session.get_outputs()], values))
         outs = []
         for name, spec in zip(out_order, tf_out):
             y = res[name]
@@ -133,11 +140,12 @@ def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[Tens
 
 def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
               fidelity_tolerance: float = DEFAULT_TOLERANCE, quantized_activations: bool = False,
-              **_ignored) -> FloatModel:
+              calibration: Path | None = None, **_ignored) -> FloatModel:
     """Convert ``path`` (.onnx) to a FloatModel; ``input_shapes`` fixes dynamic dims (name -> shape).
 
     ``quantized_activations`` (int8/int16x8 modes) applies ``onnx_int8_rewrite``: tanh-GELU and clamped
     attention-mask constants, so the encoder's graph has integer kernels and a quantizable score range.
+    ``calibration`` (int8 activations) lets ``onnx_layernorm_split`` find LayerNorm outlier channels.
     """
     from edgeq.sources.onnx_rewrite import reorder_erf_gelu
     from edgeq.sources.onnx_tf import export_savedmodel, safe_name, unsupported_ops
@@ -157,6 +165,11 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
         from edgeq.sources.onnx_int8_rewrite import rewrite_for_quantization
 
         quant_notes = rewrite_for_quantization(model).notes()
+        if calibration is not None:
+            from edgeq.sources.onnx_layernorm_split import split_with_calibration
+
+            quant_notes += split_with_calibration(model, calibration, [s.name for s in onnx_in],
+                                                  {s.name: s.dtype for s in onnx_in})
     _set_input_dims(model, onnx_in, input_shapes)
     overwrite = [f"{s.name}:{','.join('1' if d is None else str(d) for d in s.shape)}" for s in onnx_in
                  if input_shapes and s.name in input_shapes]
