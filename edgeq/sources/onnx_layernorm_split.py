@@ -189,7 +189,8 @@ class _Graph:
         var1 = self.node("Mul", [self._sum([self.dot(d) for d in ds]), inv_h], "var1")
         r1 = self._rsqrt(var1, max(max_var / 255.0, eps), "r1")
         ys = [self.node("Mul", [d, r1], "y") for d in ds]
-        # pass 2: every token's variance is now near 1, so int8 holds it precisely
+        # pass 2: every token's variance is now near 1, so int8 holds it precisely. eps enters here as
+        # eps / var1 instead of eps: the same for eps << variance (BERT: 1e-12); the fidelity check bounds it
         var2 = self.node("Mul", [self._sum([self.dot(y) for y in ys]), inv_h], "var2")
         r2 = self._rsqrt(var2, eps, "r2")
         outs = [self.node("Add", [self.node("Mul", [self.node("Mul", [y, r2], "n"), self.init(gamma[idx], "g")], "gn"),
