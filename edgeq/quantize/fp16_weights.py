@@ -16,10 +16,11 @@ MIN_ELEMENTS = 16  # tiny constants (scalars, shapes) are not worth a DEQUANTIZE
 def weights_to_fp16(content: bytes, float_nodes: set[str]) -> bytes:
     """Return ``content`` with the float32 constant inputs of ops producing ``float_nodes`` in float16."""
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils as fu
 
-    model = fu.convert_bytearray_to_object(bytearray(content))
-    deq = _opcode_index(model, schema, schema.BuiltinOperator.DEQUANTIZE)
+    from edgeq.quantize import flatmodel
+
+    model = flatmodel.load(content)
+    deq = flatmodel.opcode_index(model, schema.BuiltinOperator.DEQUANTIZE)
     buffer_refs: dict[int, int] = {}
     for sg in model.subgraphs:
         for t in sg.tensors:
@@ -44,23 +45,13 @@ def weights_to_fp16(content: bytes, float_nodes: set[str]) -> bytes:
                         new_ops.append(d)
             new_ops.append(op)
         sg.operators = new_ops
-    return bytes(fu.convert_object_to_bytearray(model))
-
-
-def _opcode_index(model, schema, builtin: int) -> int:
-    for i, oc in enumerate(model.operatorCodes):
-        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin:
-            return i
-    oc = schema.OperatorCodeT()
-    oc.builtinCode = builtin
-    oc.deprecatedBuiltinCode = min(builtin, 127)
-    oc.version = 1
-    model.operatorCodes.append(oc)
-    return len(model.operatorCodes) - 1
+    return flatmodel.dump(model)
 
 
 def _half_tensor(model, sg, schema, t_idx: int) -> int | None:
     """Move a float32 constant into a new float16 tensor; the old tensor becomes DEQUANTIZE's output."""
+    from edgeq.quantize.flatmodel import name_of
+
     t = sg.tensors[t_idx]
     buf = model.buffers[t.buffer] if t.buffer else None
     if t.type != schema.TensorType.FLOAT32 or buf is None or buf.data is None or len(buf.data) == 0:
@@ -73,7 +64,7 @@ def _half_tensor(model, sg, schema, t_idx: int) -> int | None:
     model.buffers.append(new_buf)
     half = schema.TensorT()
     half.shape, half.type, half.buffer = t.shape, schema.TensorType.FLOAT16, len(model.buffers) - 1
-    half.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_fp16"
+    half.name = name_of(t) + "_fp16"
     sg.tensors.append(half)
     t.buffer = 0  # buffer 0 is the empty sentinel: the float32 tensor is now computed at load time
     buf.data = None

@@ -29,6 +29,7 @@ import numpy as np
 
 from edgeq.errors import ConversionError
 from edgeq.nativeio import quiet_native_output
+from edgeq.quantize import flatmodel
 
 MEAN_SUFFIX = "_edgeq_mean"
 
@@ -55,11 +56,8 @@ def quantize_16x8(float_bytes: bytes, representative, disable_per_channel: bool 
 def sum_as_mean(content: bytes) -> tuple[bytes, int]:
     """Rewrite every float SUM with a static reduced size into MEAN x N; returns (model, rewrites)."""
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils as fu
 
-    from edgeq.quantize.fp16_weights import _opcode_index
-
-    model = fu.convert_bytearray_to_object(bytearray(content))
+    model = flatmodel.load(content)
     sum_code = schema.BuiltinOperator.SUM
     sums = {i for i, oc in enumerate(model.operatorCodes) if max(oc.builtinCode, oc.deprecatedBuiltinCode) == sum_code}
     if not sums:
@@ -74,12 +72,12 @@ def sum_as_mean(content: bytes) -> tuple[bytes, int]:
                 continue
             y = op.outputs[0]
             out = sg.tensors[y]
-            mean_out = _tensor_like(sg, schema, out, _name(out) + MEAN_SUFFIX)
+            mean_out = flatmodel.tensor_like(sg, out, _name(out) + MEAN_SUFFIX)
             count = _scalar_constant(model, sg, schema, float(n), _name(out) + MEAN_SUFFIX + "_count")
-            op.opcodeIndex = _opcode_index(model, schema, schema.BuiltinOperator.MEAN)  # same ReducerOptions
+            op.opcodeIndex = flatmodel.opcode_index(model, schema.BuiltinOperator.MEAN)  # same ReducerOptions
             op.outputs = [mean_out]
             mul = schema.OperatorT()
-            mul.opcodeIndex = _opcode_index(model, schema, schema.BuiltinOperator.MUL)
+            mul.opcodeIndex = flatmodel.opcode_index(model, schema.BuiltinOperator.MUL)
             mul.inputs, mul.outputs = [mean_out, count], [y]
             mul.builtinOptionsType = schema.BuiltinOptions.MulOptions
             mul.builtinOptions = schema.MulOptionsT()
@@ -89,7 +87,7 @@ def sum_as_mean(content: bytes) -> tuple[bytes, int]:
     if not done:
         return content, 0
     _drop_unused_opcodes(model)
-    return bytes(fu.convert_object_to_bytearray(model)), done
+    return flatmodel.dump(model), done
 
 
 def _drop_unused_opcodes(model) -> None:
@@ -102,13 +100,7 @@ def _drop_unused_opcodes(model) -> None:
             op.opcodeIndex = new_index[op.opcodeIndex]
 
 
-def _name(t) -> str:
-    return t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-
-
-def _constant(model, t):
-    buf = model.buffers[t.buffer] if t.buffer else None
-    return None if buf is None or buf.data is None or len(buf.data) == 0 else np.asarray(buf.data, np.uint8)
+_name, _constant = flatmodel.name_of, flatmodel.raw_data
 
 
 def _summed_elements(model, sg, schema, op) -> int | None:
@@ -128,15 +120,6 @@ def _summed_elements(model, sg, schema, op) -> int | None:
     return int(np.prod(dims))
 
 
-def _tensor_like(sg, schema, t, name: str) -> int:
-    new = schema.TensorT()
-    new.shape = None if t.shape is None else np.array(t.shape, np.int32)
-    new.shapeSignature = None if t.shapeSignature is None else np.array(t.shapeSignature, np.int32)
-    new.type, new.buffer, new.name = t.type, 0, name
-    sg.tensors.append(new)
-    return len(sg.tensors) - 1
-
-
 def _scalar_constant(model, sg, schema, value: float, name: str) -> int:
     buf = schema.BufferT()
     buf.data = np.frombuffer(np.float32(value).tobytes(), np.uint8).copy()
@@ -152,9 +135,8 @@ def _integer_placeholder_ranges(calibrated: bytes) -> tuple[bytes, dict[tuple[in
     """Give integer/bool activation tensors without a recorded range a [0, 0] one (see module doc, 1);
     constants get buffers of their own on the way."""
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils as fu
 
-    model = fu.convert_bytearray_to_object(bytearray(calibrated))
+    model = flatmodel.load(calibrated)
     _unshare_buffers(model)
     marked = {}  # (subgraph, tensor) -> its type
     for s, sg in enumerate(model.subgraphs):
@@ -167,7 +149,7 @@ def _integer_placeholder_ranges(calibrated: bytes) -> tuple[bytes, dict[tuple[in
             t.quantization = q or schema.QuantizationParametersT()
             t.quantization.min, t.quantization.max = [0.0], [0.0]
             marked[(s, i)] = t.type
-    return bytes(fu.convert_object_to_bytearray(model)), marked
+    return flatmodel.dump(model), marked
 
 
 def _unshare_buffers(model) -> None:
@@ -188,15 +170,13 @@ def _unshare_buffers(model) -> None:
 def _drop_placeholders(quantized: bytes, marked: dict[tuple[int, int], int]) -> bytes:
     """Remove the placeholder ranges again; none of those tensors may have been quantized (the quantizer
     keeps the original tensors' indices)."""
-    from tensorflow.lite.tools import flatbuffer_utils as fu
-
     if not marked:
         return quantized
-    model = fu.convert_bytearray_to_object(bytearray(quantized))
+    model = flatmodel.load(quantized)
     for (s, i), dtype in marked.items():
         t = model.subgraphs[s].tensors[i]
         q = t.quantization
         if t.type != dtype or q is None or (q.scale is not None and len(q.scale)):
             raise ConversionError(f"16x8 quantization used the placeholder range of integer tensor '{_name(t)}'")
         q.min = q.max = None
-    return bytes(fu.convert_object_to_bytearray(model))
+    return flatmodel.dump(model)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 SUFFIX = "_edgeq_rq"  # names the requantized copies: a report can count them in the finished model
 
 
@@ -57,13 +55,12 @@ def fix_int8_kernels(content: bytes) -> tuple[bytes, int]:
     """Return ``content`` with the inputs of :data:`RULES` requantized, and how many were changed
     (``content`` itself when none)."""
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils as fu
 
-    from edgeq.quantize.fp16_weights import _opcode_index
+    from edgeq.quantize import flatmodel
 
     if not _has_ops(content, schema):  # unpacking a big model costs seconds; most have neither op
         return content, 0
-    model = fu.convert_bytearray_to_object(bytearray(content))
+    model = flatmodel.load(content)
     code = {getattr(schema.BuiltinOperator, r.opcode): r for r in RULES}
     rule_of = {i: code[b] for i, oc in enumerate(model.operatorCodes)
                if (b := max(oc.builtinCode, oc.deprecatedBuiltinCode)) in code}
@@ -79,7 +76,7 @@ def fix_int8_kernels(content: bytes) -> tuple[bytes, int]:
                 key = (op.inputs[rule.slot], params)
                 if key not in copies:
                     if quant is None:
-                        quant = _opcode_index(model, schema, schema.BuiltinOperator.QUANTIZE)
+                        quant = flatmodel.opcode_index(model, schema.BuiltinOperator.QUANTIZE)
                     copies[key] = _requantized_copy(sg, schema, key[0], params)
                     q = schema.OperatorT()
                     q.opcodeIndex, q.inputs, q.outputs = quant, [key[0]], [copies[key]]
@@ -90,7 +87,7 @@ def fix_int8_kernels(content: bytes) -> tuple[bytes, int]:
         sg.operators = new_ops
     if not changed:
         return content, 0
-    return bytes(fu.convert_object_to_bytearray(model)), changed
+    return flatmodel.dump(model), changed
 
 
 def requantized_inputs(content: bytes) -> int:
@@ -123,21 +120,18 @@ def _wanted(model, sg, schema, t_idx: int, rule: _Rule):
     q = t.quantization
     if t.type != schema.TensorType.INT8 or q is None or q.zeroPoint is None or len(q.zeroPoint) != 1:
         return None
-    buf = model.buffers[t.buffer] if t.buffer else None
-    if buf is not None and buf.data is not None and len(buf.data) > 0:
+    from edgeq.quantize.flatmodel import raw_data
+
+    if raw_data(model, t) is not None:
         return None  # a constant: its bytes are known and fixed
     return rule.params(float(q.scale[0]), int(q.zeroPoint[0]))
 
 
 def _requantized_copy(sg, schema, t_idx: int, params: tuple[float, int]) -> int:
+    from edgeq.quantize.flatmodel import name_of, tensor_like
+
     t = sg.tensors[t_idx]
-    copy = schema.TensorT()
-    copy.shape = None if t.shape is None else np.array(t.shape, np.int32)
-    copy.shapeSignature = None if t.shapeSignature is None else np.array(t.shapeSignature, np.int32)
-    copy.type, copy.buffer = schema.TensorType.INT8, 0
-    copy.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + SUFFIX
-    copy.quantization = schema.QuantizationParametersT()
-    copy.quantization.scale = [float(params[0])]
-    copy.quantization.zeroPoint = [int(params[1])]
-    sg.tensors.append(copy)
-    return len(sg.tensors) - 1
+    index = tensor_like(sg, t, name_of(t) + SUFFIX, schema.TensorType.INT8)
+    q = sg.tensors[index].quantization = schema.QuantizationParametersT()
+    q.scale, q.zeroPoint = [float(params[0])], [int(params[1])]
+    return index

@@ -87,18 +87,18 @@ def _sig(name: str, feeds: dict) -> str:
 
 def with_ranges(calibrated: bytes, ranges: dict[str, tuple[float, float]]) -> bytes:
     """``calibrated`` with the min/max of the named tensors replaced."""
-    from tensorflow.lite.tools import flatbuffer_utils as fu
+    from edgeq.quantize import flatmodel
 
-    model = fu.convert_bytearray_to_object(bytearray(calibrated))
+    model = flatmodel.load(calibrated)
     for sg in model.subgraphs:
         for t in sg.tensors:
-            name = t.name.decode() if isinstance(t.name, bytes) else t.name
+            name = flatmodel.name_of(t)
             if name in ranges and t.quantization is not None and t.quantization.min is not None \
                     and len(t.quantization.min) == 1:
                 lo, hi = ranges[name]
                 t.quantization.min = [float(lo)]
                 t.quantization.max = [float(hi)]
-    return bytes(fu.convert_object_to_bytearray(model))
+    return flatmodel.dump(model)
 
 
 def clipped_models(calibrated, feeds: dict[str, np.ndarray]):

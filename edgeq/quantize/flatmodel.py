@@ -1,4 +1,7 @@
-"""Small helpers for editing a TFLite flatbuffer's object form (tensorflow.lite.tools.flatbuffer_utils)."""
+"""Small helpers for editing a TFLite flatbuffer's object form (tensorflow.lite.tools.flatbuffer_utils).
+
+Every pass that rewrites a quantized or float flatbuffer (PTQ folding, fp16 fallback weights, kernel
+workarounds, 16x8 preparation) uses these instead of its own copies."""
 from __future__ import annotations
 
 import copy
@@ -29,9 +32,47 @@ def op_names(model) -> list[str]:
     return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
 
 
-def tensor_name(sg, index: int) -> str:
-    n = sg.tensors[index].name
+def opcode_index(model, builtin: int) -> int:
+    """Index of ``builtin``'s operator code in ``model``, added (version 1) when the model has none."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    for i, oc in enumerate(model.operatorCodes):
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin:
+            return i
+    oc = schema.OperatorCodeT()
+    oc.builtinCode = builtin
+    oc.deprecatedBuiltinCode = min(builtin, 127)
+    oc.version = 1
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
+
+
+def name_of(tensor) -> str:
+    n = tensor.name
     return n.decode() if isinstance(n, bytes) else str(n)
+
+
+def tensor_name(sg, index: int) -> str:
+    return name_of(sg.tensors[index])
+
+
+def raw_data(model, tensor) -> np.ndarray | None:
+    """The bytes of a constant tensor (uint8 array), or None for an activation (buffer 0 or empty)."""
+    buf = model.buffers[tensor.buffer] if tensor.buffer else None
+    return None if buf is None or buf.data is None or len(buf.data) == 0 else np.asarray(buf.data, np.uint8)
+
+
+def tensor_like(sg, tensor, name: str, dtype: int | None = None) -> int:
+    """Append an activation tensor (no buffer) with ``tensor``'s shape; returns its index."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    new = schema.TensorT()
+    new.shape = None if tensor.shape is None else np.array(tensor.shape, np.int32)
+    new.shapeSignature = None if tensor.shapeSignature is None else np.array(tensor.shapeSignature, np.int32)
+    new.type = tensor.type if dtype is None else dtype
+    new.buffer, new.name = 0, name
+    sg.tensors.append(new)
+    return len(sg.tensors) - 1
 
 
 def const(model, sg, index: int) -> np.ndarray | None:
