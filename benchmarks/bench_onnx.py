@@ -84,8 +84,34 @@ def onnx2tf_oiqt(work: Path, eval_nhwc: dict, labels: np.ndarray, float_ref: np.
             continue
         top1 = float(np.mean(outs.argmax(-1) == labels))
         results[backend] = {"file": files[0].name, "size_bytes": files[0].stat().st_size, "top1": top1,
-                            "agreement_vs_onnxruntime": float(np.mean(outs.argmax(-1) == float_ref.argmax(-1)))}
+                            "agreement_vs_onnxruntime": float(np.mean(outs.argmax(-1) == float_ref.argmax(-1))),
+                            "test10k": _test10k(files[0])}
     return results
+
+
+FASHION_MNIST = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+def _test10k(tflite: Path) -> dict | None:
+    """Top-1 and agreement with onnxruntime on all 10,000 Fashion-MNIST test images, when Debian's
+    dataset-fashion-mnist is installed: 2,000 eval images resolve 0.05 pt, too coarse for a side-by-side."""
+    import gzip
+
+    import onnxruntime as ort
+
+    from edgeq.runtime import TFLiteRunner
+
+    if not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        return None
+    x = np.frombuffer(gzip.open(FASHION_MNIST / "t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16)
+    x = x.reshape(-1, 1, 28, 28).astype(np.float32) / 255  # the sample's preprocessing (build_onnx.py)
+    y = np.frombuffer(gzip.open(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
+    session = ort.InferenceSession(str(FASHION / "model.onnx"))
+    ref = np.concatenate([session.run(None, {"image": x[i:i + 500]})[0] for i in range(0, len(x), 500)])
+    outs = TFLiteRunner(path=tflite).run({"image": x.transpose(0, 2, 3, 1)})[0]
+    return {"images": len(y), "float_top1": float(np.mean(ref.argmax(-1) == y)),
+            "top1": float(np.mean(outs.argmax(-1) == y)),
+            "agreement_vs_onnxruntime": float(np.mean(outs.argmax(-1) == ref.argmax(-1)))}
 
 
 def _minilm_path() -> Path:
@@ -120,6 +146,7 @@ def run(work: Path) -> dict:
     fp32 = _edgeq(FASHION / "model.onnx", Mode.FP32, work / "fashion_fp32.tflite", None, FASHION / "eval.npz")
     int8 = _edgeq(FASHION / "model.onnx", Mode.INT8, work / "fashion_int8.tflite", FASHION / "calib.npz",
                   FASHION / "eval.npz")
+    int8["test10k"] = _test10k(work / "fashion_int8.tflite")
     results["fashion_torch"] = {"fp32": fp32, "int8": int8}
     # onnx2tf's own INT8, evaluated on the same eval images (NHWC, as its TFLite takes them).
     ev = np.load(FASHION / "eval.npz")
@@ -156,6 +183,14 @@ def markdown(r: dict) -> str:
             drop = 100 * (f["int8"]["float_top1"] - v["top1"])
             lines.append(f"| onnx2tf -oiqt ({backend}) | {_pct(v['top1'])} | {drop:+.2f} pt | "
                          f"{_pct(v.get('agreement_vs_onnxruntime'))} | {v['size_bytes']:,} B |")
+    t10 = [(name, v["test10k"]) for name, v in [("edgeq full INT8", f["int8"])]
+           + [(f"onnx2tf -oiqt ({b})", v) for b, v in r["onnx2tf_oiqt"].items() if "failed" not in v]
+           if v.get("test10k")]
+    if t10:
+        lines += ["", f"The same models on all {t10[0][1]['images']:,} Fashion-MNIST test images (Debian's "
+                      f"dataset-fashion-mnist; onnxruntime float {_pct(t10[0][1]['float_top1'])}):", "",
+                  "| model | top-1 | same top-1 as onnxruntime float |", "|---|---|---|"]
+        lines += [f"| {name} | {_pct(v['top1'])} | {_pct(v['agreement_vs_onnxruntime'])} |" for name, v in t10]
     fid = f["fp32"]["fidelity"] or {}
     lines += ["", f"Float TFLite vs onnxruntime: max abs error {f['fp32']['max_abs_vs_onnxruntime']:.3g} on 2,000 "
                   f"eval images (fidelity check: {fid.get('max_abs_error', float('nan')):.3g} on "
