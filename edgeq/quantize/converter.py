@@ -86,13 +86,13 @@ def run_converter(converter, settings: ConverterSettings, source: str) -> bytes:
         first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), str(exc).strip()[:200])
         raise ConversionError(f"{source}: TFLiteConverter failed in mode {settings.mode.value}: {first[:300]} "
                               "(rerun with --debug for the converter log)") from exc
-    return fix_int8_matmuls(content) if settings.mode in INT8_ACTIVATIONS else content
+    return apply_kernel_workarounds(content) if settings.mode in INT8_ACTIVATIONS else content
 
 
 INT8_ACTIVATIONS = (Mode.INT8, Mode.INT8_FALLBACK)
 
 
-def fix_int8_matmuls(content: bytes) -> bytes:
+def apply_kernel_workarounds(content: bytes) -> bytes:
     """Every int8 model leaves the converter through here: requantize the inputs LiteRT kernels get wrong
     (see :mod:`edgeq.quantize.kernel_workarounds`)."""
     from edgeq.quantize.kernel_workarounds import fix_int8_kernels
@@ -138,4 +138,4 @@ def quantize_float_flatbuffer(float_bytes: bytes, converter, settings: Converter
             content = calibrate_flatbuffer(float_bytes, converter)
     except Exception:
         return run_converter(converter, settings, source)
-    return fix_int8_matmuls(content) if settings.mode in INT8_ACTIVATIONS else content
+    return apply_kernel_workarounds(content) if settings.mode in INT8_ACTIVATIONS else content

@@ -130,6 +130,6 @@ class Calibrated:
             from edgeq.quantize.fp16_weights import weights_to_fp16
 
             out = weights_to_fp16(out, set(float_nodes))
-        from edgeq.quantize.converter import fix_int8_matmuls
+        from edgeq.quantize.converter import apply_kernel_workarounds
 
-        return fix_int8_matmuls(out)
+        return apply_kernel_workarounds(out)
