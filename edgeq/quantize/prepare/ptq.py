@@ -118,8 +118,8 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     keras_model = fm.extra.get("keras_model")
     graph_ok = keras_model is not None and len(calib.inputs) == 1
     if not graph_ok:
-        plan.notes.append(f"{fm.kind} source: graph steps (BN folding, equalization, bias correction) need a "
-                          "single-input Keras model; only flatbuffer steps (affine folding, activation ranges) ran")
+        plan.notes.append(f"{fm.kind} source: the Keras graph steps (equalize, bias_absorb, bias_correction) need a "
+                          "single-input Keras model; the flatbuffer steps ran")
     current = None
     if graph_ok:
         x = next(iter(calib.inputs.values()))
@@ -165,8 +165,8 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
 
 def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes: bytes, best: Score,
                  progress: Progress) -> tuple[bytes, Score]:
-    """On the calibrated float model: fold per-channel MUL/ADD into weights, then clip activation ranges
-    (percentile or MSE); each kept only if it helps."""
+    """On the calibrated float model: fold per-channel MUL/ADD into weights, equalize channels between
+    layers, then clip activation ranges (percentile or MSE); each kept only if it helps."""
     from contextlib import nullcontext
 
     from edgeq.convert import representative_data
@@ -185,6 +185,8 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
             return best_bytes, best
     with progress.task("PTQ: fold_affine"):
         cal, best_bytes, best = _fold_affine(cal, m, plan, best_bytes, best)
+    with progress.task("PTQ: equalize_calibrated"):
+        cal, best_bytes, best = _equalize_calibrated(cal, m, plan, best_bytes, best)
     with progress.task("PTQ: activation ranges"):
         try:
             trials = [(method, content, m.score(content)) for method, content in clipped_models(cal, m.calib.inputs)]
@@ -229,6 +231,39 @@ def _fold_affine(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score
     plan.steps.append(PtqStep("fold_affine", f"{n} per-channel MUL/ADD folded into conv/dense weights", keep,
                               score, gain))
     return (folded, quantized, score) if keep else (cal, best_bytes, best)
+
+
+def _equalize_calibrated(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score):
+    """Activation-aware channel equalization in the calibrated model, trying a few migration strengths.
+
+    Returns the calibrated model to tune ranges on, and the best (bytes, score) so far."""
+    from edgeq.quantize.prepare import equalize_calibrated as eqc
+
+    try:
+        chains, stats = eqc.prepare(cal.content, m.calib.inputs)
+        if not chains:
+            plan.steps.append(PtqStep("equalize_calibrated", "nothing to do", False))
+            return cal, best_bytes, best
+        trials = []
+        for alpha in eqc.ALPHAS:
+            content, n = eqc.equalize_calibrated(cal.content, m.calib.inputs, alpha, (chains, stats))
+            trial = type(cal)(content, cal.per_channel, cal.io, cal.source)
+            quantized = trial.quantize()
+            trials.append((alpha, trial, quantized, m.score(quantized)))
+    except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
+        plan.steps.append(PtqStep("equalize_calibrated", f"not applicable: {first_line(exc)[:120]}", False))
+        return cal, best_bytes, best
+    trials = [t for t in trials if _same_io(t[2], best_bytes)]
+    if not trials:
+        plan.steps.append(PtqStep("equalize_calibrated", f"not applicable with {cal.io.value} I/O", False))
+        return cal, best_bytes, best
+    alpha, trial, quantized, score = max(trials, key=lambda t: t[3].sqnr_db)
+    gain = round(score.sqnr_db - best.sqnr_db, 3)
+    keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+    tried = ", ".join(f"{t[0]:g} {t[3].sqnr_db:.1f} dB" for t in trials)
+    plan.steps.append(PtqStep("equalize_calibrated", f"{len(chains)} layer pairs equalized, alpha {alpha:g} "
+                              f"(tried {tried})", keep, score, gain))
+    return (trial, quantized, score) if keep else (cal, best_bytes, best)
 
 
 def _same_io(content: bytes, reference: bytes) -> bool:

@@ -47,34 +47,50 @@ def choose_range(values: np.ndarray, method: RangeMethod) -> tuple[float, float]
     return _mse_range(values, lo, hi)
 
 
-def activation_samples(calibrated: bytes, feeds: dict[str, np.ndarray], limit: int = 100) -> dict[str, np.ndarray]:
-    """Values of every editable activation tensor on up to ``limit`` calibration samples (name -> flat sample)."""
+def run_each_sample(content: bytes, feeds: dict[str, np.ndarray], tensors: list[int], limit: int | None = None):
+    """Run ``content`` in LiteRT one calibration sample at a time; yield {tensor index: value} per sample."""
     import warnings
 
     from ai_edge_litert.interpreter import Interpreter
 
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading them is the point here
         warnings.simplefilter("ignore")
-        interp = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
-    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    wanted = {op["outputs"][0]: names[op["outputs"][0]] for op in interp._get_ops_details()  # noqa: SLF001
-              if op["op_name"] in EDITABLE_OPS and len(op["outputs"])}
+        interp = Interpreter(model_content=content, experimental_preserve_all_tensors=True)
     inputs = interp.get_input_details()
     for d in inputs:
         interp.resize_tensor_input(d["index"], [1, *d["shape"][1:]])
     interp.allocate_tensors()
-    n = min(limit, len(next(iter(feeds.values()))))
-    per_sample = max(1, MAX_VALUES // n)
-    rng = np.random.default_rng(0)
-    got: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
-    extremes: dict[int, list[float]] = {i: [] for i in wanted}
+    n = len(next(iter(feeds.values())))
+    n = n if limit is None else min(limit, n)
     by_name = list(feeds.values()) if len(inputs) == 1 else [feeds[_sig(d["name"], feeds)] for d in inputs]
     for s in range(n):
         for d, arr in zip(inputs, by_name):
             interp.set_tensor(d["index"], arr[s:s + 1].astype(d["dtype"]))
         interp.invoke()
-        for i in wanted:
-            v = interp.get_tensor(i).reshape(-1)
+        yield {i: interp.get_tensor(i) for i in tensors}
+
+
+def editable_tensors(content: bytes) -> dict[int, str]:
+    """Output tensors (index -> name) of the ops whose range the quantizer takes from calibration."""
+    from edgeq.modelinfo import open_interpreter
+
+    interp = open_interpreter(content=content)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    return {op["outputs"][0]: names[op["outputs"][0]] for op in interp._get_ops_details()  # noqa: SLF001
+            if op["op_name"] in EDITABLE_OPS and len(op["outputs"])}
+
+
+def activation_samples(calibrated: bytes, feeds: dict[str, np.ndarray], limit: int = 100) -> dict[str, np.ndarray]:
+    """Values of every editable activation tensor on up to ``limit`` calibration samples (name -> flat sample)."""
+    wanted = editable_tensors(calibrated)
+    n = min(limit, len(next(iter(feeds.values()))))
+    per_sample = max(1, MAX_VALUES // n)
+    rng = np.random.default_rng(0)
+    got: dict[int, list[np.ndarray]] = {i: [] for i in wanted}
+    extremes: dict[int, list[float]] = {i: [] for i in wanted}
+    for values in run_each_sample(calibrated, feeds, list(wanted), limit):
+        for i, v in values.items():
+            v = v.reshape(-1)
             extremes[i] += [float(v.min()), float(v.max())]
             got[i].append(v if v.size <= per_sample else rng.choice(v, per_sample, replace=False))
     # keep the true extremes in the sample so MINMAX reproduces the converter's own range
