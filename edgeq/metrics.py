@@ -37,3 +37,37 @@ def sqnr_db(reference: np.ndarray, outputs: np.ndarray) -> float:
 
 def max_abs_error(reference: np.ndarray, outputs: np.ndarray) -> float:
     return float(np.max(np.abs(reference.astype(np.float64) - outputs.astype(np.float64)))) if reference.size else 0.0
+
+
+def _unit_rows(e: np.ndarray) -> np.ndarray:
+    e = e.reshape(len(e), -1).astype(np.float64)
+    return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-300)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v))
+    return r
+
+
+def similarity_spearman(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """Spearman correlation of all pairwise cosine similarities between samples, reference vs outputs.
+
+    For embedding models: 1.0 when the quantized model ranks every pair of inputs as similar in the same
+    order as the reference (what semantic search and clustering depend on)."""
+    iu = np.triu_indices(len(reference), 1)
+    a = (_unit_rows(reference) @ _unit_rows(reference).T)[iu]
+    b = (_unit_rows(outputs) @ _unit_rows(outputs).T)[iu]
+    ra, rb = _ranks(a), _ranks(b)
+    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 1 else 1.0
+
+
+def neighbour_agreement(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """Share of samples whose most similar other sample (cosine) is the same under reference and outputs."""
+    def nearest(e):
+        s = _unit_rows(e) @ _unit_rows(e).T
+        np.fill_diagonal(s, -np.inf)
+        return s.argmax(-1)
+
+    return float(np.mean(nearest(reference) == nearest(outputs)))
