@@ -1,6 +1,6 @@
-"""Rebuild the ONNX samples from PyTorch: a Fashion-MNIST classifier and a tiny sentence encoder.
+"""Rebuild the ONNX samples from PyTorch: two Fashion-MNIST classifiers and a tiny sentence encoder.
 
-    python sample_models/build_onnx.py [--only fashion_torch|tiny_encoder] [--epochs N]
+    python sample_models/build_onnx.py [--only fashion_torch|fashion_mnv3|tiny_encoder] [--epochs N]
     python sample_models/build_onnx.py --minilm OUT.onnx   # the real all-MiniLM-L6-v2, for the benchmark
 
 Needs a Python with ``torch`` (2.13.0 CPU here, in its own venv: the project venv stays torch-free) and
@@ -10,8 +10,9 @@ exporter, opset 17), so they look like what users bring: NCHW, Gemm, Flatten, an
 BatchNormalization, GELU through Erf, decomposed LayerNorm, int64 token inputs, dynamic axes.
 
 Writes ``sample_models/<name>/{model.onnx,calib.npz,eval.npz,meta.json}``; data is in the ONNX
-model's own layout (images NCHW float32 in [0, 1]). The classifier reuses the Keras samples'
-calibration (300 training images) and evaluation (first 2,000 test images) selection.
+model's own layout (images NCHW float32 in [0, 1]). fashion_torch reuses the Keras samples'
+calibration (300 training images) and evaluation (first 2,000 test images) selection; fashion_mnv3
+(MobileNetV3-small style) uses those very files through relative symlinks.
 """
 from __future__ import annotations
 
@@ -49,20 +50,96 @@ class FashionNet(nn.Module):
         return torch.softmax(self.head(self.features(image)), dim=-1)
 
 
+def _divisible(v: float, d: int = 8) -> int:
+    """MobileNetV3's channel rounding: nearest multiple of ``d``, never below ``d``."""
+    return max(d, int(v + d / 2) // d * d)
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's squeeze-excite: global average pool, 1x1 conv, ReLU, 1x1 conv, Hardsigmoid, multiply."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        squeeze = _divisible(ch / 4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.relu = nn.Conv2d(ch, squeeze, 1), nn.ReLU()
+        self.fc2, self.gate = nn.Conv2d(squeeze, ch, 1), nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand (skipped when exp == cin), depthwise kxk, optional squeeze-excite, 1x1 linear project;
+    a residual add when the shape allows. ``hs`` picks Hardswish over ReLU, as MobileNetV3 mixes them."""
+
+    def __init__(self, cin: int, k: int, exp: int, cout: int, se: bool, hs: bool, stride: int):
+        super().__init__()
+        act = nn.Hardswish if hs else nn.ReLU
+        layers: list[nn.Module] = []
+        if exp != cin:
+            layers += [nn.Conv2d(cin, exp, 1, bias=False), nn.BatchNorm2d(exp), act()]
+        layers += [nn.Conv2d(exp, exp, k, stride, k // 2, groups=exp, bias=False), nn.BatchNorm2d(exp), act()]
+        if se:
+            layers.append(SqueezeExcite(exp))
+        layers += [nn.Conv2d(exp, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+# MobileNetV3-small's block table scaled to 28x28x1: (kernel, expanded, out, squeeze-excite, hardswish, stride).
+MNV3_BLOCKS = [(3, 16, 16, True, False, 2), (3, 64, 24, False, False, 2), (3, 88, 24, False, False, 1),
+               (5, 96, 40, True, True, 2), (5, 160, 40, True, True, 1), (5, 120, 48, True, True, 1),
+               (5, 144, 48, True, True, 1)]
+
+
+class FashionMNv3(nn.Module):
+    """MobileNetV3-small style: conv-BN-Hardswish stem, inverted residual blocks (depthwise 3x3/5x5,
+    squeeze-excite with Hardsigmoid, residual adds, ReLU/Hardswish mix), 1x1 conv, global pool,
+    Linear-Hardswish-Linear classifier. The model family onnx2tf's INT8 users report collapsing;
+    ~140k parameters (model.onnx ~560 KB), 28x28 -> 14 -> 7 -> 4 spatially."""
+
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish()]
+        cin = 16
+        for k, exp, cout, se, hs, stride in MNV3_BLOCKS:
+            layers.append(InvertedResidual(cin, k, exp, cout, se, hs, stride))
+            cin = cout
+        layers += [nn.Conv2d(cin, 192, 1, bias=False), nn.BatchNorm2d(192), nn.Hardswish(),
+                   nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(192, 128), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(128, 10))
+
+    def forward(self, image):
+        return torch.softmax(self.head(self.features(image)), dim=-1)
+
+
 def _export(model: nn.Module, args: tuple, path: Path, names: list[str], dynamic: dict) -> None:
     model.eval()
     torch.onnx.export(model, args, str(path), input_names=names, output_names=["output"],
                       dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def build_fashion(epochs: int) -> dict:
-    torch.manual_seed(SEED)
+def _fashion_nchw():
+    """Fashion-MNIST as (x_train, y_train, x_test, y_test) with NCHW images, the ONNX samples' layout."""
     xtr, ytr, xte, yte = load_fashion_mnist()
     to_nchw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))  # noqa: E731
-    xtr, xte = to_nchw(xtr), to_nchw(xte)
-    model = FashionNet()
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    return to_nchw(xtr), ytr, to_nchw(xte), yte
+
+
+def _train(model: nn.Module, xtr: np.ndarray, ytr: np.ndarray, epochs: int, lr: float,
+           cosine: bool = False) -> None:
+    """Adam on logits (``model.head(model.features(x))``: ``forward`` ends in softmax), batch 128;
+    ``cosine`` decays the learning rate to 0 per step (a few epochs then suffice for the deeper net)."""
+    opt = torch.optim.Adam(model.parameters(), lr)
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    steps = epochs * ((len(xt) + 127) // 128)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(xt))
@@ -73,10 +150,23 @@ def build_fashion(epochs: int) -> dict:
             loss = nn.functional.cross_entropy(logits, yt[idx])
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
         print(f"epoch {epoch + 1}: loss {loss.item():.3f}", flush=True)
     model.eval()
+
+
+def _predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        pred = torch.cat([model(torch.from_numpy(xte[i:i + 1000])) for i in range(0, len(xte), 1000)]).numpy()
+        return torch.cat([model(torch.from_numpy(x[i:i + 1000])) for i in range(0, len(x), 1000)]).numpy()
+
+
+def build_fashion(epochs: int) -> dict:
+    torch.manual_seed(SEED)
+    xtr, ytr, xte, yte = _fashion_nchw()
+    model = FashionNet()
+    _train(model, xtr, ytr, epochs, 2e-3)
+    pred = _predict(model, xte)
     out = HERE / "fashion_torch"
     out.mkdir(exist_ok=True)
     _export(model, (torch.from_numpy(xte[:1]),), out / "model.onnx", ["image"],
@@ -89,6 +179,33 @@ def build_fashion(epochs: int) -> dict:
             "layout": "NCHW", "params": sum(p.numel() for p in model.parameters()),
             "float_top1_test10k": round(float(np.mean(pred.argmax(-1) == yte)), 4),
             "float_top1_eval": round(float(np.mean(pred[:N_EVAL].argmax(-1) == yte[:N_EVAL])), 4),
+            "epochs": epochs, "seed": SEED}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def build_fashion_mnv3(epochs: int) -> dict:
+    """The MobileNetV3-style classifier. It shares fashion_torch's calibration and eval images (same NCHW
+    arrays, input name "image"): the folder holds relative symlinks to them, not a second 1.3 MB copy."""
+    torch.manual_seed(SEED)
+    xtr, ytr, xte, yte = _fashion_nchw()
+    model = FashionMNv3()
+    _train(model, xtr, ytr, epochs, 3e-3, cosine=True)
+    pred = _predict(model, xte)
+    out = HERE / "fashion_mnv3"
+    out.mkdir(exist_ok=True)
+    _export(model, (torch.from_numpy(xte[:1]),), out / "model.onnx", ["image"],
+            {"image": {0: "batch"}, "output": {0: "batch"}})
+    for name in ("calib.npz", "eval.npz"):
+        link = out / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path("..") / "fashion_torch" / name)
+    meta = {"name": "fashion_mnv3", "framework": f"torch {torch.__version__}", "opset": OPSET,
+            "layout": "NCHW", "params": sum(p.numel() for p in model.parameters()),
+            "float_top1_test10k": round(float(np.mean(pred.argmax(-1) == yte)), 4),
+            "float_top1_eval": round(float(np.mean(pred[:N_EVAL].argmax(-1) == yte[:N_EVAL])), 4),
+            "data": {"calib": "../fashion_torch/calib.npz", "eval": "../fashion_torch/eval.npz"},
             "epochs": epochs, "seed": SEED}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -219,19 +336,21 @@ def export_minilm(path: Path, seq: int = 64) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["fashion_torch", "tiny_encoder"], action="append")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--only", choices=["fashion_torch", "fashion_mnv3", "tiny_encoder"], action="append")
+    ap.add_argument("--epochs", type=int, help="training epochs (default: 3 for fashion_torch, 4 for fashion_mnv3)")
     ap.add_argument("--minilm", type=Path, help="export all-MiniLM-L6-v2 to this .onnx path and stop")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.minilm:
         print(json.dumps(export_minilm(args.minilm)))
         return
-    todo = args.only or ["fashion_torch", "tiny_encoder"]
+    todo = args.only or ["fashion_torch", "fashion_mnv3", "tiny_encoder"]
     if "tiny_encoder" in todo:
         print(json.dumps(build_tiny_encoder()))
     if "fashion_torch" in todo:
-        print(json.dumps(build_fashion(args.epochs)))
+        print(json.dumps(build_fashion(args.epochs or 3)))
+    if "fashion_mnv3" in todo:
+        print(json.dumps(build_fashion_mnv3(args.epochs or 4)))
 
 
 if __name__ == "__main__":
