@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks import onnx_classifiers as clf
 from edgeq import Mode
 
@@ -24,6 +26,58 @@ _edgeq = clf.edgeq_run
 
 def _minilm_path() -> Path:
     return Path(os.environ.get("EDGEQ_MINILM_ONNX", ROOT / "benchmarks" / "work" / "onnx" / "minilm" / "model.onnx"))
+
+
+def _ort_outputs(model: Path, feeds: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    n = len(next(iter(feeds.values())))  # row by row: exports often fix batch 1
+    return np.concatenate([sess.run(None, {k: v[i:i + 1] for k, v in feeds.items()})[0] for i in range(n)])
+
+
+def _tflite_outputs(path: Path, feeds: dict) -> np.ndarray:
+    from edgeq.runtime import TFLiteRunner
+
+    runner = TFLiteRunner(path=path)
+    return runner.run({n: feeds[next(k for k in feeds if k in n)] for n in runner.input_names})[0]
+
+
+def _semantics(reference: np.ndarray, outputs: np.ndarray) -> dict:
+    """What a sentence-embedding user sees: pairs ranked alike, nearest neighbours kept."""
+    from edgeq import metrics
+
+    return {"cosine": metrics.cosine(reference, outputs),
+            "similarity_spearman": metrics.similarity_spearman(reference, outputs),
+            "neighbour_agreement": metrics.neighbour_agreement(reference, outputs)}
+
+
+def ort_static_int8(model: Path, calib: Path, evald: Path, work: Path) -> dict:
+    """onnxruntime's own static INT8 (QDQ, per-channel weights, MinMax calibration on the same inputs)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    cal = dict(np.load(calib))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(next(iter(cal.values()))):
+                return None
+            self.i += 1
+            return {k: v[self.i - 1:self.i] for k, v in cal.items()}
+
+    pre, out = work / f"{model.stem}_ort_pre.onnx", work / f"{model.stem}_ort_int8.onnx"
+    try:
+        quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        ev = dict(np.load(evald))
+        return {"size_bytes": out.stat().st_size, **_semantics(_ort_outputs(model, ev), _ort_outputs(out, ev))}
+    except Exception as exc:  # noqa: BLE001 - a tool that fails is a result too
+        return {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
 def encoders(work: Path) -> dict:
@@ -40,12 +94,16 @@ def encoders(work: Path) -> dict:
         res[name] = {}
         for mode in (Mode.FP32, Mode.FP16, Mode.DYNAMIC, Mode.INT8, Mode.INT16X8):
             try:
-                res[name][mode.value] = _edgeq(model, mode, work / f"{name}_{mode.value}.tflite",
-                                               calib if mode.needs_calibration else None, evald, shapes)
+                out = work / f"{name}_{mode.value}.tflite"
+                res[name][mode.value] = _edgeq(model, mode, out, calib if mode.needs_calibration else None,
+                                               evald, shapes)
+                ev = dict(np.load(evald))
+                res[name][mode.value]["semantics"] = _semantics(_ort_outputs(model, ev), _tflite_outputs(out, ev))
             except Exception as exc:  # noqa: BLE001 - record the failure as the result
                 res[name][mode.value] = {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 if "disagrees with onnxruntime" in str(exc) and mode is not Mode.INT8:
                     break  # the float graph is wrong: every float mode is refused the same way
+        res[name]["ort_static_int8"] = ort_static_int8(model, calib, evald, work)
     return res
 
 
@@ -68,23 +126,32 @@ def run(work: Path) -> dict:
 def markdown(r: dict) -> str:
     lines = ["## ONNX input (PyTorch-exported models through onnx2tf's float graph)", "",
              *clf.markdown(r["classifiers"], r.get("calibration_repeat")), "",
-             "Sentence encoders (int64 token ids + attention mask, exported from PyTorch): cosine of the "
-             "pooled embedding against onnxruntime on held-out inputs.", "",
-             "| encoder | mode | size | vs fp32 | cosine vs onnxruntime | float TFLite rel. error | "
-             "float ops | Flex ops |", "|---|---|---|---|---|---|---|---|"]
+             "Sentence encoders (int64 token ids + attention mask, exported from PyTorch), against onnxruntime "
+             "float on held-out inputs: cosine of the pooled embedding, Spearman correlation of all pairwise "
+             "similarities between the inputs, and the share of inputs whose nearest neighbour stays the same "
+             "(what semantic search sees). `ort static int8` is onnxruntime's own `quantize_static` (QDQ, "
+             "per-channel weights, MinMax) on the same calibration inputs, for reference.", "",
+             "| encoder | mode | size | vs fp32 | cosine | pair Spearman | same neighbour | float TFLite rel. error | "
+             "float ops | Flex ops |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, modes in r["encoders"].items():
         if "skipped" in modes:
-            lines.append(f"| {name} | - | - | skipped: {modes['skipped'][:100]} | - |")
+            lines.append(f"| {name} | - | - | - | skipped: {modes['skipped'][:100]} | - | - | - | - | - |")
             continue
         fp32_size = (modes.get("fp32") or {}).get("size_bytes")
         for mode, v in modes.items():
+            label = "ort static int8" if mode == "ort_static_int8" else mode
             if "failed" in v:
-                lines.append(f"| {name} | {mode} | - | - | failed: {v['failed'][:160]} | - | - | - |")
+                lines.append(f"| {name} | {label} | - | - | failed: {v['failed'][:160]} | - | - | - | - | - |")
                 continue
             ratio = f"{v['size_bytes'] / fp32_size:.2f}x" if fp32_size else "-"
+            sem = v.get("semantics", v)
+            cells = f"{sem['cosine']:.5f} | {sem['similarity_spearman']:.5f} | {100 * sem['neighbour_agreement']:.1f}%"
+            if mode == "ort_static_int8":
+                lines.append(f"| {name} | {label} | {v['size_bytes']:,} B | {ratio} | {cells} | - | - | - |")
+                continue
             fid = (v.get("fidelity") or {}).get("max_rel_error")
             floats = "none (all-integer)" if not v["float_ops"] else str(len(v["float_ops"]))
-            lines.append(f"| {name} | {mode} | {v['size_bytes']:,} B | {ratio} | {v['cosine_vs_onnxruntime']:.5f} | "
+            lines.append(f"| {name} | {label} | {v['size_bytes']:,} B | {ratio} | {cells} | "
                          f"{'-' if fid is None else f'{fid:.2g}'} | {floats if mode in ('int8', 'int16x8') else '-'} | "
                          f"{', '.join(v['flex_ops']) or 'none'} |")
     return "\n".join(lines)
