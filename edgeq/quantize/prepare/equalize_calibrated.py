@@ -146,15 +146,23 @@ def channel_stats(calibrated: bytes, feeds: dict[str, np.ndarray], chains: list[
     from edgeq.quantize.prepare.ranges import run_each_sample
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    wanted = {t: (ch.channel_of[t].reshape(-1), ch.channels) for ch in chains for t in ch.tensors}
+    wanted = {}
+    for ch in chains:
+        for t in ch.tensors:
+            cmap = ch.channel_of[t].reshape(-1)
+            last = np.array_equal(cmap, np.resize(np.arange(ch.channels), cmap.size))
+            wanted[t] = (None if last else cmap, ch.channels)  # channel-last: a reshape, no scatter needed
     for values in run_each_sample(calibrated, feeds, list(wanted)):
         for t, v in values.items():
             cmap, n = wanted[t]
-            v = v.reshape(-1)
-            lo = np.full(n, np.inf)
-            hi = np.full(n, -np.inf)
-            np.minimum.at(lo, cmap, v)
-            np.maximum.at(hi, cmap, v)
+            if cmap is None:
+                v = v.reshape(-1, n)
+                lo, hi = v.min(0).astype(np.float64), v.max(0).astype(np.float64)
+            else:
+                v = v.reshape(-1)
+                lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
+                np.minimum.at(lo, cmap, v)
+                np.maximum.at(hi, cmap, v)
             if t in stats:
                 lo, hi = np.minimum(lo, stats[t][0]), np.maximum(hi, stats[t][1])
             stats[t] = (lo, hi)
@@ -162,8 +170,10 @@ def channel_stats(calibrated: bytes, feeds: dict[str, np.ndarray], chains: list[
 
 
 def equalize_calibrated(calibrated: bytes, feeds: dict[str, np.ndarray], alpha: float = 0.5,
-                        chains_stats: tuple | None = None) -> tuple[bytes, int]:
-    """``calibrated`` with every producer/consumer chain equalized; returns (bytes, chains equalized)."""
+                        chains_stats: tuple[list[Chain], dict] | None = None) -> tuple[bytes, int]:
+    """``calibrated`` with every producer/consumer chain equalized; returns (bytes, chains equalized).
+
+    ``chains_stats`` (from ``prepare``) skips the calibration run when several alphas are tried."""
     model = fm.load(calibrated)
     names = fm.op_names(model)
     sg = model.subgraphs[0]
