@@ -70,6 +70,12 @@ class PtqPlan:
                 "steps": [asdict(s) for s in self.steps], "notes": self.notes}
 
 
+def _judge(score: Score, best: Score) -> tuple[float, bool]:
+    """(SQNR gained over the best so far, whether to keep it): more than MIN_GAIN_DB without losing agreement."""
+    gain = round(score.sqnr_db - best.sqnr_db, 3)
+    return gain, gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+
+
 class _Measure:
     """Convert a float model to INT8 and score it on the calibration data against the original float outputs."""
 
@@ -149,8 +155,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
                     # a layer this step does not understand: skip the step, never the conversion
                     plan.steps.append(PtqStep(name, f"not applicable: {first_line(exc)[:120]}", False))
                     continue
-            gain = round(score.sqnr_db - best.sqnr_db, 3)
-            keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+            gain, keep = _judge(score, best)
             plan.steps.append(PtqStep(name, text.format(n=n), keep, score, gain))
             if keep:
                 accepted, best, best_bytes = trial, score, content
@@ -198,8 +203,7 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
         plan.steps.append(PtqStep("ranges", f"not applicable with {settings.io.value} I/O", False))
         return best_bytes, best
     method, content, score = max(trials, key=lambda t: t[2].sqnr_db)
-    gain = round(score.sqnr_db - best.sqnr_db, 3)
-    keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+    gain, keep = _judge(score, best)
     tried = ", ".join(f"{t[0].value} {t[2].sqnr_db:.1f} dB" for t in trials)
     plan.steps.append(PtqStep("ranges", f"{method.value} clipping of activation ranges (tried {tried})", keep,
                               score, gain))
@@ -226,8 +230,7 @@ def _fold_affine(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score
     if not _same_io(quantized, best_bytes):
         plan.steps.append(PtqStep("fold_affine", f"not applicable with {cal.io.value} I/O", False))
         return cal, best_bytes, best
-    gain = round(score.sqnr_db - best.sqnr_db, 3)
-    keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+    gain, keep = _judge(score, best)
     plan.steps.append(PtqStep("fold_affine", f"{n} per-channel MUL/ADD folded into conv/dense weights", keep,
                               score, gain))
     return (folded, quantized, score) if keep else (cal, best_bytes, best)
@@ -258,8 +261,7 @@ def _equalize_calibrated(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, bes
         plan.steps.append(PtqStep("equalize_calibrated", f"not applicable with {cal.io.value} I/O", False))
         return cal, best_bytes, best
     alpha, trial, quantized, score = max(trials, key=lambda t: t[3].sqnr_db)
-    gain = round(score.sqnr_db - best.sqnr_db, 3)
-    keep = gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
+    gain, keep = _judge(score, best)
     tried = ", ".join(f"{t[0]:g} {t[3].sqnr_db:.1f} dB" for t in trials)
     plan.steps.append(PtqStep("equalize_calibrated", f"{len(chains)} layer pairs equalized, alpha {alpha:g} "
                               f"(tried {tried})", keep, score, gain))
