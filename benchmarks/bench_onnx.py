@@ -52,7 +52,7 @@ def _semantics(reference: np.ndarray, outputs: np.ndarray) -> dict:
             "neighbour_agreement": metrics.neighbour_agreement(reference, outputs)}
 
 
-def ort_static_int8(model: Path, calib: Path, evald: Path, work: Path) -> dict:
+def ort_static_int8(model: Path, calib: Path, ev: dict, reference: np.ndarray, work: Path) -> dict:
     """onnxruntime's own static INT8 (QDQ, per-channel weights, MinMax calibration on the same inputs)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -74,8 +74,7 @@ def ort_static_int8(model: Path, calib: Path, evald: Path, work: Path) -> dict:
         quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        ev = dict(np.load(evald))
-        return {"size_bytes": out.stat().st_size, **_semantics(_ort_outputs(model, ev), _ort_outputs(out, ev))}
+        return {"size_bytes": out.stat().st_size, **_semantics(reference, _ort_outputs(out, ev))}
     except Exception as exc:  # noqa: BLE001 - a tool that fails is a result too
         return {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
@@ -92,18 +91,19 @@ def encoders(work: Path) -> dict:
     for name, model, calib, evald, seq in cases:
         shapes = {"input_ids": (1, seq), "attention_mask": (1, seq)}
         res[name] = {}
+        ev = dict(np.load(evald))
+        reference = _ort_outputs(model, ev)
         for mode in (Mode.FP32, Mode.FP16, Mode.DYNAMIC, Mode.INT8, Mode.INT16X8):
             try:
                 out = work / f"{name}_{mode.value}.tflite"
                 res[name][mode.value] = _edgeq(model, mode, out, calib if mode.needs_calibration else None,
                                                evald, shapes)
-                ev = dict(np.load(evald))
-                res[name][mode.value]["semantics"] = _semantics(_ort_outputs(model, ev), _tflite_outputs(out, ev))
+                res[name][mode.value]["semantics"] = _semantics(reference, _tflite_outputs(out, ev))
             except Exception as exc:  # noqa: BLE001 - record the failure as the result
                 res[name][mode.value] = {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 if "disagrees with onnxruntime" in str(exc) and mode is not Mode.INT8:
                     break  # the float graph is wrong: every float mode is refused the same way
-        res[name]["ort_static_int8"] = ort_static_int8(model, calib, evald, work)
+        res[name]["ort_static_int8"] = ort_static_int8(model, calib, ev, reference, work)
     return res
 
 
