@@ -9,7 +9,7 @@ import copy
 import numpy as np
 
 NONE, RELU = 0, 1  # ActivationFunctionType values in the TFLite schema
-FLOAT32 = 0  # TensorType.FLOAT32
+FLOAT32, INT32 = 0, 2  # TensorType values
 
 
 def load(content: bytes):
@@ -45,6 +45,17 @@ def opcode_index(model, builtin: int) -> int:
     oc.version = 1
     model.operatorCodes.append(oc)
     return len(model.operatorCodes) - 1
+
+
+def readers(sg, names: list[str] | None = None, ignore: tuple[str, ...] = ()) -> dict[int, list[int]]:
+    """Tensor index -> indices of the operators that read it (ops named in ``ignore`` left out)."""
+    out: dict[int, list[int]] = {}
+    for k, op in enumerate(sg.operators):
+        if ignore and names[op.opcodeIndex] in ignore:
+            continue
+        for i in op.inputs:
+            out.setdefault(int(i), []).append(k)
+    return out
 
 
 def name_of(tensor) -> str:
@@ -84,6 +95,12 @@ def const(model, sg, index: int) -> np.ndarray | None:
     if t.type != FLOAT32 or data is None or len(data) == 0:
         return None
     return np.frombuffer(bytes(data), np.float32).reshape(list(t.shape) if t.shape is not None else [])
+
+
+def int32_const(model, sg, index: int) -> np.ndarray | None:
+    """The flat int32 value of a constant tensor (permutations, paddings, axes), or None when it is not one."""
+    raw = raw_data(model, sg.tensors[index]) if index >= 0 else None
+    return None if raw is None or sg.tensors[index].type != INT32 else np.frombuffer(raw.tobytes(), np.int32)
 
 
 def new_const(model, sg, like: int, value: np.ndarray, suffix: str) -> int:

@@ -42,11 +42,6 @@ class Chain:
     channels: int
 
 
-def _int_const(model, sg, index: int) -> np.ndarray | None:
-    raw = fm.raw_data(model, sg.tensors[index]) if index >= 0 else None
-    return None if raw is None or sg.tensors[index].type != 2 else np.frombuffer(raw.tobytes(), np.int32)  # INT32
-
-
 def _per_channel_const(value: np.ndarray, channels: int) -> bool:
     return value.size in (1, channels) and all(d == 1 for d in value.shape[:-1])
 
@@ -69,30 +64,26 @@ def _commutes(model, sg, names, op, x: int, channel_map: np.ndarray, channels: i
             if c is None or not _per_channel_const(c, channels):
                 return None
         if kind == "MEAN":
-            axes = _int_const(model, sg, others[0]) if len(others) == 1 else None
+            axes = fm.int32_const(model, sg, others[0]) if len(others) == 1 else None
             if axes is None or np.any(axes % channel_map.ndim == channel_map.ndim - 1):
                 return None  # averaging over spatial axes only
         if kind == "PAD":
-            pads = _int_const(model, sg, others[0]) if len(others) == 1 else None
+            pads = fm.int32_const(model, sg, others[0]) if len(others) == 1 else None
             if pads is None or np.any(pads.reshape(-1, 2)[-1] != 0):
                 return None  # zero padding of spatial axes only
         return np.broadcast_to(np.arange(channels), out_shape)
     if kind == "RESHAPE":
         return channel_map.reshape(out_shape) if int(np.prod(out_shape)) == channel_map.size else None
     if kind == "TRANSPOSE":
-        perm = _int_const(model, sg, others[0]) if len(others) == 1 else None
+        perm = fm.int32_const(model, sg, others[0]) if len(others) == 1 else None
         return None if perm is None else np.transpose(channel_map, perm)
     return None
 
 
 def find_chains(model, sg, names: list[str]) -> list[Chain]:
     """Every producer -> consumer pair whose tensors in between have exactly one reader each."""
-    readers: dict[int, list[int]] = {}
-    for k, op in enumerate(sg.operators):
-        if names[op.opcodeIndex] == "SHAPE":
-            continue  # reads the shape only (Keras' Flatten with a dynamic batch); a scale does not change it
-        for i in op.inputs:
-            readers.setdefault(int(i), []).append(k)
+    # SHAPE reads only the shape (Keras' Flatten with a dynamic batch); a scale does not change it
+    readers = fm.readers(sg, names, ignore=("SHAPE",))
     outputs = {int(o) for o in sg.outputs}
     chains = []
     for p, op in enumerate(sg.operators):

@@ -30,14 +30,6 @@ def _channel_vector(value: np.ndarray, out_shape, channels: int) -> np.ndarray |
     return np.broadcast_to(value.reshape(-1), (channels,)).astype(np.float32)
 
 
-def _readers(sg) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for k, op in enumerate(sg.operators):
-        for i in op.inputs:
-            out.setdefault(int(i), []).append(k)
-    return out
-
-
 def _try_fold(model, sg, names: list[str], k: int, readers) -> bool:
     """Fold operator ``k`` (a MUL or ADD with one constant input) into the op producing its other input."""
     op = sg.operators[k]
@@ -98,7 +90,7 @@ def fold_affine(calibrated: bytes) -> tuple[bytes, int]:
     for sg in model.subgraphs:
         k = 0
         while k < len(sg.operators):
-            if _try_fold(model, sg, names, k, _readers(sg)):
+            if _try_fold(model, sg, names, k, fm.readers(sg)):
                 folds += 1  # the producer may take the next MUL/ADD of a chain too: look at index k again
             else:
                 k += 1
