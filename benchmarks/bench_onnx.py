@@ -28,14 +28,6 @@ def _minilm_path() -> Path:
     return Path(os.environ.get("EDGEQ_MINILM_ONNX", ROOT / "benchmarks" / "work" / "onnx" / "minilm" / "model.onnx"))
 
 
-def _ort_outputs(model: Path, feeds: dict) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    n = len(next(iter(feeds.values())))  # row by row: exports often fix batch 1
-    return np.concatenate([sess.run(None, {k: v[i:i + 1] for k, v in feeds.items()})[0] for i in range(n)])
-
-
 def _tflite_outputs(path: Path, feeds: dict) -> np.ndarray:
     from edgeq.runtime import TFLiteRunner
 
@@ -74,7 +66,8 @@ def ort_static_int8(model: Path, calib: Path, ev: dict, reference: np.ndarray, w
         quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        return {"size_bytes": out.stat().st_size, **_semantics(reference, _ort_outputs(out, ev))}
+        quantized = clf.onnxruntime_outputs(out, ev, batch=1)
+        return {"size_bytes": out.stat().st_size, **_semantics(reference, quantized)}
     except Exception as exc:  # noqa: BLE001 - a tool that fails is a result too
         return {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
@@ -92,7 +85,7 @@ def encoders(work: Path) -> dict:
         shapes = {"input_ids": (1, seq), "attention_mask": (1, seq)}
         res[name] = {}
         ev = dict(np.load(evald))
-        reference = _ort_outputs(model, ev)
+        reference = clf.onnxruntime_outputs(model, ev, batch=1)  # exports often fix batch 1
         for mode in (Mode.FP32, Mode.FP16, Mode.DYNAMIC, Mode.INT8, Mode.INT16X8):
             try:
                 out = work / f"{name}_{mode.value}.tflite"

@@ -90,11 +90,14 @@ def calibration_sets() -> list[np.ndarray]:
     return sets
 
 
-def onnxruntime_outputs(model: Path, x: np.ndarray) -> np.ndarray:
+def onnxruntime_outputs(model: Path, feeds: dict[str, np.ndarray], batch: int = 500) -> np.ndarray:
+    """The model's first output from onnxruntime, ``batch`` rows at a time (1 for exports that fix batch 1)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model))
-    return np.concatenate([session.run(None, {"image": x[i:i + 500]})[0] for i in range(0, len(x), 500)])
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    n = len(next(iter(feeds.values())))
+    return np.concatenate([session.run(None, {k: v[i:i + batch] for k, v in feeds.items()})[0]
+                           for i in range(0, n, batch)])
 
 
 def score(tflite: Path, sets: dict, refs: dict) -> dict:
@@ -178,7 +181,7 @@ def shipped(work: Path, sets: dict) -> dict:
     results = {}
     for name in CLASSIFIERS:
         model = SAMPLES / name / "model.onnx"
-        refs = {k: onnxruntime_outputs(model, x) for k, (x, _) in sets.items()}
+        refs = {k: onnxruntime_outputs(model, {"image": x}) for k, (x, _) in sets.items()}
         fp32 = edgeq_run(model, Mode.FP32, work / f"{name}_fp32.tflite", None, DATA / "eval.npz")
         int8 = edgeq_run(model, Mode.INT8, work / f"{name}_int8.tflite", DATA / "calib.npz", DATA / "eval.npz")
         int8["scores"] = score(work / f"{name}_int8.tflite", sets, refs)
@@ -199,7 +202,7 @@ def calibration_repeat(work: Path, sets: dict, first: dict) -> dict | None:
     out = {"sets": len(calibs), "images_per_set": N_CALIB, "seed": SET_SEED, "models": {}}
     for name in CLASSIFIERS:
         model = SAMPLES / name / "model.onnx"
-        refs = {"test10k": onnxruntime_outputs(model, sets["test10k"][0])}
+        refs = {"test10k": onnxruntime_outputs(model, {"image": sets["test10k"][0]})}
         per = {"edgeq": [first[name]["edgeq_int8"]["scores"]["test10k"]]}
         for b in BACKENDS:
             r = first[name]["onnx2tf_oiqt"][b]
