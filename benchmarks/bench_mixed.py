@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.exports import saved_model
 from edgeq.convert import quantize_float_model
 from edgeq.data import Dataset, load_dataset
 from edgeq.modes import ConvertOptions, Fallback, Metric, Mode, PtqChoice
@@ -63,15 +64,7 @@ def _model_path(label: str, work: Path) -> Path:
     keras_file = ROOT / "sample_models" / name / "model.keras"
     if "SavedModel" not in label:
         return keras_file
-    path = work / f"{name}_savedmodel"
-    if not path.exists():
-        import keras
-
-        from edgeq.nativeio import quiet_native_output
-
-        with quiet_native_output():
-            keras.saving.load_model(keras_file, compile=False).export(str(path), verbose=False)
-    return path
+    return saved_model(keras_file, work / f"{name}_savedmodel")
 
 
 def run_sample(label: str, cases: list, work: Path) -> list[dict]:

@@ -9,19 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.exports import saved_model
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("fashion_mobilenet", "fashion_dwnet")
-
-
-def _saved_model(keras_file: Path, path: Path) -> Path:
-    if not path.exists():
-        import keras
-
-        from edgeq.nativeio import quiet_native_output
-
-        with quiet_native_output():
-            keras.saving.load_model(keras_file, compile=False).export(str(path), verbose=False)
-    return path
 
 
 def run(work: Path) -> dict:
@@ -33,7 +24,7 @@ def run(work: Path) -> dict:
     for name, kind, per_channel in cases:
         d = ROOT / "sample_models" / name
         keras_file = d / "model.keras"
-        source = keras_file if kind == "keras" else _saved_model(keras_file, work / f"{name}_savedmodel")
+        source = keras_file if kind == "keras" else saved_model(keras_file, work / f"{name}_savedmodel")
         for choice in (PtqChoice.PLAIN, PtqChoice.AUTO):
             opts = ConvertOptions(mode=Mode.INT8, calib=d / "calib.npz", per_channel=per_channel, ptq=choice)
             out = work / f"{name}_{kind}_{'pc' if per_channel else 'pt'}_{choice.value}.tflite"
