@@ -83,6 +83,23 @@ def one_line_error(res: Result, *needles: str) -> None:
         assert n in lines[0], (n, lines[0])
 
 
+def calibrate_keras(model, x: np.ndarray, int8_io: bool = False):
+    """TFLiteConverter's calibrated float flatbuffer of a Keras model on ``x``: (Calibrated, feeds by input name)."""
+    from edgeq.convert import representative_data
+    from edgeq.data import Dataset
+    from edgeq.modes import IOType
+    from edgeq.progress import Silent
+    from edgeq.quantize.selective import Calibrated
+    from edgeq.sources.keras import from_keras_object
+
+    with from_keras_object(model, Path("test.keras")) as fm:
+        name = fm.inputs[0].name
+        ds = Dataset(inputs={name: x}, labels=None, source=Path("calib.npz"))
+        cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(ds, Silent()), True,
+                                          IOType.INT8 if int8_io else IOType.FLOAT32, "test")
+        return cal, {name: x}
+
+
 @pytest.fixture(scope="session")
 def sin_model(tmp_path_factory) -> Path:
     """A SavedModel with an op (SIN) that has no integer kernel in LiteRT, plus calibration data."""

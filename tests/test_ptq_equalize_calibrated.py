@@ -3,27 +3,12 @@ stay exact, only chains whose ops commute with a per-channel scale are touched, 
 SavedModel source the equalization that used to need the Keras graph."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import calibrate_keras
+
 keras = pytest.importorskip("keras")
-
-
-def _calibrated(model, x):
-    from edgeq.convert import representative_data
-    from edgeq.data import Dataset
-    from edgeq.modes import IOType
-    from edgeq.progress import Silent
-    from edgeq.quantize.selective import Calibrated
-    from edgeq.sources.keras import from_keras_object
-
-    with from_keras_object(model, Path("test.keras")) as fm:
-        ds = Dataset(inputs={fm.inputs[0].name: x}, labels=None, source=Path("calib.npz"))
-        cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(ds, Silent()), True,
-                                          IOType.INT8, "test")
-        return cal, {fm.inputs[0].name: x}
 
 
 def _run(content: bytes, feeds: dict) -> np.ndarray:
@@ -55,7 +40,7 @@ def _spread_model():
 def spread():
     x = np.random.default_rng(1).uniform(0, 1, (40, 10, 10, 2)).astype(np.float32)
     model = _spread_model()
-    cal, feeds = _calibrated(model, x)
+    cal, feeds = calibrate_keras(model, x, int8_io=True)
     return model, cal, feeds
 
 
@@ -124,7 +109,7 @@ def test_relu6_and_residual_adds_are_left_alone():
     y = keras.layers.Add()([a, keras.layers.Conv2D(4, 1)(b)])
     model = keras.Model(inp, keras.layers.Conv2D(2, 1)(y))
     x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 4)).astype(np.float32)
-    cal, _ = _calibrated(model, x)
+    cal, _ = calibrate_keras(model, x, int8_io=True)
     fb = flatmodel.load(cal.content)
     names = flatmodel.op_names(fb)
     chains = find_chains(fb, fb.subgraphs[0], names)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import calibrate_keras
+
 keras = pytest.importorskip("keras")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,20 +40,6 @@ def _conv_relu_bn(gamma: np.ndarray, dense_bn: bool = False):
     return model
 
 
-def _calibrated(model, x):
-    from edgeq.convert import representative_data
-    from edgeq.data import Dataset
-    from edgeq.modes import IOType
-    from edgeq.progress import Silent
-    from edgeq.quantize.selective import Calibrated
-    from edgeq.sources.keras import from_keras_object
-
-    with from_keras_object(model, Path("test.keras")) as fm:
-        ds = Dataset(inputs={fm.inputs[0].name: x}, labels=None, source=Path("calib.npz"))
-        return Calibrated.from_saved_model(fm.saved_model_dir, representative_data(ds, Silent()), True,
-                                           IOType.FLOAT32, "test"), fm.inputs[0].name
-
-
 def _run_float(content: bytes, x: np.ndarray) -> np.ndarray:
     from edgeq.runtime import TFLiteRunner
 
@@ -76,7 +64,7 @@ def spread():
     x = np.random.default_rng(2).uniform(0, 1, (48, 12, 12, 2)).astype(np.float32)
     gamma = np.geomspace(0.5, 300, 8)
     model = _conv_relu_bn(gamma, dense_bn=True)
-    cal, _ = _calibrated(model, x)
+    cal, _ = calibrate_keras(model, x)
     return model, cal, x
 
 
@@ -113,7 +101,7 @@ def test_negative_multiplier_after_relu_is_not_folded():
     x = np.random.default_rng(3).uniform(0, 1, (16, 12, 12, 2)).astype(np.float32)
     gamma = np.array([1.0, -2.0, 0.5, 3.0])
     model = _conv_relu_bn(gamma)
-    cal, _ = _calibrated(model, x)
+    cal, _ = calibrate_keras(model, x)
     folded, n = fold_affine(cal.content)
     ops = _ops(folded)
     conv_next = ops[ops.index("CONV_2D") + 1]
