@@ -57,8 +57,8 @@ def similarity_spearman(reference: np.ndarray, outputs: np.ndarray) -> float:
     For embedding models: 1.0 when the quantized model ranks every pair of inputs as similar in the same
     order as the reference (what semantic search and clustering depend on)."""
     iu = np.triu_indices(len(reference), 1)
-    a = (_unit_rows(reference) @ _unit_rows(reference).T)[iu]
-    b = (_unit_rows(outputs) @ _unit_rows(outputs).T)[iu]
+    r, o = _unit_rows(reference), _unit_rows(outputs)
+    a, b = (r @ r.T)[iu], (o @ o.T)[iu]
     ra, rb = _ranks(a), _ranks(b)
     return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 1 else 1.0
 
@@ -66,7 +66,8 @@ def similarity_spearman(reference: np.ndarray, outputs: np.ndarray) -> float:
 def neighbour_agreement(reference: np.ndarray, outputs: np.ndarray) -> float:
     """Share of samples whose most similar other sample (cosine) is the same under reference and outputs."""
     def nearest(e):
-        s = _unit_rows(e) @ _unit_rows(e).T
+        u = _unit_rows(e)
+        s = u @ u.T
         np.fill_diagonal(s, -np.inf)
         return s.argmax(-1)
 
