@@ -17,7 +17,8 @@ from edgeq.modelinfo import ModelInfo, inspect_tflite
 from edgeq.modes import ConvertOptions, Layout, Mode, PtqChoice
 from edgeq.progress import Progress, Silent
 from edgeq.quantize import kernel_workarounds
-from edgeq.quantize.converter import ConverterSettings, make_converter, quantize_float_flatbuffer, run_converter
+from edgeq.quantize.converter import (ConverterSettings, make_converter, quantize_flatbuffer_source,
+                                     quantize_float_flatbuffer, run_converter)
 from edgeq.report import ConversionReport
 from edgeq.sources import FloatModel, load_float_model, source_kind
 
@@ -64,6 +65,9 @@ def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset
     if options.mode is Mode.INT8 and extra is not None:
         extra["ptq"] = {"choice": "plain", "summary": "plain (TFLiteConverter min/max calibration only, --ptq plain)"}
     rep = representative_data(calib, progress) if calib is not None else None
+    if fm.float_tflite is not None:  # no TensorFlow graph: every mode from the float flatbuffer
+        with progress.task(f"converting to {options.mode.value}"):
+            return quantize_flatbuffer_source(fm.float_tflite, settings, rep, str(fm.source))
     converter = make_converter(fm.saved_model_dir, settings, rep)
     with progress.task(f"converting to {options.mode.value}"):
         if float_bytes is not None and rep is not None:
@@ -81,7 +85,8 @@ def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None
 def convert(model: Path | str, options: ConvertOptions | None = None, out: Path | str | None = None,
             eval_data: Path | str | None = None, progress: Progress | None = None,
             layout: Layout | None = None, source_options: dict | None = None) -> ConversionReport:
-    """Convert ``model`` (.keras, .h5, SavedModel folder or .onnx) and write the .tflite atomically.
+    """Convert ``model`` (.keras, .h5, SavedModel folder, .onnx or a float .tflite) and write the .tflite
+    atomically.
 
     ``eval_data`` (.npz with ``x`` and optionally ``y``) adds top-1 of the float and converted models,
     or agreement/cosine/SQNR against the float model when it has no labels.
@@ -119,7 +124,8 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
         t = time.perf_counter()
         fp32 = ConverterSettings(mode=Mode.FP32, io=options.io_type)
         with progress.task("converting to fp32 (size reference)"):
-            float_bytes = run_converter(make_converter(fm.saved_model_dir, fp32), fp32, str(source))
+            float_bytes = (fm.float_tflite if fm.float_tflite is not None
+                           else run_converter(make_converter(fm.saved_model_dir, fp32), fp32, str(source)))
         timings["fp32"] = time.perf_counter() - t
         extra: dict = {}
         check_float = fm.extra.get("check_float")

@@ -5,11 +5,26 @@ file, tensor, op or device at fault and says what to do. Anything else escaping 
 """
 from __future__ import annotations
 
+import re
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when the message is empty): what a
-    one-line error quotes from a library that raises multi-line text."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+_WRAPPERS = re.compile(r"^(Exception encountered when calling|Traceback|Call arguments received|During handling)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The informative line of a (possibly multi-line) message, for a one-line error: the first line,
+    plus the next one when the first only says where it happened (Keras' "Exception encountered when
+    calling layer ..."). An exception with an empty message gives its type name."""
+    text = exc if isinstance(exc, str) else str(exc)
+    lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()]
+    if not lines:
+        return text.strip() or type(exc).__name__
+    head = lines[0]
+    if _WRAPPERS.search(re.sub(r"^\w+(Error|Exception):\s*", "", head)):
+        detail = next((ln for ln in lines[1:] if not _WRAPPERS.search(ln)), "")
+        head = f"{head} {detail}".strip()
+    return head
 
 
 class EdgeqError(Exception):

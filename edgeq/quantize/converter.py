@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from edgeq.errors import ConversionError
+from edgeq.errors import ConversionError, first_line
 from edgeq.modes import IOType, Mode
 from edgeq.nativeio import last_captured, quiet_native_output
 from edgeq.tfenv import quiet_tf
@@ -118,6 +118,40 @@ def calibrate_flatbuffer(float_bytes: bytes, converter) -> bytes:
             float_bytes, converter.inference_input_type or tf.float32, converter.inference_output_type or tf.float32,
             qm.activations_type(), qm.bias_type(), qm.is_allow_float(), qm.enable_mlir_variable_quantization, debug)
         return tflite_lite._deduplicate_readonly_buffers(model)  # noqa: SLF001 - as convert() does
+
+
+def quantize_flatbuffer_source(float_bytes: bytes, settings: ConverterSettings,
+                               representative: RepresentativeData | None, source: str) -> bytes:
+    """Any mode made from a float flatbuffer alone: the path of a float .tflite source, which has no
+    TensorFlow graph for TFLiteConverter. fp16 and dynamic rewrite the weights (dynamic as int8 weights
+    dequantized at load, since hybrid kernels need the converter); the calibrated modes run TFLite's
+    calibrator and quantizer on the flatbuffer, as TFLiteConverter does after its float conversion."""
+    from edgeq.quantize.fp16_weights import weights_to_fp16, weights_to_int8
+
+    quiet_tf()  # the schema and calibrator modules import TensorFlow: quiet its start-up log first
+    mode = settings.mode
+    if mode is Mode.FP32:
+        return float_bytes
+    try:
+        if mode is Mode.FP16:
+            return weights_to_fp16(float_bytes, None)
+        if mode is Mode.DYNAMIC:
+            return weights_to_int8(float_bytes)
+        if representative is None:
+            raise ConversionError(f"mode {mode.value} needs calibration data (a few hundred representative inputs)")
+        if mode is Mode.INT16X8:
+            from edgeq.quantize.int16x8 import quantize_16x8
+
+            return quantize_16x8(float_bytes, representative, not settings.per_channel)
+        from edgeq.quantize.selective import Calibrated
+
+        return Calibrated.from_float_flatbuffer(float_bytes, representative, settings.per_channel, settings.io,
+                                                source).quantize()
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"{source}: quantizing the float flatbuffer to {mode.value} failed: "
+                              f"{first_line(exc)[:200]} (rerun with --debug for the log)") from exc
 
 
 def quantize_float_flatbuffer(float_bytes: bytes, converter, settings: ConverterSettings, source: str) -> bytes:

@@ -205,7 +205,7 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
         plan = _int8_plan(scorer, options, auto)
     else:
         with progress.task("calibrating once for every candidate"):
-            cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(calib, progress),
+            cal = Calibrated.from_float_model(fm, representative_data(calib, progress),
                                               options.per_channel, options.io_type, str(fm.source))
         plan = search(cal, scorer, options.max_drop, options.fallback, progress)
         if auto is not None:

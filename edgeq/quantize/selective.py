@@ -53,6 +53,22 @@ def short_name(node: str) -> str:
     return re.sub(r"_\d+$", "", name) or node
 
 
+def _by_position(content: bytes, representative: RepresentativeData) -> RepresentativeData:
+    """TFLite's calibrator reads dict samples through the model's signature; a flatbuffer without one
+    (some exporters write none) gets the samples as a list in input-tensor order instead."""
+    from edgeq.runtime import TFLiteRunner
+
+    runner = TFLiteRunner(content=content)
+    if runner.interp.get_signature_list():
+        return representative
+    order = [d["name"] for d in runner.input_details]
+
+    def gen():
+        for sample in representative():
+            yield [sample[n] for n in order] if set(sample) == set(order) else list(sample.values())
+    return gen
+
+
 class Calibrated:
     """A calibrated float model that can be quantized with any set of layers left in float."""
 
@@ -79,6 +95,31 @@ class Calibrated:
             raise ConversionError(f"{source}: calibration failed: {first_line(exc)[:200]} "
                                   "(rerun with --debug for the converter log)") from exc
         return cls(content, per_channel, io, source)
+
+    @classmethod
+    def from_float_flatbuffer(cls, float_bytes: bytes, representative: RepresentativeData, per_channel: bool,
+                              io: IOType, source: str) -> "Calibrated":
+        """Run TFLite's calibrator on a float flatbuffer (a .tflite source): what ``from_saved_model`` does
+        after TFLiteConverter has made the float model."""
+        from tensorflow.lite.python.optimize import calibrator
+
+        quiet_tf()
+        try:
+            with quiet_native_output():
+                prepared = calibrator.add_intermediate_tensors(float_bytes)
+                content = calibrator.Calibrator(prepared).calibrate(_by_position(float_bytes, representative))
+        except Exception as exc:
+            raise ConversionError(f"{source}: calibration failed: {first_line(exc)[:200]} "
+                                  "(rerun with --debug for the log)") from exc
+        return cls(content, per_channel, io, source)
+
+    @classmethod
+    def from_float_model(cls, fm, representative: RepresentativeData, per_channel: bool, io: IOType,
+                         source: str) -> "Calibrated":
+        """Calibrate any FloatModel: its SavedModel, or its float flatbuffer when it has no graph."""
+        if fm.float_tflite is not None:
+            return cls.from_float_flatbuffer(fm.float_tflite, representative, per_channel, io, source)
+        return cls.from_saved_model(fm.saved_model_dir, representative, per_channel, io, source)
 
     def layers(self) -> list[Layer]:
         """Every op a mixed plan can leave in float, in graph order."""

@@ -212,7 +212,7 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
             reference = fm.predict(data.inputs)
         scorer = Scorer(data.inputs, reference, data.labels, metric)
         with progress.task("calibrating"):
-            cal = Calibrated.from_saved_model(fm.saved_model_dir, representative_data(cal_ds, progress),
+            cal = Calibrated.from_float_model(fm, representative_data(cal_ds, progress),
                                               per_channel, IOType.FLOAT32, str(model))
         sens = measure(cal, scorer, progress)
         if eval_data is None:

@@ -16,7 +16,7 @@ _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def source_kind(path: Path) -> str:
-    """Name the kind of model at ``path`` ('keras', 'savedmodel', 'onnx') or raise ModelLoadError."""
+    """Name the kind of model at ``path`` ('keras', 'savedmodel', 'onnx', 'tflite') or raise ModelLoadError."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or directory; give a .keras, .h5, .onnx file or a SavedModel folder")
@@ -32,9 +32,9 @@ def source_kind(path: Path) -> str:
     if suffix == ".onnx":
         return "onnx"
     if suffix == ".tflite":
-        raise ModelLoadError(f"{path}: is already a TFLite model; convert the float source model "
-                             "(.keras, .h5, SavedModel or .onnx) instead")
-    raise ModelLoadError(f"{path}: unknown model format '{suffix}'; expected .keras, .h5, .onnx or a SavedModel folder")
+        return "tflite"
+    raise ModelLoadError(f"{path}: unknown model format '{suffix}'; expected .keras, .h5, .onnx, a float .tflite "
+                         "or a SavedModel folder")
 
 
 def load_float_model(path: Path, **options) -> FloatModel:
@@ -44,6 +44,10 @@ def load_float_model(path: Path, **options) -> FloatModel:
         from edgeq.sources.keras import load_keras
 
         return load_keras(Path(path))
+    if kind == "tflite":
+        from edgeq.sources.tflite import load_tflite
+
+        return load_tflite(Path(path))
     if kind == "savedmodel":
         from edgeq.sources.savedmodel import load_savedmodel
 

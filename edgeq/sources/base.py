@@ -33,13 +33,14 @@ class FloatModel:
 
     source: Path
     kind: str
-    saved_model_dir: Path
+    saved_model_dir: Path | None  # None for a float .tflite source (then ``float_tflite`` holds it)
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     _predict: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
     notes: list[str] = field(default_factory=list)  # things the report should say (e.g. layout changes)
     _tmpdir: Path | None = None
     extra: dict = field(default_factory=dict)  # source-specific facts for reports (e.g. ONNX fidelity)
+    float_tflite: bytes | None = None  # the float flatbuffer itself, when there is no TensorFlow graph
 
     def predict(self, feeds: dict[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
         """Run the float source model on ``feeds`` (input name -> batch) in batches; outputs in order."""

@@ -83,9 +83,9 @@ def fix_shapes(path: Path, specs: list[TensorSpec], shapes: dict[str, tuple[int,
     return out
 
 
-def _set_input_dims(model, specs: list[TensorSpec], shapes: dict | None) -> None:
+def _set_input_dims(model, specs: list[TensorSpec], shapes: dict | None, renamed: dict[str, str]) -> None:
     """Write ``--input-shape`` values into the graph inputs, so onnx2tf sees static dims on every path."""
-    fixed = {s.name: s.shape for s in specs if shapes and s.name in shapes}
+    fixed = {renamed.get(s.name, s.name): s.shape for s in specs if shapes and s.name in shapes}
     for v in model.graph.input:
         if v.name in fixed:
             for dim, value in zip(v.type.tensor_type.shape.dim, fixed[v.name]):
@@ -147,6 +147,7 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     attention-mask constants, so the encoder's graph has integer kernels and a quantizable score range.
     ``calibration`` (int8 activations) lets ``onnx_layernorm_split`` find LayerNorm outlier channels.
     """
+    from edgeq.sources.onnx_names import sanitize_names
     from edgeq.sources.onnx_rewrite import reorder_erf_gelu
     from edgeq.sources.onnx_tf import export_savedmodel, safe_name, unsupported_ops
 
@@ -170,20 +171,30 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
 
             quant_notes += split_with_calibration(model, calibration, [s.name for s in onnx_in],
                                                   {s.name: s.dtype for s in onnx_in})
-    _set_input_dims(model, onnx_in, input_shapes)
-    overwrite = [f"{s.name}:{','.join('1' if d is None else str(d) for d in s.shape)}" for s in onnx_in
-                 if input_shapes and s.name in input_shapes]
+    renamed = sanitize_names(model)  # after the rewrites: they and the user's --input-shape use ONNX names
+    _set_input_dims(model, onnx_in, input_shapes, renamed)
+    overwrite = [f"{renamed.get(s.name, s.name)}:{','.join('1' if d is None else str(d) for d in s.shape)}"
+                 for s in onnx_in if input_shapes and s.name in input_shapes]
     tmp = Path(tempfile.mkdtemp(prefix="edgeq-onnx-"))
+    in_names = [safe_name(s.name) for s in onnx_in]
+    out_names = [safe_name(s.name) for s in onnx_out]
     try:
-        keras_model, how = _faithful_keras(model, original, path, tmp, onnx_in, overwrite, fidelity_tolerance)
-        in_names = [safe_name(s.name) for s in onnx_in]
-        out_names = [safe_name(s.name) for s in onnx_out]
-        if len(keras_model.inputs) != len(in_names) or len(keras_model.outputs) != len(out_names):
-            raise ConversionError(f"{path}: onnx2tf's graph has {len(keras_model.inputs)} inputs and "
-                                  f"{len(keras_model.outputs)} outputs, the ONNX model {len(in_names)} and "
-                                  f"{len(out_names)}; cannot map them")
-        saved = tmp / "saved_model"
-        export_savedmodel(keras_model, in_names, out_names, saved)
+        try:
+            keras_model, how = _faithful_keras(model, original, path, tmp, onnx_in, overwrite, fidelity_tolerance,
+                                               renamed)
+            if len(keras_model.inputs) != len(in_names) or len(keras_model.outputs) != len(out_names):
+                raise ConversionError(f"{path}: onnx2tf's graph has {len(keras_model.inputs)} inputs and "
+                                      f"{len(keras_model.outputs)} outputs, the ONNX model {len(in_names)} and "
+                                      f"{len(out_names)}; cannot map them")
+            saved = tmp / "saved_model"
+            export_savedmodel(keras_model, in_names, out_names, saved)
+        except Exception as exc:  # noqa: BLE001 - any failure of the TF graph route: try the flatbuffer route
+            if isinstance(exc, ModelLoadError):
+                raise
+            fm = _from_direct_tflite(model, original, path, tmp, onnx_in, onnx_out, renamed, exc,
+                                     fidelity_tolerance)
+            fm.notes += quant_notes
+            return fm
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -215,6 +226,46 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     return fm
 
 
+def _from_direct_tflite(model, original: bytes, path: Path, tmp: Path, onnx_in: list[TensorSpec],
+                        onnx_out: list[TensorSpec], renamed: dict[str, str], cause: Exception,
+                        tolerance: float) -> FloatModel:
+    """onnx2tf's own float .tflite as the float model, when no TensorFlow graph could be had (``cause``).
+
+    Every mode is then made from that flatbuffer; the reference stays onnxruntime on the original file,
+    and the pipeline's fidelity check refuses the flatbuffer if it disagrees with it."""
+    from edgeq.sources.onnx_tf import run_onnx2tf_direct_tflite, safe_name
+    from edgeq.sources.tflite import float_tflite_model
+
+    try:
+        content = run_onnx2tf_direct_tflite(model, path, tmp)
+    except ConversionError:
+        if isinstance(cause, ConversionError):
+            raise cause from None
+        raise ConversionError(f"{path}: onnx2tf's TensorFlow graph failed ({type(cause).__name__}: "
+                              f"{first_line(cause)[:200]}) and its flatbuffer_direct backend too; "
+                              "rerun with --debug for the log") from cause
+    why = first_line(cause)[:120]
+    fm = float_tflite_model(content, path, kind="onnx", tmpdir=tmp, notes=[
+        f"float model from onnx2tf's flatbuffer_direct .tflite (its TensorFlow graph failed: {why}); "
+        "every mode quantizes that flatbuffer"])
+    keys = {}
+    for o in onnx_in + onnx_out:
+        for k in (o.name, renamed.get(o.name, o.name), safe_name(o.name), safe_name(renamed.get(o.name, o.name))):
+            keys.setdefault(k, o.name)
+    def onnx_name(tf_name: str, pool: list[TensorSpec], i: int) -> str:
+        return keys.get(tf_name, pool[i].name if i < len(pool) else tf_name)
+    if len(fm.inputs) != len(onnx_in) or len(fm.outputs) != len(onnx_out):
+        raise ConversionError(f"{path}: onnx2tf's flatbuffer has {len(fm.inputs)} inputs and {len(fm.outputs)} "
+                              f"outputs, the ONNX model {len(onnx_in)} and {len(onnx_out)}; cannot map them")
+    by_name = {s.name: s for s in onnx_in}
+    ordered_in = [by_name.get(onnx_name(t.name, onnx_in, i), onnx_in[i]) for i, t in enumerate(fm.inputs)]
+    fm.inputs = [TensorSpec(t.name, t.shape, o.dtype) for t, o in zip(fm.inputs, ordered_in)]
+    out_order = [onnx_name(t.name, onnx_out, i) for i, t in enumerate(fm.outputs)]
+    fm._predict = make_predict(original, ordered_in, fm.inputs, fm.outputs, out_order)  # noqa: SLF001
+    fm.extra.update({"onnx_inputs": ordered_in, "gelu_rewrites": 0, "check_float": _float_checker(fm, tolerance)})
+    return fm
+
+
 def _keras_error(keras_model, session, onnx_in: list[TensorSpec]) -> float:
     """Relative max error of onnx2tf's graph against onnxruntime on two synthetic samples."""
     feeds = synthetic_inputs([TensorSpec(s.name, s.shape, s.dtype) for s in onnx_in], n=1, seed=1)
@@ -237,7 +288,8 @@ def _keras_error(keras_model, session, onnx_in: list[TensorSpec]) -> float:
     return float(np.max(np.abs(r - o)) / (np.max(np.abs(r)) or 1.0))
 
 
-def _faithful_keras(model, original: bytes, path: Path, tmp: Path, onnx_in, overwrite, tolerance: float):
+def _faithful_keras(model, original: bytes, path: Path, tmp: Path, onnx_in, overwrite, tolerance: float,
+                    renamed: dict[str, str]):
     """The first of onnx2tf's float graphs that agrees with onnxruntime (synthetic inputs).
 
     Candidates: tf_converter without onnxsim, with onnxsim, and the ``flatbuffer_direct`` backend's
@@ -250,7 +302,7 @@ def _faithful_keras(model, original: bytes, path: Path, tmp: Path, onnx_in, over
     from edgeq.sources.onnx_tf import run_onnx2tf, run_onnx2tf_direct
 
     session = ort.InferenceSession(original, providers=["CPUExecutionProvider"])
-    in_names = [s.name for s in onnx_in]
+    in_names = [renamed.get(s.name, s.name) for s in onnx_in]
     out_names = [o.name for o in model.graph.output]
     tf_conv = [(f"tf_converter{' + onnxsim' if sim else ''}",
                 lambda sim=sim: run_onnx2tf(model, path, tmp, overwrite, onnxsim=sim)) for sim in (False, True)]

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgeq.errors import ConversionError
+from edgeq.errors import ConversionError, first_line
 from edgeq.nativeio import quiet_native_output
 
 
@@ -89,7 +89,7 @@ def _onnx2tf_run(model, source: Path, work: Path, backend: str):
         raise ConversionError(f"{source}: {label} could not convert the model: {_first_error(log.getvalue())} "
                               "(rerun with --debug for its log)") from exc
     except Exception as exc:
-        raise ConversionError(f"{source}: {label} failed: {type(exc).__name__}: {str(exc).strip()[:200]} "
+        raise ConversionError(f"{source}: {label} failed: {type(exc).__name__}: {first_line(exc)[:240]} "
                               "(rerun with --debug for its log)") from exc
 
 
@@ -164,6 +164,23 @@ def run_onnx2tf_direct(model, source: Path, work: Path, in_names: list[str], out
                                   f"{_first_error(log.getvalue())}")
         loaded = tf.saved_model.load(str(out))
     return SignatureGraph(loaded, in_names, out_names)
+
+
+def run_onnx2tf_direct_tflite(model, source: Path, work: Path) -> bytes:
+    """onnx2tf's ``flatbuffer_direct`` float32 .tflite itself: edgeq's last resort when no TensorFlow graph
+    of the model can be had (the graph fails to build or to export); the pipeline then quantizes the
+    flatbuffer directly."""
+    with _onnx2tf_run(model, source, work, "flatbuffer_direct") as (copy, out, log):
+        import onnx2tf
+
+        onnx2tf.convert(input_onnx_file_path=str(copy), output_folder_path=str(out),
+                        tflite_backend="flatbuffer_direct", not_use_onnxsim=False, non_verbose=True,
+                        verbosity="error")
+        found = sorted(out.glob("*_float32.tflite")) if out.exists() else []
+        if not found:
+            raise ConversionError(f"{source}: onnx2tf (flatbuffer_direct) wrote no float32 .tflite: "
+                                  f"{_first_error(log.getvalue())}")
+        return found[0].read_bytes()
 
 
 def export_savedmodel(keras_model, input_names: list[str], output_names: list[str], path: Path) -> None:

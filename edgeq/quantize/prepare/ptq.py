@@ -99,6 +99,16 @@ class _Measure:
         rep = representative_data(self.calib, Silent())
         return run_converter(make_converter(saved_model_dir, self.settings, rep), self.settings, str(self.source))
 
+    def convert_float_model(self, fm) -> bytes:
+        """The plain full-INT8 model of any FloatModel (its SavedModel, or its float flatbuffer)."""
+        if fm.float_tflite is None:
+            return self.convert_saved_model(fm.saved_model_dir)
+        from edgeq.convert import representative_data
+        from edgeq.quantize.converter import quantize_flatbuffer_source
+
+        return quantize_flatbuffer_source(fm.float_tflite, self.settings, representative_data(self.calib, Silent()),
+                                          str(self.source))
+
     def convert_keras(self, model) -> bytes:
         from edgeq.sources.keras import from_keras_object
 
@@ -119,7 +129,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     reference = fm.predict(calib.inputs)
     m = _Measure(settings, calib, reference, fm.source, progress)
     with progress.task("PTQ: plain conversion (baseline)"):
-        best_bytes = m.convert_saved_model(fm.saved_model_dir)
+        best_bytes = m.convert_float_model(fm)
         best = plan.baseline = m.score(best_bytes)
     keras_model = fm.extra.get("keras_model")
     graph_ok = keras_model is not None and len(calib.inputs) == 1
@@ -183,7 +193,7 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
         ctx = from_keras_object(prepared, fm.source) if prepared is not None else nullcontext(fm)
         try:
             with ctx as src:
-                cal = Calibrated.from_saved_model(src.saved_model_dir, representative_data(m.calib, Silent()),
+                cal = Calibrated.from_float_model(src, representative_data(m.calib, Silent()),
                                                   settings.per_channel, settings.io, str(fm.source))
         except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
             plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
