@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import DataError
+from edgeq.errors import DataError, ModelLoadError, first_line
 from edgeq.modelinfo import open_interpreter
 from edgeq.nativeio import quiet_native_output
 
@@ -33,6 +33,7 @@ class TFLiteRunner:
         self.input_details = self.interp.get_input_details()
         self.output_details = self.interp.get_output_details()
         self._batch: int | None = None
+        self._alloc_error: str | None = None
         sig = self.interp._get_full_signature_list().get("serving_default") if hasattr(  # noqa: SLF001
             self.interp, "_get_full_signature_list") else None
         by_index = {d["index"]: d for d in self.input_details}
@@ -60,7 +61,8 @@ class TFLiteRunner:
                 for d in self.input_details:
                     self.interp.resize_tensor_input(d["index"], [batch, *d["shape"][1:]], strict=False)
                 self.interp.allocate_tensors()
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - a fixed-batch model refuses other batch sizes
+            self._alloc_error = first_line(exc)[:160]
             return False
         self.input_details = self.interp.get_input_details()
         self._batch = batch
@@ -75,7 +77,9 @@ class TFLiteRunner:
             b = min(batch_size, n - start)
             if not self._prepare(b):
                 batch_size = b = 1  # a model with a fixed batch of 1
-                self._prepare(1)
+                if not self._prepare(1):
+                    raise ModelLoadError(f"{self.where}: LiteRT cannot allocate the model's tensors "
+                                         f"({self._alloc_error}); the model is malformed")
             chunk = {k: v[start:start + b] for k, v in feeds.items()}
             results.append(self._invoke(chunk))
             start += b

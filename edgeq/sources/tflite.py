@@ -32,8 +32,7 @@ def float_tflite_model(content: bytes, source: Path, kind: str = "tflite", notes
 
     info = inspect_tflite(content=content)
     quantized = sorted({t.dtype for t in info.inputs + info.outputs if t.scale}
-                       | {w.dtype for w in info.weights if w.channels > 0}
-                       | ({"float16"} & set(info.tensors_by_dtype)))
+                       | ({"int8", "uint8", "int16", "float16"} & set(info.tensors_by_dtype)))
     if quantized:
         raise ModelLoadError(f"{source}: is already quantized ({', '.join(quantized)} tensors); give the float32 "
                              "model it was made from")
