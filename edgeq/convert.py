@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from edgeq.data import Dataset, load_dataset
-from edgeq.errors import ConversionError, OutputError
+from edgeq.errors import ConversionError, OutputError, first_line
 from edgeq.evaluate import evaluate
 from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
@@ -82,6 +82,16 @@ def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None
                               f"{', '.join(info.float_ops[:6])}; use --mode int8-fallback to keep them in float")
 
 
+def _xnnpack(content: bytes) -> dict:
+    """XNNPACK's coverage for the report; a model the delegate cannot allocate is said so, not fatal."""
+    from edgeq.tflite.xnnpack import coverage
+
+    try:
+        return coverage(content).to_dict()
+    except Exception as exc:  # noqa: BLE001 - a report line must never fail a finished conversion
+        return {"summary": f"not measured ({first_line(exc)[:120]})"}
+
+
 def convert(model: Path | str, options: ConvertOptions | None = None, out: Path | str | None = None,
             eval_data: Path | str | None = None, progress: Progress | None = None,
             layout: Layout | None = None, source_options: dict | None = None) -> ConversionReport:
@@ -110,9 +120,9 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
     with progress.task(f"loading {source.name}"):
         # e.g. ONNX input_shapes; quantized activations let the ONNX source make encoders quantizable
         int8_acts = options.mode in (Mode.INT8, Mode.INT8_FALLBACK, Mode.MIXED)
-        fm = load_float_model(source, **{"quantized_activations": options.mode.needs_calibration,
-                                         "calibration": options.calib if int8_acts else None,
-                                         **(source_options or {})})
+        fm = load_float_model(source, batch=options.batch,
+                              **{"quantized_activations": options.mode.needs_calibration,
+                                 "calibration": options.calib if int8_acts else None, **(source_options or {})})
     with fm:
         timings["load"] = time.perf_counter() - t
         calib = evalds = None
@@ -139,6 +149,7 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
         timings["convert"] = time.perf_counter() - t
         info = inspect_tflite(content=content)
         check_result(info, options, source)
+        extra["xnnpack"] = _xnnpack(content)
         accuracy = None
         if evalds is not None:
             t = time.perf_counter()

@@ -68,6 +68,7 @@ class ModelInfo:
     float_ops: list[str] = field(default_factory=list)
     # int8 ops whose input hits a LiteRT kernel bug (edgeq.quantize.kernel_workarounds): "OP (tensor): why"
     kernel_hazards: list[str] = field(default_factory=list)
+    xnnpack: dict | None = None  # edgeq.tflite.xnnpack.Coverage.to_dict(), when asked for
 
     @property
     def fully_integer(self) -> bool:
@@ -145,8 +146,9 @@ def _io(d: dict) -> IOTensor:
                     scale=float(scale) if quantized else None, zero_point=int(zp) if quantized else None)
 
 
-def inspect_tflite(path: Path | None = None, content: bytes | None = None) -> ModelInfo:
-    """Describe a .tflite model given as a path or as bytes."""
+def inspect_tflite(path: Path | None = None, content: bytes | None = None, xnnpack: bool = False) -> ModelInfo:
+    """Describe a .tflite model given as a path or as bytes; ``xnnpack`` adds which nodes XNNPACK takes
+    (it allocates the model, so it costs a little more)."""
     interp = open_interpreter(path, content)
     size = len(content) if content is not None else Path(path).stat().st_size
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
@@ -185,8 +187,13 @@ def inspect_tflite(path: Path | None = None, content: bytes | None = None) -> Mo
                 per_channel=len(scales) > 1, channels=len(scales)))
     groups = {f"constants {k}": v for k, v in sorted(const_bytes.items())}
     groups["graph and metadata"] = max(0, size - sum(const_bytes.values()))
+    delegated = None
+    if xnnpack:
+        from edgeq.tflite.xnnpack import coverage
+
+        delegated = coverage(content if content is not None else Path(path).read_bytes()).to_dict()
     return ModelInfo(
-        path=str(path) if path is not None else "<bytes>", size_bytes=size,
+        path=str(path) if path is not None else "<bytes>", size_bytes=size, xnnpack=delegated,
         inputs=[_io(d) for d in interp.get_input_details()], outputs=[_io(d) for d in interp.get_output_details()],
         op_counts=dict(Counter(o.op for o in op_infos).most_common()),
         tensors_by_dtype=dict(Counter(dtype_of.values()).most_common()),

@@ -94,6 +94,7 @@ class ConvertOptions:
     metric: Metric | None = None  # mixed: None = top1 with labels, agreement without
     fallback: Fallback = Fallback.FP16  # mixed: precision of the layers kept out of INT8
     ptq: PtqChoice = PtqChoice.AUTO  # int8: graph preparation before calibration (see quantize/prepare)
+    batch: int | None = 1  # fixed batch of the converted model (None: keep the source's dynamic batch)
 
     @property
     def io_type(self) -> IOType:

@@ -125,6 +125,8 @@ def render_info(info: ModelInfo) -> str:
     if info.float_ops and not info.fully_integer:
         shown = ", ".join(info.float_ops[:8]) + (" ..." if len(info.float_ops) > 8 else "")
         rows.append(("float ops", f"{len(info.float_ops)}: {shown}"))
+    if info.xnnpack is not None:
+        rows.append(("xnnpack", info.xnnpack["summary"]))
     rows += [("kernel hazard", h) for h in info.kernel_hazards[:6]]
     if len(info.kernel_hazards) > 6:
         rows.append(("kernel hazard", f"... {len(info.kernel_hazards) - 6} more (edgeq convert requantizes them)"))

@@ -71,6 +71,8 @@ class TFLiteRunner:
     def run(self, feeds: dict[str, np.ndarray], batch_size: int = 64, progress_step=None) -> list[np.ndarray]:
         """Outputs (float32, signature order) for all samples in ``feeds``."""
         n = len(next(iter(feeds.values())))
+        if self._static_batch_one():
+            batch_size = 1  # resizing a static graph can "work" and compute garbage (RESHAPE to [1, N])
         results: list[list[np.ndarray]] = []
         start = 0
         while start < n:
@@ -86,6 +88,11 @@ class TFLiteRunner:
             if progress_step is not None:
                 progress_step.advance(b)
         return [np.concatenate([r[i] for r in results]) for i in range(len(self._outputs))]
+
+    def _static_batch_one(self) -> bool:
+        """True when the model was converted with a fixed batch of 1 (edgeq's default for deployment)."""
+        sigs = [d.get("shape_signature") for d in self.input_details]
+        return bool(sigs) and all(s is not None and len(s) and int(s[0]) == 1 for s in sigs)
 
     def _invoke(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         by_index = {d["index"]: d for d in self.input_details}

@@ -159,3 +159,36 @@ def test_fidelity_ignores_padded_token_positions():
     hidden = np.zeros((2, 4, 3))
     hidden[0, 3] = 99.0  # garbage at a padded position
     assert _valid(hidden, mask.astype(bool)).size == 5 * 3 and not _valid(hidden, mask.astype(bool)).any()
+
+
+def test_static_batch_by_default_lets_xnnpack_take_a_flatten_model_whole(cnn, tmp_path):
+    from edgeq import ConvertOptions, Mode, convert
+
+    static = convert(cnn.keras, ConvertOptions(mode=Mode.FP32), out=tmp_path / "static.tflite")
+    dynamic = convert(cnn.keras, ConvertOptions(mode=Mode.FP32, batch=None), out=tmp_path / "dynamic.tflite")
+    plumbing = {"SHAPE", "STRIDED_SLICE", "PACK"}
+    assert not plumbing & set(static.model.op_counts) and plumbing <= set(dynamic.model.op_counts)
+    assert static.model.inputs[0].shape[0] == 1
+    assert static.extra["xnnpack"]["whole"], static.extra["xnnpack"]
+    cov = dynamic.extra["xnnpack"]
+    assert not cov["whole"] and "SHAPE int32" in cov["left_on_cpu"] and "--batch 1" in cov["summary"]
+
+
+def test_batch_and_input_shape_options_parse(cli, cnn, tmp_path):
+    from edgeq.cli.cmd_convert import parse_batch, parse_input_shapes
+
+    assert parse_batch("dynamic") is None and parse_batch("4") == 4
+    # onnx2tf's NAME:DIMS form; a name holding ':' keeps it (the last ':' separates)
+    assert parse_input_shapes(["images:1,3,320,320", "input:0:1,2", "ids=1,128"]) == {
+        "images": (1, 3, 320, 320), "input:0": (1, 2), "ids": (1, 128)}
+    one_line_error(cli("convert", cnn.keras, "--mode", "fp32", "--batch", "0", "--out", tmp_path / "m.tflite"),
+                   "--batch", "dynamic")
+
+
+def test_inspect_names_what_xnnpack_leaves_on_the_cpu(cli, cnn, tmp_path):
+    out = tmp_path / "m.tflite"
+    assert cli("convert", cnn.keras, "--mode", "int8", "--ptq", "plain", "--calib", cnn.calib, "--out", out).code == 0
+    res = cli("inspect", out)
+    assert res.code == 0
+    line = next(ln for ln in res.out.splitlines() if ln.strip().startswith("xnnpack"))
+    assert "of 8 nodes" in line and "SOFTMAX int8" in line and "no int8 SOFTMAX kernel" in line

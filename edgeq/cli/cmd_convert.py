@@ -32,15 +32,29 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         raise DataError(f"--resize '{text}': give HEIGHTxWIDTH, e.g. 224x224") from None
 
 
+def parse_batch(text: str) -> int | None:
+    """``--batch``: a positive integer, or 'dynamic' (None)."""
+    if text.strip().lower() == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"--batch '{text}': give a positive batch size (e.g. 1) or 'dynamic'")
+    return value
+
+
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """``["ids=1,128", ...]`` -> ``{"ids": (1, 128)}``."""
+    """``["ids=1,128", ...]`` -> ``{"ids": (1, 128)}``; onnx2tf's ``ids:1,128`` form too (names may hold ':',
+    so without '=' the last ':' separates)."""
     shapes = {}
     for item in items or []:
-        name, _, dims = item.partition("=")
+        name, _, dims = item.partition("=") if "=" in item else item.rpartition(":")
         try:
             shapes[name.strip()] = tuple(int(d) for d in dims.split(","))
         except ValueError:
-            raise DataError(f"--input-shape '{item}': give NAME=D0,D1,..., e.g. input_ids=1,128") from None
+            raise DataError(f"--input-shape '{item}': give NAME=D0,D1,... (or onnx2tf's NAME:D0,D1,...), e.g. input_ids=1,128") from None
         if not name.strip():
             raise DataError(f"--input-shape '{item}': give NAME=D0,D1,..., e.g. input_ids=1,128")
     return shapes
@@ -48,7 +62,7 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 @app.command(no_args_is_help=True)
 def convert(
-    model: Path = typer.Argument(..., help="Float model: .keras, .h5, a SavedModel folder, or .onnx."),
+    model: Path = typer.Argument(..., help="Float model: .keras, .h5, a SavedModel folder, .onnx or a float .tflite."),
     mode: Optional[Mode] = typer.Option(None, "--mode", "-m", show_default="int8, or what --target wants", help=(
         "fp32 | fp16 (half-size weights) | dynamic (int8 weights, float activations) | int8 (full integer, "
         "int8 I/O: NPUs, Edge TPU, microcontrollers) | int8-fallback (integer where possible, float elsewhere) "
@@ -76,7 +90,11 @@ def convert(
                                                                    "and NCHW data is detected and transposed."),
     input_shape: Optional[list[str]] = typer.Option(None, "--input-shape", help=(
         "ONNX: fix dynamic dims of an input, NAME=D0,D1,... (repeat per input), e.g. "
-        "--input-shape input_ids=1,128 --input-shape attention_mask=1,128.")),
+        "--input-shape input_ids=1,128 --input-shape attention_mask=1,128 (onnx2tf's NAME:D0,D1,... works too).")),
+    batch: str = typer.Option("1", "--batch", help=(
+        "Batch size the converted model is fixed to: 1 (default, what a deployed model runs: static shapes "
+        "need no SHAPE/STRIDED_SLICE/PACK ops, so XNNPACK takes Flatten/Reshape models whole), N, or "
+        "'dynamic' to keep the source's dynamic batch.")),
     target: Optional[str] = typer.Option(None, "--target", "-t", help=(
         "Device profile (edgeq targets list): picks --mode when not given (coral-edgetpu: int8, android-gpu: "
         "fp16 ...) and warns about ops its accelerator will not run.")),
@@ -112,6 +130,8 @@ def convert(
 
       edgeq convert model.keras --target coral-edgetpu --calib calib.npz
 
+      edgeq convert model_float32.tflite --mode int8 --calib calib.npz
+
       edgeq convert encoder.onnx --mode int8 --calib tokens.npz --input-shape input_ids=1,128 --input-shape attention_mask=1,128
     """
     from edgeq.convert import convert as run_convert
@@ -124,7 +144,7 @@ def convert(
                      std=parse_floats(std, "--std") or (1.0,))
     options = ConvertOptions(mode=mode, io=io, per_channel=not per_tensor, calib=calib,
                              calib_samples=calib_samples, preprocess=pre, max_drop=max_drop, metric=metric,
-                             fallback=fallback, ptq=ptq)
+                             fallback=fallback, ptq=ptq, batch=parse_batch(batch))
     shapes = parse_input_shapes(input_shape)
     extra = {"source_options": {"input_shapes": shapes}} if shapes else {}  # ONNX only
     report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),

@@ -15,9 +15,16 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Show a .tflite model's I/O (dtype, shape, scale, zero point), ops, tensor dtypes, per-channel
-    weights and where its bytes go."""
+    weights, where its bytes go, and which nodes XNNPACK (LiteRT's CPU delegate) takes and why not the rest.
+
+    Examples:
+
+      edgeq inspect model_int8.tflite
+
+      edgeq inspect model_int8.tflite --json | jq .xnnpack
+    """
     from edgeq.modelinfo import inspect_tflite
     from edgeq.report import render_info
 
-    info = inspect_tflite(model)
+    info = inspect_tflite(model, xnnpack=True)
     emit_json(info.to_dict()) if as_json else emit(render_info(info))

@@ -37,13 +37,16 @@ def source_kind(path: Path) -> str:
                          "or a SavedModel folder")
 
 
-def load_float_model(path: Path, **options) -> FloatModel:
-    """Load any supported source into a :class:`FloatModel`. Use it as a context manager."""
+def load_float_model(path: Path, batch: int | None = 1, **options) -> FloatModel:
+    """Load any supported source into a :class:`FloatModel`. Use it as a context manager.
+
+    ``batch`` fixes a dynamic batch dimension (default 1, what a deployed model runs; None keeps it
+    dynamic): static shapes let XNNPACK take Flatten/Reshape models whole."""
     kind = source_kind(Path(path))
     if kind == "keras":
         from edgeq.sources.keras import load_keras
 
-        return load_keras(Path(path))
+        return load_keras(Path(path), batch)
     if kind == "tflite":
         from edgeq.sources.tflite import load_tflite
 
@@ -51,7 +54,7 @@ def load_float_model(path: Path, **options) -> FloatModel:
     if kind == "savedmodel":
         from edgeq.sources.savedmodel import load_savedmodel
 
-        return load_savedmodel(Path(path))
+        return load_savedmodel(Path(path), batch)
     from edgeq.sources.onnx import load_onnx  # noqa: PLC0415 - optional heavy dependency
 
-    return load_onnx(Path(path), **options)
+    return load_onnx(Path(path), batch=batch, **options)

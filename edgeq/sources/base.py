@@ -41,6 +41,7 @@ class FloatModel:
     _tmpdir: Path | None = None
     extra: dict = field(default_factory=dict)  # source-specific facts for reports (e.g. ONNX fidelity)
     float_tflite: bytes | None = None  # the float flatbuffer itself, when there is no TensorFlow graph
+    batch: int | None = None  # the batch size the graph was fixed to (None: dynamic, as the source had it)
 
     def predict(self, feeds: dict[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
         """Run the float source model on ``feeds`` (input name -> batch) in batches; outputs in order."""

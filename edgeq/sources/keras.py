@@ -33,13 +33,36 @@ def load_keras_model(path: Path):
                              "re-save it with model.save('model.keras')") from exc
 
 
-def from_keras_object(model, source: Path) -> FloatModel:
-    """Wrap an in-memory Keras model (e.g. a fine-tuned one) as a FloatModel."""
+def _static_signature(model, batch: int):
+    """Input specs with the batch dimension fixed, or None when every input already has one."""
+    tf = quiet_tf()
+    if all(t.shape and t.shape[0] is not None for t in model.inputs):
+        return None
+    specs = [tf.TensorSpec((batch if t.shape[0] is None else t.shape[0], *t.shape[1:]), tf.as_dtype(str(t.dtype)),
+                           name=str(t.name)) for t in model.inputs]
+    return [specs[0]] if len(specs) == 1 else [specs]
+
+
+def from_keras_object(model, source: Path, batch: int | None = 1) -> FloatModel:
+    """Wrap an in-memory Keras model (e.g. a fine-tuned one) as a FloatModel.
+
+    ``batch`` fixes a dynamic batch dimension (None keeps it dynamic): with a static shape, Flatten and
+    Reshape need no SHAPE/STRIDED_SLICE/PACK ops and XNNPACK can take the whole graph."""
     tmp = Path(tempfile.mkdtemp(prefix="edgeq-sm-"))
     saved = tmp / "saved_model"
-    with quiet_native_output():
-        model.export(str(saved), format="tf_saved_model", verbose=False)
+    signature = _static_signature(model, batch) if batch is not None else None
+    try:
+        with quiet_native_output():
+            model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=signature)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     inputs = [_spec(t) for t in model.inputs]
+    if signature is not None:
+        inputs = [TensorSpec(s.name, (batch if s.shape[0] is None else s.shape[0], *s.shape[1:]), s.dtype)
+                  for s in inputs]
     outputs = [TensorSpec(name=f"output_{i}", shape=tuple(None if d is None else int(d) for d in t.shape),
                           dtype=str(np.dtype(str(t.dtype)))) for i, t in enumerate(model.outputs)]
 
@@ -49,10 +72,12 @@ def from_keras_object(model, source: Path) -> FloatModel:
         out = out if isinstance(out, (list, tuple)) else [out]
         return [np.asarray(o) for o in out]
 
-    return FloatModel(source=source, kind="keras", saved_model_dir=saved, inputs=inputs, outputs=outputs,
-                      _predict=predict, _tmpdir=tmp, extra={"keras_model": model})
+    fm = FloatModel(source=source, kind="keras", saved_model_dir=saved, inputs=inputs, outputs=outputs,
+                    _predict=predict, _tmpdir=tmp, extra={"keras_model": model})
+    fm.batch = batch
+    return fm
 
 
-def load_keras(path: Path) -> FloatModel:
-    """Load ``path`` (.keras/.h5) and export it to a temporary SavedModel."""
-    return from_keras_object(load_keras_model(path), path)
+def load_keras(path: Path, batch: int | None = 1) -> FloatModel:
+    """Load ``path`` (.keras/.h5) and export it to a temporary SavedModel (batch fixed, see from_keras_object)."""
+    return from_keras_object(load_keras_model(path), path, batch)

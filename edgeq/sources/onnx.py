@@ -57,8 +57,10 @@ def onnx_specs(model, values) -> list[TensorSpec]:
     return specs
 
 
-def fix_shapes(path: Path, specs: list[TensorSpec], shapes: dict[str, tuple[int, ...]] | None) -> list[TensorSpec]:
-    """Apply ``--input-shape`` values; every dim but the batch must end up fixed."""
+def fix_shapes(path: Path, specs: list[TensorSpec], shapes: dict[str, tuple[int, ...]] | None,
+               batch: int | None = None) -> list[TensorSpec]:
+    """Apply ``--input-shape`` values, then ``batch`` to a still dynamic batch dim; every dim but the batch
+    must end up fixed."""
     shapes = dict(shapes or {})
     names = [s.name for s in specs]
     unknown = [n for n in shapes if n not in names]
@@ -75,6 +77,8 @@ def fix_shapes(path: Path, specs: list[TensorSpec], shapes: dict[str, tuple[int,
                 raise ModelLoadError(f"{path}: --input-shape {s.name}={','.join(map(str, new))} does not fit "
                                      f"input {s.describe()}; give {len(s.shape)} positive dims keeping fixed ones")
             shape = new
+        if batch is not None and shape and shape[0] is None:
+            shape = (batch, *shape[1:])
         if any(d is None for d in shape[1:]):
             dims = ",".join("N" if d is None else str(d) for d in shape)
             raise ModelLoadError(f"{path}: input '{s.name}' has dynamic dims ({dims}); fix them with "
@@ -83,9 +87,10 @@ def fix_shapes(path: Path, specs: list[TensorSpec], shapes: dict[str, tuple[int,
     return out
 
 
-def _set_input_dims(model, specs: list[TensorSpec], shapes: dict | None, renamed: dict[str, str]) -> None:
-    """Write ``--input-shape`` values into the graph inputs, so onnx2tf sees static dims on every path."""
-    fixed = {renamed.get(s.name, s.name): s.shape for s in specs if shapes and s.name in shapes}
+def _set_input_dims(model, specs: list[TensorSpec], fixed_names: set[str], renamed: dict[str, str]) -> None:
+    """Write the fixed shapes of ``fixed_names`` into the graph inputs, so onnx2tf sees static dims on every
+    path."""
+    fixed = {renamed.get(s.name, s.name): s.shape for s in specs if s.name in fixed_names}
     for v in model.graph.input:
         if v.name in fixed:
             for dim, value in zip(v.type.tensor_type.shape.dim, fixed[v.name]):
@@ -140,8 +145,9 @@ def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[Tens
 
 def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
               fidelity_tolerance: float = DEFAULT_TOLERANCE, quantized_activations: bool = False,
-              calibration: Path | None = None, **_ignored) -> FloatModel:
-    """Convert ``path`` (.onnx) to a FloatModel; ``input_shapes`` fixes dynamic dims (name -> shape).
+              calibration: Path | None = None, batch: int | None = 1, **_ignored) -> FloatModel:
+    """Convert ``path`` (.onnx) to a FloatModel; ``input_shapes`` fixes dynamic dims (name -> shape), ``batch``
+    a dynamic batch dim left over (None keeps it dynamic).
 
     ``quantized_activations`` (int8/int16x8 modes) applies ``onnx_int8_rewrite``: tanh-GELU and clamped
     attention-mask constants, so the encoder's graph has integer kernels and a quantizable score range.
@@ -158,7 +164,9 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     if bad:
         raise ConversionError(f"{path}: onnx2tf cannot convert op(s) {', '.join(bad)}; replace them in the "
                               "model (re-export with other ops or a newer opset)")
-    onnx_in = fix_shapes(path, onnx_specs(model, model.graph.input), input_shapes)
+    declared = onnx_specs(model, model.graph.input)
+    onnx_in = fix_shapes(path, declared, input_shapes, batch)
+    changed = {s.name for s, d in zip(onnx_in, declared) if s.shape != d.shape}
     onnx_out = onnx_specs(model, model.graph.output)
     rewrite = reorder_erf_gelu(model)
     quant_notes = []
@@ -172,9 +180,9 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
             quant_notes += split_with_calibration(model, calibration, [s.name for s in onnx_in],
                                                   {s.name: s.dtype for s in onnx_in})
     renamed = sanitize_names(model)  # after the rewrites: they and the user's --input-shape use ONNX names
-    _set_input_dims(model, onnx_in, input_shapes, renamed)
+    _set_input_dims(model, onnx_in, changed, renamed)
     overwrite = [f"{renamed.get(s.name, s.name)}:{','.join('1' if d is None else str(d) for d in s.shape)}"
-                 for s in onnx_in if input_shapes and s.name in input_shapes]
+                 for s in onnx_in if s.name in changed]
     tmp = Path(tempfile.mkdtemp(prefix="edgeq-onnx-"))
     in_names = [safe_name(s.name) for s in onnx_in]
     out_names = [safe_name(s.name) for s in onnx_out]

@@ -79,9 +79,11 @@ def _judge(score: Score, best: Score) -> tuple[float, bool]:
 class _Measure:
     """Convert a float model to INT8 and score it on the calibration data against the original float outputs."""
 
-    def __init__(self, settings, calib, reference: list[np.ndarray], source, progress: Progress):
+    def __init__(self, settings, calib, reference: list[np.ndarray], source, progress: Progress,
+                 batch: int | None = 1):
         self.settings, self.calib, self.reference, self.source, self.progress = (
             settings, calib, reference, source, progress)
+        self.batch = batch  # prepared graphs are exported with the source's (static or dynamic) batch
 
     def score(self, content: bytes) -> Score:
         from edgeq.runtime import TFLiteRunner
@@ -112,7 +114,7 @@ class _Measure:
     def convert_keras(self, model) -> bytes:
         from edgeq.sources.keras import from_keras_object
 
-        with from_keras_object(model, self.source) as fm:
+        with from_keras_object(model, self.source, self.batch) as fm:
             return self.convert_saved_model(fm.saved_model_dir)
 
 
@@ -127,7 +129,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     progress = progress or Silent()
     plan = PtqPlan(PtqChoice.AUTO)
     reference = fm.predict(calib.inputs)
-    m = _Measure(settings, calib, reference, fm.source, progress)
+    m = _Measure(settings, calib, reference, fm.source, progress, fm.batch)
     with progress.task("PTQ: plain conversion (baseline)"):
         best_bytes = m.convert_float_model(fm)
         best = plan.baseline = m.score(best_bytes)
@@ -190,7 +192,7 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
     from edgeq.sources.keras import from_keras_object
 
     with progress.task("PTQ: calibrating"):
-        ctx = from_keras_object(prepared, fm.source) if prepared is not None else nullcontext(fm)
+        ctx = from_keras_object(prepared, fm.source, fm.batch) if prepared is not None else nullcontext(fm)
         try:
             with ctx as src:
                 cal = Calibrated.from_float_model(src, representative_data(m.calib, Silent()),
