@@ -147,6 +147,14 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
         content = (float_bytes if options.mode is Mode.FP32
                    else quantize_float_model(fm, options, calib, progress, evalds, extra, float_bytes))
         timings["convert"] = time.perf_counter() - t
+        rewrite_notes: list[str] = []
+        if options.mode in (Mode.FP32, Mode.FP16, Mode.DYNAMIC):  # float activations: exact XNNPACK-friendly ops
+            from edgeq.tflite.transforms.clamp_ops import relu_0_to_1_as_min_max
+
+            content, n = relu_0_to_1_as_min_max(content)
+            if n:
+                rewrite_notes.append(f"{n} RELU_0_TO_1 rewritten as MAXIMUM/MINIMUM (same numbers; XNNPACK has "
+                                     "no RELU_0_TO_1 kernel, so each split the graph)")
         info = inspect_tflite(content=content)
         check_result(info, options, source)
         extra["xnnpack"] = _xnnpack(content)
@@ -159,7 +167,8 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             timings["eval"] = time.perf_counter() - t
         atomic_write_bytes(out, content)
         info.path = str(out)
-        notes = list(fm.notes) + (calib.notes if calib else []) + (evalds.notes if evalds else [])
+        notes = (list(fm.notes) + (calib.notes if calib else []) + (evalds.notes if evalds else [])
+                 + rewrite_notes)
         if requantized := kernel_workarounds.requantized_inputs(content):
             notes.append(kernel_workarounds.note(requantized))
         return ConversionReport(

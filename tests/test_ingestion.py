@@ -192,3 +192,38 @@ def test_inspect_names_what_xnnpack_leaves_on_the_cpu(cli, cnn, tmp_path):
     assert res.code == 0
     line = next(ln for ln in res.out.splitlines() if ln.strip().startswith("xnnpack"))
     assert "of 8 nodes" in line and "SOFTMAX int8" in line and "no int8 SOFTMAX kernel" in line
+
+
+def test_relu_0_to_1_rewrite_is_exact_and_lets_xnnpack_take_it():
+    """onnx2tf's HardSigmoid (RELU_0_TO_1) split every MobileNetV3-style graph into partitions."""
+    import tensorflow as tf
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from edgeq.quantize import flatmodel
+    from edgeq.runtime import TFLiteRunner
+    from edgeq.tflite.transforms.clamp_ops import relu_0_to_1_as_min_max
+    from edgeq.tflite.xnnpack import coverage
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def f(x):
+        return tf.nn.relu6(x) + x  # relu6 of a graph input: nothing to fuse it into
+
+    model = flatmodel.load(tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert())
+    for code in model.operatorCodes:  # the graph onnx2tf writes for HardSigmoid: RELU6 -> RELU_0_TO_1
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.RELU6:
+            code.builtinCode, code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU_0_TO_1, 127
+    content = flatmodel.dump(model)
+    def used_ops(b: bytes) -> set[str]:
+        m = flatmodel.load(b)
+        names = flatmodel.op_names(m)
+        return {names[op.opcodeIndex] for sg in m.subgraphs for op in sg.operators}
+
+    assert "RELU_0_TO_1" in used_ops(content)
+    rewritten, n = relu_0_to_1_as_min_max(content)
+    assert n == 1 and "RELU_0_TO_1" not in used_ops(rewritten) and {"MAXIMUM", "MINIMUM"} <= used_ops(rewritten)
+    x = np.linspace(-2, 2, 64, dtype=np.float32)[None]
+    a = TFLiteRunner(content=content).run({"x": x})[0]
+    b = TFLiteRunner(content=rewritten).run({"x": x})[0]
+    np.testing.assert_array_equal(a, b)
+    assert x.min() < 0 and x.max() > 1  # both ends of the clamp are exercised
+    assert coverage(rewritten).whole and not coverage(content).whole

@@ -1,0 +1,1 @@
+"""Exact flatbuffer rewrites applied to converted models (each one module, each idempotent)."""
