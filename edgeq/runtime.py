@@ -80,8 +80,10 @@ class TFLiteRunner:
             if not self._prepare(b):
                 batch_size = b = 1  # a model with a fixed batch of 1
                 if not self._prepare(1):
+                    why = ("it needs an op this LiteRT does not have" if "custom op" in str(self._alloc_error)
+                           else "the model is malformed")
                     raise ModelLoadError(f"{self.where}: LiteRT cannot allocate the model's tensors "
-                                         f"({self._alloc_error}); the model is malformed")
+                                         f"({self._alloc_error}); {why}")
             chunk = {k: v[start:start + b] for k, v in feeds.items()}
             results.append(self._invoke(chunk))
             start += b
@@ -103,7 +105,11 @@ class TFLiteRunner:
             if dtype.kind in "iu" and scale != 0.0 and np.asarray(x).dtype.kind == "f":
                 x = quantize(x, scale, zp, dtype)
             self.interp.set_tensor(d["index"], np.asarray(x).astype(dtype, copy=False))
-        self.interp.invoke()
+        try:
+            self.interp.invoke()
+        except RuntimeError as exc:  # e.g. "Input tensor 119 lacks data": a malformed flatbuffer
+            raise ModelLoadError(f"{self.where}: LiteRT failed to run the model ({first_line(exc)[:160]}); "
+                                 "the model is malformed") from exc
         outs = []
         for d in self._outputs:
             y = self.interp.get_tensor(d["index"])

@@ -234,6 +234,14 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     return fm
 
 
+def _bare(message: str, where) -> str:
+    """An inner error's text without its own 'PATH: ' prefix and '(rerun with --debug ...)' tail."""
+    import re
+
+    message = message.removeprefix(f"{where}: ")
+    return re.sub(r"\s*\(rerun with --debug[^)]*\)?$", "", message).strip()
+
+
 def _from_direct_tflite(model, original: bytes, path: Path, tmp: Path, onnx_in: list[TensorSpec],
                         onnx_out: list[TensorSpec], renamed: dict[str, str], cause: Exception,
                         tolerance: float) -> FloatModel:
@@ -252,10 +260,17 @@ def _from_direct_tflite(model, original: bytes, path: Path, tmp: Path, onnx_in: 
         raise ConversionError(f"{path}: onnx2tf's TensorFlow graph failed ({type(cause).__name__}: "
                               f"{first_line(cause)[:200]}) and its flatbuffer_direct backend too; "
                               "rerun with --debug for the log") from cause
-    why = first_line(cause)[:120]
+    why = _bare(first_line(cause), path)[:120]
     fm = float_tflite_model(content, path, kind="onnx", tmpdir=tmp, notes=[
         f"float model from onnx2tf's flatbuffer_direct .tflite (its TensorFlow graph failed: {why}); "
         "every mode quantizes that flatbuffer"])
+    try:  # onnx2tf's flatbuffer can be malformed too (silero-vad: a weight without data)
+        fm.predict(synthetic_inputs(fm.inputs, n=1))
+    except Exception as exc:  # noqa: BLE001 - both routes failed: say both, in one line
+        fm._tmpdir = None  # noqa: SLF001 - the caller removes tmp
+        raise ConversionError(f"{path}: onnx2tf cannot convert this model: its TensorFlow graph failed ({why}) "
+                              f"and its flatbuffer_direct .tflite does not run ({_bare(first_line(exc), '<converted model>')[:100]}); "
+                              "simplify or re-export the ONNX model (e.g. a static-shape export)") from exc
     keys = {}
     for o in onnx_in + onnx_out:
         for k in (o.name, renamed.get(o.name, o.name), safe_name(o.name), safe_name(renamed.get(o.name, o.name))):

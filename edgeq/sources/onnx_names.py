@@ -1,7 +1,7 @@
 """Node and tensor names that onnx2tf can carry into TensorFlow.
 
 onnx2tf names TF ops after ONNX tensors and nodes, and TensorFlow refuses scope names outside
-``[A-Za-z0-9_.\\/>-]`` (first character ``[A-Za-z0-9.]``). Exporters do not care: paddle2onnx writes
+``[A-Za-z0-9_.\\/>-]``. Exporters do not care: paddle2onnx writes
 tensors such as ``Softmax@0`` and leaves node names empty. Renaming is safe because ONNX binds tensors
 by name only inside the graph; graph inputs and outputs are renamed too, and the caller gets the map so
 ``--input-shape`` and the onnxruntime reference (which runs the original file) keep the user's names.
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 
-_VALID = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+# Characters TF scope names allow. A leading '/' (every torch.onnx export has '/model/conv/Conv_output_0')
+# is not one TF allows first, but onnx2tf strips it itself: renaming those would break what works.
+_VALID = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
 _BAD_CHAR = re.compile(r"[^A-Za-z0-9_.\\/>-]")
 
 
 def _clean(name: str) -> str:
-    s = _BAD_CHAR.sub("_", name)
-    return s if s and _VALID.match(s) else f"t{s}"
+    return _BAD_CHAR.sub("_", name)
 
 
 def _subgraphs(graph):
@@ -59,7 +60,7 @@ def sanitize_names(model) -> dict[str, str]:
         for i, n in enumerate(g.node):
             n.input[:] = [rename.get(x, x) for x in n.input]
             n.output[:] = [rename.get(x, x) for x in n.output]
-            name = n.name if n.name and _VALID.match(n.name) else _clean(n.name) if n.name else f"{n.op_type}_{i}"
+            name = _clean(n.name) if n.name else f"{n.op_type}_{i}"
             base, k = name, 0
             while name in node_names:
                 k += 1
