@@ -215,7 +215,8 @@ def utterances(split: str) -> np.ndarray:
 
 
 def speech_vad(z: ZooModel, cache: Path, split: str) -> dict:
-    """Silero: 512-sample chunks with the recurrent state onnxruntime carries to each chunk (real states)."""
+    """Silero: 512-sample chunks after the previous chunk's last 64 samples (the context silero's own wrapper
+    prepends), with the recurrent state onnxruntime carries to each chunk: real states, not zeros."""
     import onnxruntime as ort
 
     audio = utterances(split)
@@ -223,8 +224,9 @@ def speech_vad(z: ZooModel, cache: Path, split: str) -> dict:
     state = np.zeros((2, 1, 128), np.float32)
     sr = np.array(16000, np.int64)
     chunks, states = [], []
-    for i in range(len(audio) // 512):
-        c = audio[i * 512:(i + 1) * 512][None]
+    audio = np.r_[np.zeros(64, np.float32), audio]
+    for i in range(len(audio) // 512 - 1):
+        c = audio[i * 512:i * 512 + 576][None]
         chunks.append(c)
         states.append(state)
         _, state = sess.run(None, {"input": c, "state": state, "sr": sr})
