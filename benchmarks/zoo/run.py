@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     items = [(z, mode) for z in models for mode in a.modes
              if mode != ONNX2TF or z.format is manifest.Format.ONNX]
     started = time.time()
+    env = environment()  # before the run: the commit the items ran on, not whatever is checked out at the end
     print(f"zoo: {len(items)} items, {a.jobs} at a time", file=sys.stderr, flush=True)
     results: list[dict] = []
     with ThreadPoolExecutor(a.jobs) as pool:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         bench(results, a.runs)
     ref = reference.load()
     regressions, improvements = reference.check(results, ref)
-    doc = {"environment": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+    doc = {"environment": env, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            "wall_s": round(time.time() - started, 1), "jobs": a.jobs, "partial": False,
            "subset": "fast" if a.fast else ("models" if a.models else "all"), "modes": a.modes,
            "models": [{"name": z.name, "family": z.family, "wheel": m.wheels[z.wheel].pin, "file": z.file,
