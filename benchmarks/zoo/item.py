@@ -40,6 +40,22 @@ def measure(z: ZooModel, tflite: Path, cache: Path) -> dict:
     return metrics.measure(z.metric, ref, got, feeds)
 
 
+def bench(tflite: Path, runs: int) -> dict:
+    """Host p50 latency (LiteRT + XNNPACK, 1 thread) and XNNPACK coverage, through edgeq's host benchmark."""
+    from edgeq.bench.host import HostBenchOptions, run_one
+
+    if runs <= 0:
+        return {}
+    b = run_one(tflite, 1, HostBenchOptions(threads=(1,), runs=runs, warmup=3, timeout_s=600))
+    if not b.ok:
+        return {"bench_error": b.error}
+    out: dict = {"p50_ms": b.inference.p50_ms}
+    xnn = next((d for d in b.delegation if "xnn" in d.delegate.lower()), None)
+    if xnn is not None:
+        out["xnnpack"] = {"delegated": xnn.nodes_delegated, "total": xnn.nodes_total, "on_cpu": list(xnn.not_delegated)}
+    return out
+
+
 def run_edgeq(z: ZooModel, mode: str, cache: Path, work: Path) -> dict:
     from edgeq import ConvertOptions, Mode, convert
     from edgeq.errors import EdgeqError
@@ -107,6 +123,8 @@ def main() -> int:
     z = manifest.load().model(spec["model"])
     t = time.perf_counter()
     res = run_onnx2tf(z, cache, work) if spec["mode"] == ONNX2TF else run_edgeq(z, spec["mode"], cache, work)
+    if res.get("status") == "ok" and res.get("tflite"):
+        res.update(bench(Path(res["tflite"]), int(spec.get("runs", 0))))
     if "error" in res:  # the cache path is this machine's; the table should not depend on it
         res["error"] = res["error"].replace(str(cache), "<cache>")
     res.update(model=z.name, mode=spec["mode"], seconds=round(time.perf_counter() - t, 1))

@@ -80,3 +80,19 @@ def render(results: list[dict]) -> str:
                 lines.append(f'{r["mode"]} = {{ status = "expected_failure", note = "{note}" }}')
         lines.append("")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.zoo.reference RESULTS.json``: record a (possibly partial) run as reference.toml."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    doc = json.loads(Path(args[0]).read_text())
+    REFERENCE.write_text(render(doc["results"]))
+    print(f"wrote {REFERENCE} from {len(doc['results'])} results{' (partial run)' if doc.get('partial') else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

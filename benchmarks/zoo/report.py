@@ -14,7 +14,9 @@ def _cell_error(r: dict) -> str:
 
 def render_markdown(doc: dict) -> str:
     env = doc["environment"]
-    rs = doc["results"]
+    names = [z["name"] for z in doc["models"]]
+    rank = {m: i for i, m in enumerate(MODES + ["onnx2tf"])}
+    rs = sorted(doc["results"], key=lambda r: (names.index(r["model"]), rank.get(r["mode"], 99)))
     lines = ["# Model zoo results", ""]
     if doc.get("partial"):
         lines += ["**PARTIAL RUN**: " + doc.get("partial_note", "not every item finished"), ""]
@@ -24,7 +26,8 @@ def render_markdown(doc: dict) -> str:
               f"with {doc['jobs']} parallel items on {env['machine']}; Python {env['python']}; {pk}.", "",
               "Metric: the family's primary number, converted model vs the source framework (onnxruntime / Keras) on "
               "the model's held-out eval split; cosine/SQNR over all outputs. Latency: host p50, LiteRT interpreter "
-              "+ XNNPACK, 1 thread. XNNPACK: nodes delegated of all nodes.", "",
+              "+ XNNPACK, 1 thread, measured while another item converts on the other core (compare within this table). "
+              "XNNPACK: nodes delegated of all nodes.", "",
               "| model | mode | result | metric | value | out cosine | SQNR dB | KiB | int-only | p50 ms | XNNPACK |",
               "|---|---|---|---|---:|---:|---:|---:|---|---:|---|"]
     for r in rs:

@@ -2,9 +2,11 @@
 onnx2tf for every ONNX model; one table (benchmarks/results/zoo.md + zoo.json); non-zero exit on a regression
 against reference.toml.
 
-Phase 1 runs the items in parallel, each in its own process (a segfault is a recorded result, not the end of
-the run); cost is one item per model x mode. Phase 2 benchmarks the written .tflite files one at a time, so
-latencies are not measured against each other's conversions.
+Items run in parallel, each in its own process (a segfault is a recorded result, not the end of the run); cost
+is one item per model x mode. Each item also benchmarks what it wrote, so latencies are taken while another
+item converts on the other core: compare them within this table, not with quiet-machine numbers. Results are
+written after every item (marked partial until the last one), and items run mode-major (fp32 and int8 of
+every model first) so a run cut short still answers the main questions.
 
     python -m benchmarks.zoo.run [--fast] [--models A B] [--modes fp32 int8] [--jobs N] [--update-reference]
 """
@@ -30,13 +32,14 @@ from benchmarks.zoo.report import render_markdown
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 MODES = ["fp32", "fp16", "dynamic", "int8", "int16x8"]
-ITEM_TIMEOUT_S = 3600
+ITEM_TIMEOUT_S = 2400
+ORDER = ["fp32", "int8", ONNX2TF, "fp16", "dynamic", "int16x8"]  # most telling first, for runs cut short
 PACKAGES = ["tensorflow", "keras", "ai-edge-litert", "onnx2tf", "onnx", "onnxruntime", "numpy"]
 
 
-def run_item(model: str, mode: str, cache: Path, work: Path) -> dict:
+def run_item(model: str, mode: str, cache: Path, work: Path, runs: int = 0) -> dict:
     """One item in a fresh process; a crash or timeout becomes a result with the reason."""
-    spec = json.dumps({"model": model, "mode": mode, "cache": str(cache), "work": str(work)})
+    spec = json.dumps({"model": model, "mode": mode, "cache": str(cache), "work": str(work), "runs": runs})
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
     t = time.perf_counter()
@@ -56,28 +59,6 @@ def run_item(model: str, mode: str, cache: Path, work: Path) -> dict:
             "error": f"process crashed ({how}): {tail[0].strip()[:200]}", "seconds": round(time.perf_counter() - t, 1)}
 
 
-def bench(results: list[dict], runs: int) -> None:
-    """Host p50 latency (LiteRT + XNNPACK, 1 thread) and XNNPACK coverage of every written model, in place."""
-    from edgeq.bench.host import HostBenchOptions, run_one
-
-    opts = HostBenchOptions(threads=(1,), runs=runs, warmup=3, timeout_s=600)
-    for r in results:
-        if r.get("status") != "ok" or not r.get("tflite"):
-            continue
-        b = run_one(Path(r["tflite"]), 1, opts)
-        if not b.ok:
-            r["bench_error"] = b.error
-            continue
-        r["p50_ms"] = b.inference.p50_ms
-        xnn = next((d for d in b.delegation if "xnn" in d.delegate.lower()), None)
-        if xnn is not None:
-            r["xnnpack"] = {"delegated": xnn.nodes_delegated, "total": xnn.nodes_total,
-                            "on_cpu": list(xnn.not_delegated)}
-        print(f"  bench {r['model']:20s} {r['mode']:8s} p50 {r.get('p50_ms')} ms "
-              f"xnnpack {r.get('xnnpack', {}).get('delegated')}/{r.get('xnnpack', {}).get('total')}",
-              file=sys.stderr, flush=True)
-
-
 def environment() -> dict:
     versions = {}
     for p in PACKAGES:
@@ -93,6 +74,26 @@ def environment() -> dict:
         commit, dirty = None, None
     return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "packages": versions}
+
+
+def write(out: Path, env: dict, started: float, a, m, models, results: list[dict], total: int):
+    """zoo.json + zoo.md for the results so far (``partial`` until all ``total`` items are in)."""
+    regressions, improvements = reference.check(results, reference.load())
+    left = total - len(results)
+    doc = {"environment": env, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+           "wall_s": round(time.time() - started, 1), "jobs": a.jobs, "partial": left > 0,
+           "partial_note": f"{len(results)} of {total} items done, {left} not run yet", "bench_runs": a.runs,
+           "subset": "fast" if a.fast else ("models" if a.models else "all"), "modes": a.modes,
+           "models": [{"name": z.name, "family": z.family, "wheel": m.wheels[z.wheel].pin, "file": z.file,
+                       "license": z.license, "redistributable": z.redistributable} for z in models],
+           "results": results, "regressions": regressions, "improvements": improvements}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out.with_suffix(".json"), json.dumps(doc, indent=1, default=float) + "\n"),
+                       (out.with_suffix(".md"), render_markdown(doc))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return regressions, improvements
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,14 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo: not in the cache {cache}: {', '.join(missing)}; run make zoo-fetch", file=sys.stderr)
         return 2
     work = a.work or cache / "work"
-    items = [(z, mode) for z in models for mode in a.modes
-             if mode != ONNX2TF or z.format is manifest.Format.ONNX]
+    modes = sorted(a.modes, key=lambda x: ORDER.index(x) if x in ORDER else len(ORDER))
+    items = [(z, mode) for mode in modes for z in models if mode != ONNX2TF or z.format is manifest.Format.ONNX]
     started = time.time()
     env = environment()  # before the run: the commit the items ran on, not whatever is checked out at the end
     print(f"zoo: {len(items)} items, {a.jobs} at a time", file=sys.stderr, flush=True)
     results: list[dict] = []
+    order = {(z.name, mode): i for i, (z, mode) in enumerate(items)}
     with ThreadPoolExecutor(a.jobs) as pool:
-        futs = {pool.submit(run_item, z.name, mode, cache, work): (z, mode) for z, mode in items}
+        futs = {pool.submit(run_item, z.name, mode, cache, work, a.runs): (z, mode) for z, mode in items}
         for f in as_completed(futs):
             z, mode = futs[f]
             r = f.result()
@@ -131,21 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             v = (r.get("metrics") or {}).get(r["primary"])
             print(f"  [{len(results)}/{len(items)}] {z.name:20s} {mode:8s} {r['status']:5s} "
                   f"{r['primary']}={v} {r.get('error', '')[:120]} ({r.get('seconds')} s)", file=sys.stderr, flush=True)
-    order = {(z.name, mode): i for i, (z, mode) in enumerate(items)}
-    results.sort(key=lambda r: order[(r["model"], r["mode"])])
-    if a.runs > 0:
-        bench(results, a.runs)
-    ref = reference.load()
-    regressions, improvements = reference.check(results, ref)
-    doc = {"environment": env, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-           "wall_s": round(time.time() - started, 1), "jobs": a.jobs, "partial": False,
-           "subset": "fast" if a.fast else ("models" if a.models else "all"), "modes": a.modes,
-           "models": [{"name": z.name, "family": z.family, "wheel": m.wheels[z.wheel].pin, "file": z.file,
-                       "license": z.license, "redistributable": z.redistributable} for z in models],
-           "results": results, "regressions": regressions, "improvements": improvements}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    a.out.with_suffix(".md").write_text(render_markdown(doc))
+            results.sort(key=lambda r: order[(r["model"], r["mode"])])
+            write(a.out, env, started, a, m, models, results, len(items))
+    regressions, improvements = write(a.out, env, started, a, m, models, results, len(items))
     if a.update_reference:
         reference.REFERENCE.write_text(reference.render(results))
     for line in improvements:
