@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
         name = name if name.startswith("bench_") else f"bench_{name}"
         print(f"== {name}", flush=True)
         t = time.time()
+        stamp = provenance.stamp(name)  # before the run: the code it runs, even if files change meanwhile
         try:
             module = importlib.import_module(f"benchmarks.{name}")
             work = WORK / name
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> int:
         result["_meta"] = {"seconds": round(time.time() - t, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
                            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                                       f"{os.cpu_count()} cores, Python {platform.python_version()}",
-                           **provenance.stamp(name)}
+                           **stamp}
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(result.get("markdown", ""), flush=True)
     write_summary()
