@@ -151,6 +151,24 @@ def edgeq_overhead(model: Path) -> dict:
             "of_which_init_s": round(r["init_ms"] / 1e3, 3)}
 
 
+def examples(models: list[Path]) -> dict[str, dict[str, str]]:
+    """The `edgeq bench` and `edgeq compare` runs docs/bench.md shows, command and output as printed."""
+    by = {m.stem: m for m in models}
+    eval_data = ROOT / "sample_models" / "fashion_cnn" / "eval.npz"  # the same 2,000 test images for both samples
+    cmds = {"bench": ["bench", by["fashion_cnn_fp32"], by["fashion_cnn_int8"], by["mobilenet_v2_224_int8"],
+                      "--threads", "1,2", "--no-progress"],
+            "compare": ["compare", by["fashion_cnn_fp32"], by["fashion_cnn_int8"], by["fashion_mobilenet_fp32"],
+                        by["fashion_mobilenet_int8"], "--eval", eval_data, "--threads", "1", "--runs", "100",
+                        "--no-progress"]}
+    out = {}
+    for name, args in cmds.items():
+        done = subprocess.run([sys.executable, "-m", "edgeq", *map(str, args)], capture_output=True, text=True,
+                              check=True, cwd=models[0].parent)
+        shown = " ".join(Path(a).name if isinstance(a, Path) else a for a in args)
+        out[name] = {"command": f"edgeq {shown}", "output": done.stdout}
+    return out
+
+
 def run(work: Path) -> dict:
     from importlib.metadata import version
 
@@ -163,6 +181,7 @@ def run(work: Path) -> dict:
     return {"edgeq_ai_edge_litert": version("ai-edge-litert"), "reference": ref.describe() if ref else None,
             "reference_missing": why_not, "runs": RUNS, "warmup": WARMUP, "rounds": ROUNDS, "band_pct": BAND_PCT,
             "rows": rows, "verdicts": counts, "rows_total": len(rows), "overhead": overhead,
+            "examples": examples(models),
             "markdown": markdown(rows, overhead, ref, why_not, version("ai-edge-litert"), counts)}
 
 
