@@ -4,16 +4,17 @@ What counts as a measured number: any number written with a decimal point or an 
 0.259x, 1.19e-06), any percentage, and every count written "N of M" or "N/M". Integers standing alone (300
 images, 2,000 samples, 224x224) are settings and are not checked; versions, addresses and file names are
 skipped. A number that looks measured but is not (a goal such as "<= 0.27x", a constant) is listed in
-NOT_MEASURED with the reason; a code block of one run's example output is preceded by a line
-``<!-- numbers: example ... -->`` saying so, and is listed as such.
+NOT_MEASURED with the reason. A paragraph, table or code block whose numbers no benchmark reproduces (one
+run's example output, a one-off investigation) is preceded by a line ``<!-- numbers: REASON -->`` and should
+say so in its text too; the checker lists its numbers under that reason, and counts them.
 
 Where it must be found: in the results files of the benchmarks its paragraph names (`bench_convert` ...), else
 those its section names, else those the document names, else any ``benchmarks/results/*.json`` (the zoo's
 too). A quote matches a value when the value written with as many decimals gives the same digits (sign
 ignored: "drop +0.20 pt" and "drop_points: -0.2" are one fact told two ways), directly, x100 (a fraction
 quoted as %), or /1024 and /1024^2 (a value whose key says bytes or size, quoted in KiB/MiB); numbers written
-inside results strings (the markdown tables, captured tool output) match as written. A quote with fewer than three significant digits must be found as written: a bare "0.05"
-would otherwise match some value by chance.
+inside results strings (the markdown tables, captured tool output) match as written. A quote with one significant digit (or two, when no benchmark is named around it) must be
+found as written: a bare "0.05" would otherwise match some value by chance.
 
 ``python -m benchmarks.check_numbers [--all]`` lists the numbers (all, or the mismatches) with their source;
 exit code 1 on any mismatch.
@@ -42,7 +43,7 @@ _SKIP = re.compile(r"(?<![\w.])\d+\.\d+\.\d+[\w.]*|(?:Python|TF|tensorflow|Keras
                    r"|https?://\S+|\]\([^)]*\)|[\w./-]+\.(?:py|md|json|toml|npz|tflite|onnx|keras|png|so)\b"
                    r"|\d+\.\d+\.\d+\.\d+(?::\d+)?", re.IGNORECASE)
 _BENCH = re.compile(r"\b(bench_\w+|zoo)\b")
-_EXAMPLE = re.compile(r"<!--\s*numbers:\s*(example\b.*?)\s*-->")
+_MARK = re.compile(r"<!--\s*numbers:\s*(.*?)\s*-->")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Quote:
     kind: str  # "number" | "count"
     context: str
     sources: tuple[str, ...] = ()  # results files (stems) named around it; empty: all
-    example: str | None = None  # why the block it sits in is one run's example output
+    marked: str | None = None  # why no benchmark reproduces the block it sits in (<!-- numbers: ... -->)
 
 
 @dataclass(frozen=True)
@@ -68,37 +69,41 @@ def documents() -> list[Path]:
 
 
 def _paragraphs(lines: list[str]):
-    """(first line number, lines, heading text, example reason) per paragraph or code block."""
-    heading, para, start, in_code, example, pending = "", [], 0, False, None, None
+    """(first line number, lines, heading, marker reason) per paragraph, table or code block."""
+    heading, para, start, in_code, mark, pending = "", [], 0, False, None, None
+
+    def flush():
+        nonlocal para, mark
+        if para:
+            yield start, para, heading, mark
+        para, mark = [], None
+
     for i, line in enumerate(lines, 1):
         if line.startswith("```"):
-            if in_code:
-                yield start, para, heading, example
-                para, in_code, example = [], False, None
-            else:
-                if para:
-                    yield start, para, heading, None
-                para, start, in_code, example, pending = [], i + 1, True, pending, None
+            yield from flush()
+            if not in_code:
+                start, mark, pending = i + 1, pending, None
+            in_code = not in_code
             continue
         if in_code:
             para.append(line)
             continue
-        m = _EXAMPLE.search(line)
+        m = _MARK.search(line)
         if m:
+            yield from flush()
             pending = m.group(1)
             continue
         new = not line.strip() or line.startswith("#") or re.match(r"\s*(?:[-*] |\d+\. )", line)
-        if new and para:
-            yield start, para, heading, None
-            para = []
+        was_table = bool(para) and para[-1].lstrip().startswith("|")
+        if new or was_table != line.lstrip().startswith("|"):
+            yield from flush()
         if line.startswith("#"):
             heading = line
         elif line.strip():
             if not para:
-                start = i
+                start, mark, pending = i, pending, None
             para.append(line)
-    if para:
-        yield start, para, heading, None
+    yield from flush()
 
 
 def quotes(path: Path, known: set[str]) -> list[Quote]:
@@ -106,11 +111,11 @@ def quotes(path: Path, known: set[str]) -> list[Quote]:
     rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     lines = path.read_text().splitlines()
     section: dict[str, set[str]] = {}
-    for _, para, heading, _ in _paragraphs(lines):  # benchmarks each section names anywhere
-        section.setdefault(heading, set()).update(n for n in _BENCH.findall(" ".join(para)) if n in known)
+    for _, para, heading, _ in _paragraphs(lines):  # benchmarks each section names anywhere, heading included
+        section.setdefault(heading, set()).update(n for n in _BENCH.findall(" ".join([heading, *para])) if n in known)
     document = set().union(*section.values()) if section else set()
     before: set[str] = set()
-    for start, para, heading, example in _paragraphs(lines):
+    for start, para, heading, mark in _paragraphs(lines):
         own = {n for n in _BENCH.findall(" ".join(para)) if n in known}
         table = para[0].lstrip().startswith("|") or start > 1 and lines[start - 2].startswith("```")
         # a table or code block belongs to the paragraph that introduces it
@@ -120,7 +125,7 @@ def quotes(path: Path, known: set[str]) -> list[Quote]:
             masked = _SKIP.sub(lambda m: " " * len(m.group()), line)
             hits = [(m.group(), "number") for m in _NUM.finditer(masked)]
             hits += [(f"{m.group(1)}/{m.group(2)}", "count") for m in _COUNT.finditer(masked)]
-            out += [Quote(rel, start + k, t, kind, line.strip(), tuple(sorted(named)), example) for t, kind in hits]
+            out += [Quote(rel, start + k, t, kind, line.strip(), tuple(sorted(named)), mark) for t, kind in hits]
     return out
 
 
@@ -177,7 +182,7 @@ class FileIndex:
         signed = q.text[0] in "+-"  # a sign written in a table is checked: "+0.20" is not "-0.20"
         if (q.text.replace(",", "") if signed else text) in self.texts:
             return self.texts[q.text.replace(",", "") if signed else text]
-        if _sig_digits(text) < 3:
+        if _sig_digits(text) < (2 if q.sources else 3):  # short numbers only among the named benchmarks' values
             return None
         mant = text.split("e")[0]
         decimals = len(mant.split(".")[1]) if "." in mant else 0
@@ -200,7 +205,7 @@ def check(results: list[Path] | None = None, docs: list[Path] | None = None) -> 
     out = []
     for doc in documents() if docs is None else docs:
         for q in quotes(doc, set(files)):
-            exempt = q.example or next((why for f, t, ctx, why in NOT_MEASURED
+            exempt = q.marked or next((why for f, t, ctx, why in NOT_MEASURED
                                         if f == q.file and t == q.text and ctx in q.context), None)
             pool = [files[s] for s in q.sources] or list(files.values())
             src = None if exempt else next((w for f in pool if (w := f.find(q))), None)
