@@ -14,7 +14,7 @@ too). A quote matches a value when the value written with as many decimals gives
 ignored: "drop +0.20 pt" and "drop_points: -0.2" are one fact told two ways), directly, x100 (a fraction
 quoted as %), or /1024 and /1024^2 (a value whose key says bytes or size, quoted in KiB/MiB); numbers written
 inside results strings (the markdown tables, captured tool output) match as written. A quote with one significant digit (or two, when no benchmark is named around it) must be
-found as written: a bare "0.05" would otherwise match some value by chance.
+written in the results or equal a value exactly: a bare "0.05" would otherwise match some 0.0512 by chance.
 
 ``python -m benchmarks.check_numbers [--all]`` lists the numbers (all, or the mismatches) with their source;
 exit code 1 on any mismatch.
@@ -30,9 +30,37 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+SAMPLE_META = ROOT / "sample_models"  # */meta.json: what training measured for each sample (always searched)
 
 # (file, the number as written, a piece of its line, why it is not a measurement)
-NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = ()
+NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on that line
+    ("README.md", "*", "time  load ", "wall times of one `make demo` run (they vary run to run)"),
+    ("README.md", "0.27", "INT8 <= 0.27x FP32", "the size goal, not a result"),
+    ("docs/bench.md", "*", "# 7.25  'TfLiteGpuDelegateV2", "the parser's output on a test fixture"),
+    ("README.md", "0.51", "FP16 <= 0.51x", "the size goal, not a result"),
+    ("README.md", "90", ">= 90% INT8-MACs goal", "the goal, not a result"),
+    ("docs/devices.md", "3.9", "Python >= 3.9", "a requirement"),
+    ("docs/devices.md", "1e-4", "float: 1e-4 of the output range", "the tolerance edgeq uses"),
+    ("docs/qat.md", "1e-4", "default 1e-4", "the default learning rate"),
+    ("docs/qat.md", "1/1", "epoch 1/1", "the epoch counter"),
+    ("docs/ptq.md", "1e-6", "max output difference ~1e-6", "checked when the sample was built (build.py)"),
+    ("docs/mixed.md", "0.29", "~0.29 is ideal rounding", "the metric's value for ideal rounding (1/sqrt(12))"),
+    ("docs/int16x8.md", "0/1", "0/1 mask values", "mask values, not a count"),
+    ("docs/int16x8.md", "0.0", "a float `0.0`", "a constant's value"),
+    ("docs/onnx.md", "1e-2", "relative 1e-2", "the fidelity tolerance"),
+    ("docs/onnx.md", "2.13", "PyTorch 2.13", "a version"),
+    ("docs/onnx.md", "+0.5", "1/6 scale and +0.5", "HardSigmoid's constants"),
+    ("docs/onnx.md", "1/6", "1/6 scale and +0.5", "HardSigmoid's constants"),
+    ("docs/onnx.md", "-1e4", "", "the attention-mask constant of the exported encoder"),
+    ("docs/onnx.md", "0.044715", "0.044715", "the tanh-GELU constant"),
+    ("docs/onnx.md", "1.6e-28", "exp(-64)", "arithmetic: exp(-64)"),
+    ("docs/onnx.md", "-3.4e38", "-3.4e38 attention-mask", "HF's float32-min mask constant"),
+    ("docs/onnx.md", "2.5", "2.5x or more the 90th-percentile", "the outlier threshold edgeq uses"),
+    ("docs/ptq.md", "0.1", "by more than 0.1 dB", "the keep threshold edgeq uses"),
+    ("docs/ptq.md", "1e-5", "BN epsilon 1e-5", "PyTorch's default BN epsilon"),
+    ("docs/ptq.md", "1/10", "[1/10, 10]", "the sample's construction (build.py)"),
+    ("docs/ptq.md", "0.1", "0.1 pt is 2 images", "arithmetic: 2 of 2,000 images"),
+)
 
 _NUM = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:e[-+]?\d+)?(?![\w.]*\.\d)"
                   r"|(?<![\w.])[-+]?\d+e[-+]?\d+(?![\w.])"
@@ -160,9 +188,9 @@ class FileIndex:
 
     @classmethod
     def read(cls, path: Path) -> FileIndex:
-        idx = cls(path.stem)
+        idx = cls(path.stem if path.parent == RESULTS else f"{path.parent.name}/{path.name}")
         for where, v in _walk(json.loads(path.read_text())):
-            where = f"{path.name}: {where}"
+            where = f"{idx.name}.json: {where}" if path.parent == RESULTS else f"{idx.name}: {where}"
             if isinstance(v, bool) or v is None:
                 continue
             if isinstance(v, (int, float)):
@@ -176,17 +204,20 @@ class FileIndex:
         return idx
 
     def find(self, q: Quote) -> str | None:
-        if q.kind == "count":
-            return self.counts.get(q.text)
+        if q.kind == "count":  # "60 of 64" as written, or a share equal to 60/64 (e.g. neighbour_agreement)
+            a, b = (int(x) for x in q.text.split("/"))
+            share = next((w for v, w, _ in self.values if b and 0 < a < b and abs(v - a / b) < 1e-9), None)
+            return self.counts.get(q.text) or share
         text = _plain(q.text)
         signed = q.text[0] in "+-"  # a sign written in a table is checked: "+0.20" is not "-0.20"
         if (q.text.replace(",", "") if signed else text) in self.texts:
             return self.texts[q.text.replace(",", "") if signed else text]
-        if _sig_digits(text) < (2 if q.sources else 3):  # short numbers only among the named benchmarks' values
-            return None
+        exact_only = _sig_digits(text) < (2 if q.sources else 3)  # short: a value equal to it, not rounding to it
         mant = text.split("e")[0]
         decimals = len(mant.split(".")[1]) if "." in mant else 0
         exp = "e" in text.lower()
+        if exact_only:
+            return next((w for v, w, _ in self.values if abs(abs(v) - float(text)) < 1e-9), None)
         for v, where, is_bytes in self.values:
             scalings = [(v, "")] + ([(v * 100, " x100")] if abs(v) <= 1 else []) + (
                 [(v / 1024, " /1024"), (v / 1048576, " /1024^2")] if is_bytes else [])
@@ -202,12 +233,13 @@ class FileIndex:
 
 def check(results: list[Path] | None = None, docs: list[Path] | None = None) -> list[Found]:
     files = {p.stem: FileIndex.read(p) for p in (sorted(RESULTS.glob("*.json")) if results is None else results)}
+    meta = [FileIndex.read(p) for p in sorted(SAMPLE_META.glob("*/meta.json"))]
     out = []
     for doc in documents() if docs is None else docs:
         for q in quotes(doc, set(files)):
             exempt = q.marked or next((why for f, t, ctx, why in NOT_MEASURED
-                                        if f == q.file and t == q.text and ctx in q.context), None)
-            pool = [files[s] for s in q.sources] or list(files.values())
+                                        if f == q.file and t in (q.text, "*") and ctx in q.context), None)
+            pool = ([files[s] for s in q.sources] or list(files.values())) + meta
             src = None if exempt else next((w for f in pool if (w := f.find(q))), None)
             out.append(Found(q, src, exempt))
     return out
