@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := sample_models/fashion_mobilenet
 OUT := out
 
-.PHONY: install demo test test-fast bench sample-models devicelab devicelab-down clean
+.PHONY: install demo test test-fast bench numbers sample-models devicelab devicelab-down clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.run_all
+
+# Every number README and docs quote, with the results file it comes from (make test fails on a mismatch).
+numbers: $(STAMP)
+	$(BIN)/python -m benchmarks.check_numbers --all
 
 # Retrain the sample models from the full Fashion-MNIST set (apt-get install dataset-fashion-mnist).
 sample-models: $(STAMP)
