@@ -33,7 +33,8 @@ def test_results_record_commit_versions_and_sources(path):
 
 @pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
 def test_results_are_not_older_than_their_code(path):
-    meta = json.loads(path.read_text())["_meta"]
+    meta = json.loads(path.read_text()).get("_meta", {})
+    assert "sources" in meta, f"{path.name} records no source hashes: rerun `python -m benchmarks.run_all {path.stem}`"
     changed = provenance.stale(meta)
     assert not changed, (f"{path.name} was measured before these files changed: {', '.join(changed[:12])}; "
                          f"rerun `python -m benchmarks.run_all {meta['bench']}` and commit the results")
