@@ -121,3 +121,37 @@ def stale(meta: dict) -> list[str]:
     now = file_hashes(meta["bench"])
     then = meta.get("sources", {})
     return sorted(p for p in set(now) | set(then) if now.get(p) != then.get(p))
+
+
+def reconstruct(results: Path) -> dict:
+    """Provenance for a results file written before run_all recorded it, from git: the commit that last wrote
+    the file (its code state is taken as that commit's), requirements.lock there, and the dependency files'
+    content there. Marked ``reconstructed``: it is an inference, a rerun replaces it."""
+    rel = str(results.relative_to(ROOT))
+    commit = _git("log", "-1", "--format=%H", "--", rel)
+    bench = results.stem
+    lock = dict(line.split("==", 1) for line in _git("show", f"{commit}:requirements.lock").splitlines()
+                if "==" in line)
+    hashes = {}
+    for p in dependencies(bench):
+        path = str(p.relative_to(ROOT))
+        blob = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True).stdout
+        hashes[path] = hashlib.sha256(blob).hexdigest()[:16] if blob else "absent"
+    old = __import__("json").loads(results.read_text()).get("_meta", {})
+    python = old.get("machine", "").rsplit("Python ", 1)[-1] or None
+    return {"bench": bench, "commit": commit, "dirty_sources": [], "sources_digest": digest(hashes),
+            "sources": hashes, "versions": {"python": python, **{k: lock.get(k) for k in PACKAGES}},
+            "reconstructed": f"from git at {commit[:10]} (the commit that wrote this file) and its "
+                             "requirements.lock; not recorded by the run"}
+
+
+if __name__ == "__main__":  # python -m benchmarks.provenance --reconstruct bench_qat ...
+    import json
+    import sys
+
+    for name in sys.argv[2:] if sys.argv[1:2] == ["--reconstruct"] else []:
+        path = ROOT / "benchmarks" / "results" / f"{name}.json"
+        data = json.loads(path.read_text())
+        data["_meta"] = {**data.get("_meta", {}), **reconstruct(path)}
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        print(name, "stale files:", len(stale(data["_meta"])))
