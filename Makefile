@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := sample_models/fashion_mobilenet
 OUT := out
 
-.PHONY: install demo test test-fast bench sample-models devicelab devicelab-down clean zoo-fetch zoo-fetch-fast zoo
+.PHONY: install demo test test-fast bench numbers sample-models devicelab devicelab-down clean zoo-fetch zoo-fetch-fast zoo
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ zoo-fetch-fast: $(STAMP)
 # Every zoo model x fp32/fp16/dynamic/int8/int16x8 (+ plain onnx2tf); fails on a regression vs reference.toml.
 zoo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.zoo.run
+
+# Every number README and docs quote, with the results file it comes from (make test fails on a mismatch).
+numbers: $(STAMP)
+	$(BIN)/python -m benchmarks.check_numbers --all
 
 # Retrain the sample models from the full Fashion-MNIST set (apt-get install dataset-fashion-mnist).
 sample-models: $(STAMP)

@@ -1,19 +1,23 @@
 """edgeq bench on the host against LiteRT's own `litert-benchmark`, side by side, and edgeq bench's overhead.
 
-Models: the sample models' fp32 and int8 conversions. For each model and thread count, ROUNDS interleaved
-rounds of (edgeq host runner, litert-benchmark, a minimal Interpreter.invoke() timing loop), each in a fresh
-process with the same runs/warmup; the p50 of each tool is the median over rounds (the machine is shared).
+Models: the sample models' fp32 and int8 conversions, and a 224x224 MobileNetV2 (random weights, a size
+stand-in). For each model and thread count, ROUNDS interleaved rounds; in each round every tool runs once, in a
+fresh process pinned with `taskset` to the same CPUs (core 1 for one thread, cores 0-1 for two), the tools'
+order rotated round by round so that load changes hit each alike:
 
-`litert-benchmark` is the console script of ai-edge-litert >= 2.3 (CompiledModel API). The project pins
-ai-edge-litert 2.1.2, whose wheel has neither the command nor `tools/benchmark_litert_model.py`; the command
-is looked up beside this Python, then at $EDGEQ_LITERT_BENCHMARK (e.g. a separate venv with 2.3.0). Without
-it only the timing-loop reference is measured and the results say so.
+- edgeq's host worker on the pinned ai-edge-litert (what `edgeq bench` runs),
+- edgeq's host worker on the reference runtime (the same Python code, the side venv's ai-edge-litert),
+- `litert-benchmark`, the console script of ai-edge-litert >= 2.3 (CompiledModel API), from that side venv.
+
+The claim compares edgeq and litert-benchmark on the same runtime, round by round (paired ratios), and is made
+only where every round's ratio lies inside the 5% band; rows whose rounds straddle it, or whose latency is
+below litert-benchmark's 0.01 ms print resolution, say so instead. The side venv is made by ``side_env`` (pip
+from the package registry); without it the table says "needs ...".
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -21,40 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import side_env
+
 ROOT = Path(__file__).resolve().parents[1]
+DEPENDS = ("edgeq/cli", "edgeq/bench", "benchmarks/side_env.py")  # run as subprocesses, not imported
 SAMPLES = ("fashion_cnn", "fashion_mobilenet")
 MODES = ("fp32", "int8")
 THREADS = (1, 2)
-RUNS, WARMUP, ROUNDS = 200, 10, 3
-
-# A fresh-process reference on the pinned runtime: nothing but Interpreter + invoke() timing.
-_LOOP = r"""
-import sys, time, numpy as np
-from ai_edge_litert.interpreter import Interpreter
-it = Interpreter(model_path=sys.argv[1], num_threads=int(sys.argv[2])); it.allocate_tensors()
-for d in it.get_input_details():
-    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-for _ in range(int(sys.argv[4])): it.invoke()
-ts = []
-for _ in range(int(sys.argv[3])):
-    t = time.perf_counter(); it.invoke(); ts.append((time.perf_counter() - t) * 1e3)
-print(float(np.median(ts)))
-"""
-
-
-def find_litert_benchmark() -> tuple[str | None, str]:
-    """The command and the ai-edge-litert version it runs on."""
-    here = Path(sys.executable).parent / "litert-benchmark"
-    cand = str(here) if here.exists() else os.environ.get("EDGEQ_LITERT_BENCHMARK") or shutil.which("litert-benchmark")
-    if not cand or not Path(cand).exists():
-        return None, ""
-    try:  # a pip console script: its shebang names the Python (and so the ai-edge-litert) it runs on
-        py = Path(cand).read_text().splitlines()[0].removeprefix("#!").strip()
-        ver = subprocess.run([py, "-c", "import importlib.metadata as m; print(m.version('ai-edge-litert'))"],
-                             capture_output=True, text=True).stdout.strip()
-    except (OSError, UnicodeDecodeError, IndexError):
-        ver = "unknown"
-    return cand, ver
+RUNS, WARMUP, ROUNDS = 200, 10, 5
+BAND_PCT = 5.0  # the claim under test: edgeq's p50 within 5% of litert-benchmark's
+CPUS = {1: "1", 2: "0,1"}  # taskset CPU lists: the same cores for every tool
 
 
 def build_mobilenet_v2(work: Path) -> Path:
@@ -97,19 +77,64 @@ def runs_for(model: Path) -> int:
     return 50 if "224" in model.name else RUNS  # ~20 ms per run: 50 runs give a stable median
 
 
-def litert_benchmark_p50(cmd: str, model: Path, threads: int) -> tuple[float, bool]:
+def _pinned(threads: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", CPUS[threads], *argv]
+
+
+def edgeq_p50(python: str, model: Path, threads: int) -> tuple[float, str]:
+    """p50 from edgeq's host worker run by ``python`` (its ai-edge-litert), and the delegation it saw."""
+    spec = {"model": str(model), "threads": threads, "runs": runs_for(model), "warmup": WARMUP}
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run(_pinned(threads, [python, "-m", "edgeq.bench.host_worker"]), input=json.dumps(spec),
+                         capture_output=True, text=True, check=True, env=env)
+    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("EDGEQ_BENCH_RESULT "))
+    r = json.loads(line.split(" ", 1)[1])
+    cov = r["delegation"][0] if r["delegation"] else None
+    return r["inference"]["p50_ms"], f"{cov['nodes_delegated']}/{cov['nodes_total']}" if cov else "-"
+
+
+def litert_benchmark_p50(cmd: str, model: Path, threads: int) -> float:
     with tempfile.TemporaryDirectory() as d:
         res = Path(d) / "r.json"
-        subprocess.run([cmd, "--model", str(model), "--num_runs", str(runs_for(model)), "--warmup_runs", str(WARMUP),
-                        "--num_threads", str(threads), "--result_json", str(res)], capture_output=True, check=True)
-        data = json.loads(res.read_text())
-    return data["latency"]["median_ms"], data["fully_accelerated"]
+        subprocess.run(_pinned(threads, [cmd, "--model", str(model), "--num_runs", str(runs_for(model)),
+                                         "--warmup_runs", str(WARMUP), "--num_threads", str(threads),
+                                         "--result_json", str(res)]), capture_output=True, check=True)
+        return json.loads(res.read_text())["latency"]["median_ms"]
 
 
-def loop_p50(model: Path, threads: int) -> float:
-    out = subprocess.run([sys.executable, "-c", _LOOP, str(model), str(threads), str(runs_for(model)), str(WARMUP)],
-                         capture_output=True, text=True, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    return float(out.stdout.strip().splitlines()[-1])
+def verdict(ratios_pct: list[float], p50_ms: float) -> str:
+    """What the rounds allow one to say about the 5% claim (litert-benchmark prints ms with 2 decimals)."""
+    if 0.005 / p50_ms * 100 > BAND_PCT / 2:  # its rounding alone can move the ratio by more than half the band
+        return "below resolution"
+    if all(abs(r) <= BAND_PCT for r in ratios_pct):
+        return "within 5%"
+    if all(r > BAND_PCT for r in ratios_pct) or all(r < -BAND_PCT for r in ratios_pct):
+        return "outside 5%"
+    return "spread too wide"
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{min(xs):.3f}-{max(xs):.3f}"
+
+
+def measure(model: Path, threads: int, ref: side_env.Runtime | None) -> dict:
+    tools = {"edgeq": lambda: edgeq_p50(sys.executable, model, threads)[0]}
+    if ref:
+        tools["edgeq_ref"] = lambda: edgeq_p50(ref.python, model, threads)[0]
+        tools["litert_benchmark"] = lambda: litert_benchmark_p50(ref.litert_benchmark, model, threads)
+    rounds: dict[str, list[float]] = {k: [] for k in tools}
+    names = list(tools)
+    for i in range(ROUNDS):  # interleaved, order rotated: a busy spell hits every tool alike
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            rounds[name].append(tools[name]())
+    row = {"model": model.name, "threads": threads, "cpus": CPUS[threads],
+           "delegated": edgeq_p50(sys.executable, model, threads)[1], "rounds": rounds,
+           **{f"{k}_p50_ms": statistics.median(v) for k, v in rounds.items()}}
+    if ref:
+        ratios = [100 * (e / lb - 1) for e, lb in zip(rounds["edgeq_ref"], rounds["litert_benchmark"])]
+        row.update(paired_diff_pct=ratios, paired_diff_median_pct=statistics.median(ratios),
+                   verdict=verdict(ratios, row["litert_benchmark_p50_ms"]))
+    return row
 
 
 def edgeq_overhead(model: Path) -> dict:
@@ -126,56 +151,69 @@ def edgeq_overhead(model: Path) -> dict:
             "of_which_init_s": round(r["init_ms"] / 1e3, 3)}
 
 
+def examples(models: list[Path]) -> dict[str, dict[str, str]]:
+    """The `edgeq bench` and `edgeq compare` runs docs/bench.md shows, command and output as printed."""
+    by = {m.stem: m for m in models}
+    eval_data = ROOT / "sample_models" / "fashion_cnn" / "eval.npz"  # the same 2,000 test images for both samples
+    cmds = {"bench": ["bench", by["fashion_cnn_fp32"], by["fashion_cnn_int8"], by["mobilenet_v2_224_int8"],
+                      "--threads", "1,2", "--no-progress"],
+            "compare": ["compare", by["fashion_cnn_fp32"], by["fashion_cnn_int8"], by["fashion_mobilenet_fp32"],
+                        by["fashion_mobilenet_int8"], "--eval", eval_data, "--threads", "1", "--runs", "100",
+                        "--no-progress"]}
+    out = {}
+    for name, args in cmds.items():
+        done = subprocess.run([sys.executable, "-m", "edgeq", *map(str, args)], capture_output=True, text=True,
+                              check=True, cwd=models[0].parent)
+        shown = " ".join(Path(a).name if isinstance(a, Path) else a for a in args)
+        out[name] = {"command": f"edgeq {shown}", "output": done.stdout}
+    return out
+
+
 def run(work: Path) -> dict:
-    from edgeq.bench.host import HostBenchOptions, bench_host
-
-    models = convert_models(work)
-    cmd, lb_version = find_litert_benchmark()
-    rows = []
-    for model in models:
-        for threads in THREADS:
-            e, lb, lp, full = [], [], [], None
-            for _ in range(ROUNDS):  # interleaved: load changes hit every tool alike
-                [r] = bench_host([model], HostBenchOptions(threads=(threads,), runs=runs_for(model), warmup=WARMUP))
-                e.append(r.inference.p50_ms)
-                if cmd:
-                    p, full = litert_benchmark_p50(cmd, model, threads)
-                    lb.append(p)
-                lp.append(loop_p50(model, threads))
-            cov = r.delegation[0] if r.delegation else None
-            row = {"model": model.name, "threads": threads, "edgeq_p50_ms": statistics.median(e),
-                   "loop_p50_ms": statistics.median(lp), "edgeq_rounds": e, "loop_rounds": lp,
-                   "delegated": f"{cov.nodes_delegated}/{cov.nodes_total}" if cov else "-"}
-            if cmd:
-                row.update(litert_benchmark_p50_ms=statistics.median(lb), litert_benchmark_rounds=lb,
-                           litert_benchmark_fully_accelerated=full)
-                row["diff_vs_litert_benchmark_pct"] = 100 * (row["edgeq_p50_ms"] / row["litert_benchmark_p50_ms"] - 1)
-            row["diff_vs_loop_pct"] = 100 * (row["edgeq_p50_ms"] / row["loop_p50_ms"] - 1)
-            rows.append(row)
-    overhead = [edgeq_overhead(m) for m in (models[0], models[-2])]
-    return {"litert_benchmark": cmd or None, "litert_benchmark_ai_edge_litert": lb_version or None,
-            "runs": RUNS, "warmup": WARMUP, "rounds": ROUNDS, "rows": rows, "overhead": overhead,
-            "markdown": markdown(rows, overhead, cmd, lb_version)}
-
-
-def markdown(rows: list[dict], overhead: list[dict], cmd: str | None, lb_version: str) -> str:
     from importlib.metadata import version
 
-    ref = (f"`litert-benchmark` (ai-edge-litert {lb_version}, CompiledModel API, 2-decimal ms output)" if cmd else
-           "`litert-benchmark`: **not available** (the pinned ai-edge-litert has no such command)")
+    models = convert_models(work)
+    ref, why_not = side_env.reference_runtime(work)
+    rows = [measure(model, threads, ref) for model in models for threads in THREADS]
+    overhead = [edgeq_overhead(m) for m in (models[0], models[-2])]
+    counts = {v: sum(r.get("verdict") == v for r in rows) for v in
+              ("within 5%", "outside 5%", "spread too wide", "below resolution")}
+    return {"edgeq_ai_edge_litert": version("ai-edge-litert"), "reference": ref.describe() if ref else None,
+            "reference_missing": why_not, "runs": RUNS, "warmup": WARMUP, "rounds": ROUNDS, "band_pct": BAND_PCT,
+            "rows": rows, "verdicts": counts, "rows_total": len(rows), "overhead": overhead,
+            "examples": examples(models),
+            "markdown": markdown(rows, overhead, ref, why_not, version("ai-edge-litert"), counts)}
+
+
+def markdown(rows: list[dict], overhead: list[dict], ref, why_not: str | None, pinned: str, counts: dict) -> str:
+    ver = ref.version if ref else "?"
     lines = ["## Host latency: edgeq bench vs LiteRT's benchmark",
-             f"\nedgeq: ai-edge-litert {version('ai-edge-litert')} Interpreter + XNNPACK, one fresh process per "
-             f"run. Reference: {ref}; and a minimal `Interpreter.invoke()` timing loop on the pinned runtime. "
-             f"{RUNS} timed runs (50 for the 224x224 MobileNetV2, random weights: a size stand-in) after {WARMUP} "
-             f"warmup, p50 = median of {ROUNDS} interleaved rounds. The sample models run in ~0.1 ms, where "
-             "litert-benchmark's 0.01 ms rounding alone is 5-12%: judge the 5% target on MobileNetV2.\n",
-             "| model | threads | XNNPACK nodes | edgeq p50 ms | litert-benchmark p50 ms | diff | timing loop p50 ms "
-             "| diff |", "|---|---|---|---|---|---|---|---|"]
+             f"\nedgeq's host worker on ai-edge-litert {pinned} (the project's pin) and on {ver} (the reference's "
+             f"runtime); `litert-benchmark` from ai-edge-litert {ver} (CompiledModel API, ms with 2 decimals). "
+             f"{RUNS} timed runs (50 for the 224x224 MobileNetV2) after {WARMUP} warmup; {ROUNDS} interleaved rounds "
+             "per row, each tool a fresh process pinned with `taskset` to the same cores (1 thread: core 1; "
+             "2 threads: cores 0-1); p50 = median of the rounds' p50, spread = min-max over rounds. Verdict: "
+             "paired per round, edgeq on the reference runtime vs litert-benchmark; \"within 5%\" only when every "
+             "round is inside the band.\n"]
+    if not ref:
+        lines.append(f"litert-benchmark column: **needs {why_not}**.\n")
+    lines += [f"| model | threads | XNNPACK nodes | edgeq {pinned} p50 ms (spread) | edgeq {ver} p50 ms (spread) | "
+              f"litert-benchmark {ver} p50 ms (spread) | paired diff median (range) | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lb = (f"{r['litert_benchmark_p50_ms']:.3f} | {r['diff_vs_litert_benchmark_pct']:+.1f}%"
-              if "litert_benchmark_p50_ms" in r else "- | -")
-        lines.append(f"| {r['model']} | {r['threads']} | {r['delegated']} | {r['edgeq_p50_ms']:.3f} | {lb} | "
-                     f"{r['loop_p50_ms']:.3f} | {r['diff_vs_loop_pct']:+.1f}% |")
+        e = f"{r['edgeq_p50_ms']:.3f} ({_spread(r['rounds']['edgeq'])})"
+        if ref:
+            er = f"{r['edgeq_ref_p50_ms']:.3f} ({_spread(r['rounds']['edgeq_ref'])})"
+            lb = f"{r['litert_benchmark_p50_ms']:.3f} ({_spread(r['rounds']['litert_benchmark'])})"
+            d = (f"{r['paired_diff_median_pct']:+.1f}% ({min(r['paired_diff_pct']):+.1f}.."
+                 f"{max(r['paired_diff_pct']):+.1f})")
+            lines.append(f"| {r['model']} | {r['threads']} | {r['delegated']} | {e} | {er} | {lb} | {d} | "
+                         f"{r['verdict']} |")
+        else:
+            lines.append(f"| {r['model']} | {r['threads']} | {r['delegated']} | {e} | needs {why_not} | "
+                         f"needs {why_not} | - | - |")
+    if ref:
+        lines.append("\nVerdicts: " + ", ".join(f"{v} {n} of {len(rows)}" for v, n in counts.items()) + ".")
     lines += ["\nOverhead of `edgeq bench` beyond the timed runs (whole CLI command, wall clock; the rest of the "
               "overhead is starting two Python processes, the CLI and the per-model worker, and their imports):\n",
               "| model | wall s | timed runs s | overhead s | of which warmup s | of which init s |",

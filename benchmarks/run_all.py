@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from benchmarks import provenance
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -30,8 +33,10 @@ def write_summary() -> None:
     for path in sorted(RESULTS.glob("bench_*.json")):
         data = json.loads(path.read_text())
         meta = data.get("_meta", {})
+        versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v)
         sections.append(f"{data.get('markdown', '').rstrip()}\n\n_{path.stem}: {meta.get('date')}, "
-                        f"{meta.get('machine')}, {meta.get('seconds')} s_\n")
+                        f"{meta.get('machine')}, {meta.get('seconds')} s, commit {str(meta.get('commit'))[:10]}; "
+                        f"{versions}_\n")
     (RESULTS / "RESULTS.md").write_text("# Benchmark results (written by `make bench`)\n\n" + "\n".join(sections))
 
 
@@ -46,6 +51,7 @@ def main(argv: list[str]) -> int:
         name = name if name.startswith("bench_") else f"bench_{name}"
         print(f"== {name}", flush=True)
         t = time.time()
+        stamp = provenance.stamp(name)  # before the run: the code it runs, even if files change meanwhile
         try:
             module = importlib.import_module(f"benchmarks.{name}")
             work = WORK / name
@@ -55,9 +61,11 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
+        # commit, package versions and a hash of every file the numbers depend on (tests check it)
         result["_meta"] = {"seconds": round(time.time() - t, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
                            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-                                      f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
+                                      f"{os.cpu_count()} cores, Python {platform.python_version()}",
+                           **stamp}
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(result.get("markdown", ""), flush=True)
     write_summary()

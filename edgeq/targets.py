@@ -82,6 +82,7 @@ class TargetProfile:
     benchmark_binary: str | None = None  # benchmark_model path on the device (device runs)
     work_dir: str | None = None  # where models are pushed on the device
     notes: str = ""
+    emulated: bool = False  # e.g. a qemu stand-in: edgeq marks its latency as no device speed
     source: str = ""  # the file it was read from
 
     def to_dict(self) -> dict:
@@ -156,7 +157,8 @@ def parse_target(path: Path) -> TargetProfile:
                              transport=transport, precision=precision, threads=threads, cpu=cpu,
                              delegates=delegates, op_limits=limits, address=data.get("address"),
                              benchmark_binary=data.get("benchmark_binary"), work_dir=data.get("work_dir"),
-                             notes=data.get("notes", ""), source=str(path))
+                             notes=data.get("notes", ""), emulated=bool(data.get("emulated", False)),
+                             source=str(path))
     except (KeyError, ValueError, TypeError) as exc:
         raise TargetError(f"target file {path}: bad or missing '{key}' ({exc})") from None
 

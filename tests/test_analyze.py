@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.claims import margin_points, results
 from tests.conftest import one_line_error
 
 DWNET = Path(__file__).resolve().parents[1] / "sample_models" / "fashion_dwnet"
@@ -14,11 +15,17 @@ DWNET = Path(__file__).resolve().parents[1] / "sample_models" / "fashion_dwnet"
 def test_analyze_json_and_plot(cli, tmp_path):
     with np.load(DWNET / "eval.npz") as z:
         np.savez(tmp_path / "eval.npz", x=z["x"][:500], y=z["y"][:500])
-    res = cli("analyze", DWNET / "model.keras", "--calib", DWNET / "calib.npz", "--calib-samples", "100",
+    res = cli("analyze", DWNET / "model.keras", "--calib", DWNET / "calib.npz", "--calib-samples", "300",
               "--eval", tmp_path / "eval.npz", "--json", "--plot", tmp_path / "sens.png", "--no-progress")
     assert res.code == 0, res.err
     d = json.loads(res.out)
-    assert d["metric"] == "top1" and d["samples"] == 500 and d["loss_int8"] > 1.0
+    assert d["metric"] == "top1" and d["samples"] == 500
+    # README's claim (bench_ptq, same 300 calibration images): plain full INT8 loses 5.30 points on the 2,000
+    # eval images. On the first 500 of them the loss may differ by the noise of a difference on 500 images
+    # (claims.margin_points at bench_ptq's 88.2% agreement: ~3.1 pt), so the bound is 5.30 - 3.1.
+    plain = next(r for r in results("bench_ptq")["rows"]
+                 if r["model"] == "fashion_dwnet" and r["weights"] == "per-channel" and r["ptq"] == "plain")
+    assert d["loss_int8"] >= plain["drop_points"] - margin_points(plain["agreement"], 500)
     layers = d["layers"]
     shares = [s["error_share"] for s in layers]
     assert shares == sorted(shares, reverse=True)

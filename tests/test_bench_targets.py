@@ -58,9 +58,14 @@ def test_bad_profile_files_are_one_line_naming_the_key(tmp_path, text, needle):
     assert str(f) in str(info.value) and needle in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_profile_path_can_be_given_directly():
-    p = parse_target(PROJECT_TARGETS / "rpi4.toml")
-    assert load_target(str(PROJECT_TARGETS / "rpi4.toml")) == p
+def test_a_profile_path_can_be_given_directly(tmp_path):
+    mine = tmp_path / "my-board.toml"  # outside every search folder, under a name no profile has
+    mine.write_text('name = "my-board"\ntransport = "ssh"\nprecision = "fp16"\nthreads = 3\naddress = "me@board"\n'
+                    'emulated = true\n')
+    p = load_target(str(mine))
+    assert (p.name, p.transport.value, p.precision.value, p.threads, p.address, p.emulated, p.source) == \
+        ("my-board", "ssh", "fp16", 3, "me@board", True, str(mine))
+    assert load_target("rpi4").emulated is False
 
 
 def test_cli_targets_list_show_and_unknown(cli):

@@ -38,7 +38,7 @@ def test_one_bench_call_host_pi_phone_with_check_outputs(lab, tiny_models, tmp_p
               "--check-outputs", "--cores", "big", "--out", out)
     assert r.returncode == 0, r.stderr
     head = r.stdout.splitlines()[0]
-    for col in ("host p50 ms", f"{lab.pi} p50 ms", "phone-standin p50 ms"):
+    for col in ("host p50 ms |", f"{lab.pi} p50 ms EMULATED", "phone-standin p50 ms EMULATED"):
         assert col in head
     assert "cnn_fp32" in r.stdout and "cnn_int8" in r.stdout
     matches = [ln for ln in r.stdout.splitlines() if "outputs vs host" in ln]
@@ -48,6 +48,9 @@ def test_one_bench_call_host_pi_phone_with_check_outputs(lab, tiny_models, tmp_p
     for x in res:
         by_target.setdefault(x["target"], []).append(x)
     assert set(by_target) == {"host", lab.pi, "phone-standin"}
+    # both stand-ins are found to be qemu on this host's kernel; the host is not emulated
+    assert all("qemu user-mode" in (x["emulated"] or "") for t in (lab.pi, "phone-standin") for x in by_target[t])
+    assert all(x["emulated"] is None for x in by_target["host"])
     assert all(x["error"] is None and x["inference"]["count"] == 2 for x in res)
     pi, phone = by_target[lab.pi][0]["device"], by_target["phone-standin"][0]["device"]
     # board facts as the stand-in really has them: no device tree -> "unknown", never a made-up Pi model
@@ -64,6 +67,10 @@ def test_one_bench_call_host_pi_phone_with_check_outputs(lab, tiny_models, tmp_p
 
 
 def test_op_profile_with_benchmark_model_on_phone_and_board(lab, tiny_models):
+    from edgeq.bench.host import bench_host
+
+    [host] = bench_host([tiny_models["int8"]])
+    host_cov = (host.delegation[0].nodes_delegated, host.delegation[0].nodes_total, host.delegation[0].partitions)
     r = edgeq("bench", tiny_models["int8"], "--target", lab.phone, "--target", lab.pi, *lab.ssh_args,
               "--benchmark-binary", STANDIN, "--op-profile", "--runs", 2, "--json")
     assert r.returncode == 0, r.stderr
@@ -76,6 +83,9 @@ def test_op_profile_with_benchmark_model_on_phone_and_board(lab, tiny_models):
         assert rows.count("TfLiteXNNPackDelegate") == cov["partitions"] >= 1
         assert len(rows) - cov["partitions"] == cov["nodes_total"] - cov["nodes_delegated"] > 0
         assert "SOFTMAX" in rows  # XNNPACK takes no int8 SOFTMAX
+        # the stand-in reads delegation from what its runtime allocated, edgeq's host runner walks the graph:
+        # two methods, one answer
+        assert (cov["nodes_delegated"], cov["nodes_total"], cov["partitions"]) == host_cov
     board = results[lab.pi]["device"]  # a board without Python facts still gets its facts from the shell
     assert board["board"] == "unknown" and board["cpu_parts"] == "0xd08" and board["temp_c"] == "unknown"
     assert lab.pi_tmp_runs() == [] and lab.phone_tmp_runs() == []

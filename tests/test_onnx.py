@@ -1,7 +1,8 @@
 """ONNX input: PyTorch-exported models through onnx2tf's float graph and edgeq's one quantization pipeline.
 
 onnx2tf is slow (tens of seconds per model on a loaded machine), so each ONNX model is converted to a
-FloatModel once per session (``onnx_loads``) and every conversion in this file reuses it; the first
+FloatModel once per module (``onnx_loads``; module scope, so its patch of ``edgeq.convert`` ends with this file
+and never reaches another test module) and every conversion in this file reuses it; the first
 load of each model runs with outbound connections refused and in a watched working directory.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES, one_line_error, sha256
+from tests.claims import margin_points, results
 
 FASHION = SAMPLES / "fashion_torch"
 ENCODER = SAMPLES / "tiny_encoder"
@@ -33,7 +35,7 @@ class Loads:
     cwd_after: set | None = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def onnx_loads():
     """Cache FloatModels by (path, options) and make ``edgeq.convert`` use the cache.
 
@@ -82,7 +84,7 @@ def _convert_json(*args) -> dict:
     return json.loads(buf.getvalue())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fashion_int8(onnx_loads, tmp_path_factory):
     """The PyTorch classifier, full INT8, with NCHW calibration and eval data (one onnx2tf run)."""
     out = tmp_path_factory.mktemp("onnx") / "fashion_int8.tflite"
@@ -110,7 +112,13 @@ def test_fashion_int8_offline_clean_and_accurate(fashion_int8, onnx_loads):
     assert fid["max_rel_error"] < 1e-3 and fid["cosine"] > 0.9999
     acc = rep["accuracy"]
     assert acc["float_top1"] > 0.8  # onnxruntime on the original ONNX model, real test images
-    assert acc["drop_points"] <= 1.5 and acc["vs_float"]["agreement"] > 0.97
+    # README/docs/onnx.md claim (bench_onnx, same calibration and the 2,000 eval images it never sees): drop
+    # 0.25 points. Bound: the claim plus the noise of a difference on 2,000 images (claims.margin_points,
+    # ~0.33 pt at 99.45% agreement).
+    claim = results("bench_onnx")["classifiers"]["fashion_torch"]["edgeq_int8"]["drop_points"]
+    assert acc["samples"] == 2000
+    assert acc["drop_points"] <= claim + margin_points(acc["vs_float"]["agreement"], acc["samples"])
+    assert acc["vs_float"]["agreement"] > 0.97
 
 
 @pytest.mark.parametrize("mode", ["fp32", "fp16", "dynamic", "int8-fallback", "int16x8"])
@@ -126,7 +134,7 @@ def test_fashion_every_mode(fashion_int8, mode, cli, tmp_path):
         assert rep["size_bytes"] < 0.6 * rep["float_size_bytes"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def encoder(onnx_loads):
     """The tiny PyTorch encoder as loaded for calibrated modes (one onnx2tf run, network refused)."""
     conv = importlib.import_module("edgeq.convert")
@@ -134,7 +142,7 @@ def encoder(onnx_loads):
                                  input_shapes={"input_ids": (1, 16), "attention_mask": (1, 16)})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def encoder_reports(encoder, tmp_path_factory):
     """fp16, dynamic and full-INT8 conversions of the encoder, each evaluated against onnxruntime."""
     d = tmp_path_factory.mktemp("encoder")

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras  # a hard dependency: broken, it must fail the tests, not skip them
+
+from tests.claims import margin_points, results
 
 
 def _calib_x(sample, n=64):
@@ -125,8 +127,14 @@ def test_auto_beats_plain_and_stays_integer_per_channel(converted):
         assert weights and all(w.per_channel for w in weights if w.op != "FULLY_CONNECTED")
     a, p = auto.accuracy, plain.accuracy
     assert a.vs_float.agreement > p.vs_float.agreement + 0.05  # plain loses several points here
-    assert a.drop_points < p.drop_points
-    assert a.drop_points <= 1.5  # float top-1 kept within ~1 point
+    # README/docs/ptq.md claim (bench_ptq, same options, the 2,000 eval images PTQ never sees): plain loses
+    # 5.30 points, auto ends at -0.05. Bound: the claim plus the noise of a difference on 2,000 images
+    # (claims.margin_points: ~0.25 pt for auto at 99.2% agreement, ~1.4 pt for plain at 88.2%).
+    rows = {r["ptq"]: r for r in results("bench_ptq")["rows"]
+            if r["model"] == "fashion_dwnet" and r["weights"] == "per-channel"}
+    assert a.samples == 2000
+    assert a.drop_points <= rows["auto"]["drop_points"] + margin_points(a.vs_float.agreement, a.samples)
+    assert p.drop_points >= rows["plain"]["drop_points"] - margin_points(p.vs_float.agreement, p.samples)
     plan = auto.extra["ptq"]
     assert "equalize" in plan["applied"]
     assert plan["final"]["sqnr_db"] > plan["baseline"]["sqnr_db"]

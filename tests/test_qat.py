@@ -8,7 +8,7 @@ import pytest
 
 from edgeq.data import Dataset
 
-keras = pytest.importorskip("keras")
+import keras  # a hard dependency: broken, it must fail the tests, not skip them
 
 
 def _randomize_bn(model, rng) -> None:
@@ -148,7 +148,7 @@ def test_same_seed_same_weights_other_seed_other_weights(images):
         cfg = TrainConfig(epochs=1, batch_size=32, seed=seed, learning_rate=1e-2)
         calibrate(qat, ds, cfg, Silent())
         hist = train(qat, ds, None, cfg)
-        assert len(hist) == 1 and hist[0].loss > 0 and 0 <= hist[0].accuracy <= 1
+        assert len(hist) == 1 and np.isfinite(hist[0].loss)
         return [w.copy() for w in qat.float_model.get_weights()]
 
     a, b, c = run(3), run(3), run(4)

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, sha256
+from tests.claims import margin_points
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, request):
-    """Train/val splits of the sample's labeled test images (disjoint; small so the test stays fast)."""
+    """Train/val splits of the sample's labeled images, disjoint (small so the test stays fast). The only labeled
+    images shipped are eval.npz's; this test trains on its first 512 and scores on 300 it never trains on, and
+    no published number comes from this test."""
     folder = tmp_path_factory.mktemp("qatdata")
     ev = np.load(request.getfixturevalue("cnn").eval)
     np.savez(folder / "train.npz", x=ev["x"][:512], y=ev["y"][:512])
@@ -44,9 +47,12 @@ def test_finetune_reports_float_ptq_and_qat_and_writes_both_models(finetuned, cn
     assert report["fully_integer"] and report["mode"] == "int8" and report["io"] == "int8"
     acc, qat = report["accuracy"], report["qat"]
     assert acc["samples"] == 300 and acc["float_top1"] is not None
-    assert qat["ptq_int8"]["top1"] is not None and qat["ptq_int8"]["fully_integer"]
-    assert len(qat["history"]) == 1 and qat["train_samples"] == 512
-    assert abs(acc["drop_points"]) <= 3.0  # an easy CNN: QAT INT8 stays close to its float model
+    assert qat["ptq_int8"]["fully_integer"] and len(qat["history"]) == 1 and qat["train_samples"] == 512
+    # docs/qat.md's claim: QAT INT8 does not lose to post-training INT8 (on the hard sample it wins; on this
+    # easy CNN PTQ is already near float). Bound: QAT top-1 >= PTQ top-1 minus the noise of a difference on
+    # the 300 held-out images (claims.margin_points: ~0.6-1.2 pt at 96-99% agreement).
+    noise = margin_points(acc["vs_float"]["agreement"], acc["samples"]) / 100
+    assert acc["top1"] >= qat["ptq_int8"]["top1"] - noise
     assert (out / "model_qat_int8.tflite").is_file() and (out / "model_qat.keras").is_file()
     assert sha256(cnn.keras) == before  # the input model is never modified
 

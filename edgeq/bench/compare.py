@@ -40,6 +40,10 @@ class Comparison:
     variants: list[Variant]
     targets: list[str]
 
+    def emulated(self, target: str) -> str | None:
+        """Why ``target`` is emulated (then its latency is no device speed), or None."""
+        return next((r.emulated for v in self.variants if (r := v.latency.get(target)) and r.emulated), None)
+
     def to_dict(self) -> dict:
         out = []
         for v in self.variants:
@@ -48,12 +52,13 @@ class Comparison:
                 lat[t] = {"p50_ms": r.inference.p50_ms, "mean_ms": r.inference.mean_ms,
                           "p90_ms": r.inference.p90_ms, "threads": r.threads, "tool": r.tool,
                           "peak_memory_mb": r.peak_memory_mb, "error": r.error,
-                          "delegation": [d.describe() for d in r.delegation]}
+                          "delegation": [d.describe() for d in r.delegation], "emulated": r.emulated}
             out.append({"model": v.model, "name": v.name, "mode": v.mode, "size_bytes": v.size_bytes,
                         "accuracy": None if v.accuracy is None else {
                             "value": v.accuracy.value, "metric": v.accuracy.metric, "source": v.accuracy.source},
                         "latency": lat})
-        return {"targets": self.targets, "variants": out, "pareto": {t: pareto_front(self, t) for t in self.targets}}
+        return {"targets": self.targets, "variants": out, "pareto": {t: pareto_front(self, t) for t in self.targets},
+                "emulated": {t: why for t in self.targets if (why := self.emulated(t))}}
 
 
 def latency_ms(r: BenchResult | None) -> float | None:
@@ -118,7 +123,8 @@ def pareto_front(c: Comparison, target: str) -> list[str]:
 
 def render_markdown(c: Comparison) -> str:
     metric = next((v.accuracy.metric for v in c.variants if v.accuracy), "top1")
-    head = ["variant", "mode", "size KB", f"accuracy ({metric}) %"] + [f"{t} p50 ms" for t in c.targets]
+    head = ["variant", "mode", "size KB", f"accuracy ({metric}) %"] + [
+        f"{t} p50 ms" + (" EMULATED" if c.emulated(t) else "") for t in c.targets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fronts = {t: set(pareto_front(c, t)) for t in c.targets}
     for v in c.variants:
@@ -138,6 +144,8 @@ def render_markdown(c: Comparison) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("\n`*` on the latency/accuracy Pareto front of that target (nothing is both faster and more "
                  "accurate). Latency: p50 of the timed runs, fastest thread count.")
+    lines += [f"\nEMULATED {t}: {c.emulated(t)}. Its latency is not a device speed and not comparable with the "
+              "other columns." for t in c.targets if c.emulated(t)]
     return "\n".join(lines) + "\n"
 
 
@@ -193,7 +201,10 @@ def plot_pareto(c: Comparison, path: Path) -> Path | None:
         _label(ax, [(f"{v.name}  {v.size_bytes / 1024:.0f} KB", lat, v.accuracy.value) for v, lat in pts])
         ax.set_xlabel(f"latency p50 on {t} (ms)  - lower is better")
         ax.set_ylabel(f"accuracy, {metric} (%)  - higher is better")
-        ax.set_title(f"{t}: marker area ~ model size", fontsize=10)
+        if c.emulated(t):  # never let an emulator's panel pass for a device's
+            ax.set_title(f"{t}: EMULATED, latency is not a device speed", fontsize=10, color="tab:red")
+        else:
+            ax.set_title(f"{t}: marker area ~ model size", fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)

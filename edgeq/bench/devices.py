@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from edgeq.bench import emulation
 from edgeq.bench.device_flow import (RUNNER, FlowOptions, RunFolder, install_binary, linux_facts, push_models,
                                      run_benchmark_model, run_python_runner, shell_conditions)
 from edgeq.bench.errors import BenchmarkFailed, TargetError
@@ -50,6 +51,8 @@ class DeviceBenchOptions:
     ssh: SshOptions = field(default_factory=SshOptions)
     work_dir: str | None = None  # where the run folder is made (default /data/local/tmp or /tmp)
     timeout_s: float = 600.0
+    emulated: str | None = None  # a target profile that says so; else detected on the device
+
 
 
 def is_device_target(spec: str) -> bool:
@@ -134,6 +137,7 @@ def _run(remote: Remote, models: list[Path], o: DeviceBenchOptions, label: str, 
     remote.connect()
     android = isinstance(remote, AdbRemote)
     facts = android_facts(remote) if android else {}
+    emulated = o.emulated or emulation.detect(remote)
     base = o.work_dir or ("/data/local/tmp" if android else "/tmp")
     flow = FlowOptions(threads=o.threads, runs=o.runs, warmup=o.warmup, delegate=o.delegate,
                        delegate_options=o.delegate_options, op_profile=o.op_profile, timeout_s=o.timeout_s)
@@ -172,6 +176,7 @@ def _run(remote: Remote, models: list[Path], o: DeviceBenchOptions, label: str, 
                 rs = _runner_with_check(remote, folder, model, graph, flow, label, Path(tmp), i, o.check_outputs)
             for r in rs:
                 r.device = {**facts, **r.device, "transport": "adb" if android else "ssh"}
+                r.emulated = emulated
             results += rs
 
 
@@ -280,6 +285,10 @@ def _unit(value: str | None, unit: str) -> str:
 def device_notes(results: list[BenchResult]) -> list[str]:
     """Lines worth a person's attention: throttling, output mismatches, checks that could not run."""
     seen, lines = set(), []
+    for r in results:
+        if r.emulated and ("emulated", r.target) not in seen:
+            seen.add(("emulated", r.target))
+            lines.append(f"EMULATED {r.target}: {r.emulated}; its latency is not a device speed")
     for r in results:
         d = r.device
         if d.get("transport") == "adb" and r.target not in seen:

@@ -46,7 +46,8 @@ def plan(specs: list[str], models: list[Path], *, threads: tuple[int, ...] | Non
                     delegate_options=device.delegate_options or dict(d0.options if d0 else {}),
                     benchmark_binary=device.benchmark_binary or prof.benchmark_binary,
                     binary_required=device.benchmark_binary is not None,
-                    big_core_mask=prof.cpu.big_core_mask, work_dir=device.work_dir or prof.work_dir)
+                    big_core_mask=prof.cpu.big_core_mask, work_dir=device.work_dir or prof.work_dir,
+                    emulated=f"declared emulated in target profile {prof.name}" if prof.emulated else None)
         jobs.append((prof.name, _device_job(dspec, prof.name, models, o), True))
     return jobs
 

@@ -50,6 +50,15 @@ def warnings(results: list[BenchResult]) -> list[str]:
     return out
 
 
+def emulated_notes(results: list[BenchResult]) -> list[str]:
+    """One line per emulated target: its numbers must never stand beside a device's."""
+    seen: dict[str, str] = {}
+    for r in results:
+        if r.emulated:
+            seen.setdefault(r.target, r.emulated)
+    return [f"EMULATED target {t}: {why}; its latency is not a device speed" for t, why in seen.items()]
+
+
 def render_text(results: list[BenchResult]) -> str:
     """A fixed-width table, then the partial-delegation warnings, prominently."""
     table = [COLUMNS, *rows(results)]
@@ -64,6 +73,7 @@ def render_text(results: list[BenchResult]) -> str:
                      "benchmark process)")
     for w in warnings(results):
         lines.append(f"WARNING partial delegation: {w}")
+    lines += emulated_notes(results)
     return "\n".join(lines)
 
 
@@ -73,4 +83,5 @@ def render_markdown(results: list[BenchResult]) -> str:
     md += ["| " + " | ".join(r) + " |" for r in table[1:]]
     md += [f"\n**Partial delegation:** {w}" for w in warnings(results)]
     md += [f"\n**Failed:** {r.error}" for r in results if not r.ok]
+    md += [f"\n**{n}**" for n in emulated_notes(results)]
     return "\n".join(md) + "\n"

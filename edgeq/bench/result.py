@@ -100,6 +100,7 @@ class BenchResult:
     error: str | None = None  # one line; set when the run failed (timings then absent)
     output_tail: str = ""  # last lines of the tool's output, for failed runs and debugging
     tool: str = "litert-python"  # "litert-python" | "benchmark_model" | ...
+    emulated: str | None = None  # why the target is known to be emulated: its latency is no device speed
 
     @property
     def ok(self) -> bool:
@@ -137,4 +138,5 @@ class BenchResult:
             error=d.get("error"),
             output_tail=d.get("output_tail", ""),
             tool=d.get("tool", "litert-python"),
+            emulated=d.get("emulated"),
         )

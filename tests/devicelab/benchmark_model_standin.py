@@ -7,7 +7,8 @@ prints its results in benchmark_model's output format (``INFO:`` prefix, 2023+ b
 adb path - push, taskset, flags, parsing, cleanup - runs for real. What it cannot do honestly it says:
 per-op times do not exist in the Python API, so with ``--enable_op_profiling`` the table lists the nodes that
 really ran (delegate kernels and CPU ops) with the run's average split evenly between them, and a line saying
-so. ``--use_gpu``/``--use_nnapi``/``--use_hexagon`` fail like a phone without that hardware.
+so. Which nodes a delegate took is read from what the runtime did (``_delegated``), not from edgeq's graph walk,
+so a test comparing the two is not comparing edgeq with itself. ``--use_gpu``/``--use_nnapi``/``--use_hexagon`` fail like a phone without that hardware.
 Runs with Python >= 3.9 and needs only numpy + ai-edge-litert.
 """
 from __future__ import annotations
@@ -92,23 +93,24 @@ def main(argv: list[str]) -> int:
         print("ERROR: Failed to initialize the interpreter", flush=True)
         return 1
     init_us = (time.perf_counter() - t0) * 1e6
-    ops = it._get_ops_details()  # noqa: SLF001
-    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
-    originals = [o for o in ops if o["op_name"] != "DELEGATE"]
-    if use_xnnpack:
-        log("Created TensorFlow Lite XNNPACK delegate for CPU.")
-    if kernels:
-        left = _left_on_cpu(originals, kernels)
-        log("Replacing %d out of %d node(s) with delegate (TfLiteXNNPackDelegate) node, yielding %d partitions "
-            "for the whole graph." % (len(originals) - len(left), len(originals), len(kernels)))
-    log("The input model file size (MB): %.6f" % (os.path.getsize(graph) / 1e6))
-    log("Initialized session in %.3fms." % (init_us / 1e3))
     rng = np.random.default_rng(0)
     for d in it.get_input_details():
         dt = np.dtype(d["dtype"])
         x = (rng.integers(np.iinfo(dt).min, np.iinfo(dt).max, size=d["shape"], endpoint=True)
              if dt.kind in "iu" else rng.uniform(-1, 1, size=d["shape"]))
         it.set_tensor(d["index"], x.astype(dt))
+    it.invoke()  # untimed: tensors the CPU kernels wrote now hold data, those inside a delegate never get any
+    ops = it._get_ops_details()  # noqa: SLF001
+    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
+    originals = [o for o in ops if o["op_name"] != "DELEGATE"]
+    if use_xnnpack:
+        log("Created TensorFlow Lite XNNPACK delegate for CPU.")
+    if kernels:
+        taken = _delegated(it, originals, kernels)
+        log("Replacing %d out of %d node(s) with delegate (TfLiteXNNPackDelegate) node, yielding %d partitions "
+            "for the whole graph." % (len(taken), len(originals), len(kernels)))
+    log("The input model file size (MB): %.6f" % (os.path.getsize(graph) / 1e6))
+    log("Initialized session in %.3fms." % (init_us / 1e3))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     phases = []
     for label, n in (("warmup", int(f.get("warmup_runs", "1"))), ("regular", int(f.get("num_runs", "50")))):
@@ -133,23 +135,27 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _left_on_cpu(originals: list, kernels: list) -> list:
-    """Original nodes no delegate kernel replaced (walk back from each kernel's outputs to its inputs)."""
-    producer = {int(t): o for o in originals for t in o["outputs"]}
-    taken = set()
-    for k in kernels:
-        stop, todo = {int(t) for t in k["inputs"]}, [int(t) for t in k["outputs"]]
-        while todo:
-            t = todo.pop()
-            if t in stop or t not in producer or producer[t]["index"] in taken:
-                continue
-            taken.add(producer[t]["index"])
-            todo.extend(int(i) for i in producer[t]["inputs"] if int(i) >= 0)
-    return [o for o in originals if o["index"] not in taken]
+def _has_buffer(it, tensor: int) -> bool:
+    try:
+        it.get_tensor(tensor)
+        return True
+    except ValueError:  # "Tensor data is null": the arena never gave it memory, a delegate keeps it inside
+        return False
+
+
+def _delegated(it, originals: list, kernels: list) -> set:
+    """Indices of the nodes a delegate ran, from what the runtime did after one invoke(): a node ran inside a
+    delegate when the arena gave its outputs no memory (the delegate holds them), or when its output is one the
+    DELEGATE node itself produces (a partition's last node). Nodes on the CPU wrote arena tensors."""
+    produced = {int(t) for k in kernels for t in k["outputs"]}
+    return {o["index"] for o in originals
+            if any(int(t) in produced for t in o["outputs"]) or not any(_has_buffer(it, int(t)) for t in o["outputs"])}
 
 
 def _op_profile(it, ops, kernels, avg_ms: float) -> None:
-    ran = kernels + _left_on_cpu([o for o in ops if o["op_name"] != "DELEGATE"], kernels)
+    originals = [o for o in ops if o["op_name"] != "DELEGATE"]
+    taken = _delegated(it, originals, kernels)
+    ran = kernels + [o for o in originals if o["index"] not in taken]
     share = avg_ms / max(1, len(ran))
     print("Operator-wise Profiling Info for Regular Benchmark Runs:", flush=True)
     print("============================== Run Order ==============================")

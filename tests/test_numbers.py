@@ -1,0 +1,67 @@
+"""Every number README and docs quote is in a committed results file, and no results file is older than the code
+it describes (benchmarks/check_numbers.py, benchmarks/provenance.py)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import check_numbers, provenance
+
+RESULTS = sorted(check_numbers.RESULTS.glob("*.json"))
+
+
+def test_every_quoted_number_is_in_the_results():
+    found = check_numbers.check()
+    bad = [f"{f.quote.file}:{f.quote.line}: {f.quote.text} ({f.quote.context[:100]})"
+           for f in found if f.source is None and f.exempt is None]
+    assert len(found) > 300  # README and docs quote hundreds: an extractor that finds none proves nothing
+    assert not bad, f"{len(bad)} quoted numbers in no results file:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
+def test_results_record_commit_versions_and_sources(path):
+    meta = json.loads(path.read_text()).get("_meta", {})
+    assert re.fullmatch(r"[0-9a-f]{40}", meta.get("commit") or ""), f"{path.name}: no commit recorded"
+    v = meta.get("versions", {})
+    assert v.get("python") and v.get("ai-edge-litert") and v.get("tensorflow"), f"{path.name}: versions {v}"
+    assert meta.get("sources") and meta.get("bench"), f"{path.name}: no source hashes"
+    assert not meta.get("dirty_sources"), f"{path.name}: measured on uncommitted changes {meta['dirty_sources']}"
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
+def test_results_are_not_older_than_their_code(path):
+    meta = json.loads(path.read_text()).get("_meta", {})
+    assert "sources" in meta, f"{path.name} records no source hashes: rerun `python -m benchmarks.run_all {path.stem}`"
+    changed = provenance.stale(meta)
+    assert not changed, (f"{path.name} was measured before these files changed: {', '.join(changed[:12])}; "
+                         f"rerun `python -m benchmarks.run_all {meta['bench']}` and commit the results")
+
+
+def _doc(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "doc.md"
+    p.write_text(text)
+    return p
+
+
+def test_checker_finds_a_real_number_and_flags_a_wrong_one(tmp_path):
+    data = json.loads((check_numbers.RESULTS / "bench_convert.json").read_text())
+    size = data["samples"]["fashion_cnn"]["int8"]["size_bytes"] / 1024
+    right, wrong = f"{size:.1f}", f"{size + 0.3:.1f}"
+    doc = _doc(tmp_path, f"From `bench_convert`: the int8 CNN is {right} KiB, not {wrong} KiB; 7 of 11 nodes.\n")
+    found = {f.quote.text: f for f in check_numbers.check(docs=[doc])}
+    assert (found[right].source or "").startswith("bench_convert.json: ")
+    assert found[wrong].source is None and found["7/11"].source is None  # no results file says 7 of 11 there
+    example = _doc(tmp_path, "<!-- numbers: example output of one run -->\n```\ntime 4.67s\n```\n")
+    [f] = check_numbers.check(docs=[example])
+    assert f.exempt == "example output of one run" and f.source is None
+
+
+def test_staleness_names_the_changed_file():
+    meta = provenance.stamp("bench_ptq")
+    assert provenance.stale(meta) == []
+    assert "edgeq/quantize/prepare/equalize.py" in meta["sources"]  # reached through imports, not listed by hand
+    edited = dict(meta, sources=dict(meta["sources"], **{"edgeq/convert.py": "0" * 16}))
+    assert provenance.stale(edited) == ["edgeq/convert.py"]
