@@ -79,8 +79,10 @@ def test_ctrl_c_during_training_writes_nothing(cli, cnn, data, tmp_path, monkeyp
     assert not out.exists()
 
 
-def test_train_data_without_labels(cli, cnn, data, tmp_path):
-    res = cli("qat", "finetune", cnn.keras, "--train", cnn.calib, "--val", data / "val.npz", "--out", tmp_path / "o")
+def test_label_loss_asked_for_on_unlabelled_data(cli, cnn, data, tmp_path):
+    """Without labels the float model teaches (tests/test_qat_layers.py); asking for labels there is an error."""
+    res = cli("qat", "finetune", cnn.keras, "--train", cnn.calib, "--val", data / "val.npz", "--out",
+              tmp_path / "o", "--distill-weight", "0.5")
     one_line_error(res, "calib.npz", "labels")
 
 

@@ -113,3 +113,37 @@ def test_a_layer_without_simulation_is_named_even_inside_a_nested_base():
         rewrite(model)
     msg = str(e.value)
     assert "'deep_ln' (LayerNormalization)" in msg and "edgeq convert" in msg and "\n" not in msg
+
+
+def test_unlabelled_images_train_both_heads_by_distillation_and_early_stopping_keeps_the_best(images):
+    """No labels: the float model's two heads are the targets (cross-entropy on the softmax head, MSE on the
+    box head). A learning rate far too high wrecks the model; early stopping keeps the calibrated start."""
+    from edgeq.progress import Silent
+    from edgeq.qat.rewrite import rewrite
+    from edgeq.qat.train import TrainConfig, _losses, agreement_with_float, calibrate, seed_everything, train
+
+    model = face_model()
+    train_ds = Dataset({"image": images[:64]}, None, Path("unlabelled.npz"))
+    val_ds = Dataset({"image": images[64:]}, None, Path("val.npz"))
+    ref = [np.asarray(o) for o in model.predict(images[64:], verbose=0)]
+
+    def run(lr, epochs):
+        seed_everything(0)
+        qat = rewrite(model)
+        cfg = TrainConfig(epochs=epochs, batch_size=16, learning_rate=lr, patience=1)
+        calibrate(qat, train_ds, cfg, Silent())
+        start = agreement_with_float(qat, val_ds, ref)
+        hist = train(qat, train_ds, val_ds, cfg, val_reference=ref)
+        return qat, start, hist
+
+    qat, start, hist = run(1e-3, 2)
+    assert _losses(qat, ref, labelled=False)[0] == ["ce", "mse"]
+    assert all(h.accuracy is None and h.val_agreement is not None and h.loss > 0 for h in hist)
+    end = agreement_with_float(qat, val_ds, ref)
+    assert end.sqnr_db >= start.sqnr_db  # never worse than where it started: the best epoch is kept
+    assert not all(np.array_equal(a, b) for a, b in zip(qat.float_model.get_weights(), model.get_weights())) \
+        or not any(h.best for h in hist)
+
+    qat, start, hist = run(3.0, 5)  # diverges: stops after `patience` bad epochs, restores the start
+    assert len(hist) == 1 and not any(h.best for h in hist)  # patience 1
+    assert agreement_with_float(qat, val_ds, ref).key(False) == start.key(False)
