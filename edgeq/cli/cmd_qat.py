@@ -20,12 +20,20 @@ app.add_typer(qat_app, name="qat")
 
 @qat_app.command(no_args_is_help=True)
 def finetune(
-    model: Path = typer.Argument(..., help="Float Keras model (.keras or .h5; Keras 3, Sequential or Functional)."),
-    train: Path = typer.Option(..., "--train", help=".npz with training inputs 'x' and integer labels 'y'."),
-    val: Path = typer.Option(..., "--val", help=".npz with held-out inputs 'x' and labels 'y': the report's "
-                                                "top-1 of float, post-training INT8 and QAT INT8."),
-    epochs: int = typer.Option(1, "--epochs", min=1, help="Fine-tuning epochs over --train (1-3 usually "
-                                                          "suffice)."),
+    model: Path = typer.Argument(..., help="Float Keras model (.keras or .h5; Keras 3, Sequential or Functional, "
+                                           "nested base models included)."),
+    train: Path = typer.Option(..., "--train", help=".npz (or image folder) with training inputs 'x' and, "
+                                                    "optionally, integer labels 'y'; without labels the float "
+                                                    "model teaches (distillation)."),
+    val: Path = typer.Option(..., "--val", help=".npz with held-out inputs 'x' (labels 'y' optional): "
+                                                "agreement with float per epoch, early stopping, and the report."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="At most this many epochs over --train; stops early "
+                                                          "when val agreement stops improving."),
+    patience: int = typer.Option(2, "--patience", min=1, help="Epochs without a better val agreement with "
+                                                              "float before stopping (the best epoch is kept)."),
+    distill_weight: Optional[float] = typer.Option(None, "--distill-weight", min=0.0, max=1.0,
+                                                   help="Share of the distillation loss (0 = labels only, 1 = "
+                                                        "float model only). Default: 0 with labels, 1 without."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing): <stem>_qat_int8.tflite "
                                                       "and the fine-tuned float model <stem>_qat.keras."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Adam learning rate (about 1/10 of a from-scratch rate)."),
@@ -43,17 +51,22 @@ def finetune(
     ranges. The report gives top-1 on --val of the float model, of post-training INT8 (as 'edgeq convert
     --mode int8' makes it) and of the QAT INT8 model.
 
-    Per-epoch loss and accuracy go to stderr; nothing is written until training is done (Ctrl-C is safe).
+    Without labels in --train, the float model's outputs are the targets (distillation; --distill-weight mixes
+    both). Fine-tuning starts from what post-training INT8 kept (BN folded, equalized weights, calibrated
+    ranges). Per-epoch loss and agreement with float on --val go to stderr; nothing is written until training is done (Ctrl-C is safe).
 
     Examples:
 
       edgeq qat finetune model.keras --train train.npz --val val.npz --epochs 2 --out qat/
 
       edgeq qat finetune model.keras --train train.npz --val val.npz --epochs 1 --lr 5e-5 --seed 1 --out qat/ --json
+
+      edgeq qat finetune emotion.h5 --train unlabelled.npz --val heldout.npz --epochs 10 --out qat/
     """
     from edgeq.qat.pipeline import QATOptions, TrainConfig, finetune as run_finetune
 
-    options = QATOptions(train=TrainConfig(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed), io=io)
+    options = QATOptions(train=TrainConfig(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed,
+                                           distill_weight=distill_weight, patience=patience), io=io)
     report = run_finetune(model, train, val, out, options, progress=progress(show_progress),
                           on_epoch=lambda s: print(s.line(), file=sys.stderr, flush=True))
     emit_json(report.to_dict()) if as_json else emit(report.render())

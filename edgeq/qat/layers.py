@@ -86,8 +86,57 @@ class ActivationQuantizer(keras.layers.Layer):
 _ACTIVATIONS = {None: None, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
 
 
+def fixed_range(y, lo: float, hi: float):
+    """TFLite's fixed int8 output range of LOGISTIC ([0, 255/256]) and TANH ([-1, 127/128])."""
+    return tf.quantization.fake_quant_with_min_max_vars(y, lo, hi, num_bits=8, narrow_range=False)
+
+
+def simulated_activation(name: str, x):
+    """A standalone activation as TFLite runs it in int8: the op, plus the fixed-range tensor it makes inside.
+
+    The converter lowers these to HARD_SWISH, LOGISTIC, TANH, LEAKY_RELU, and swish to LOGISTIC + MUL (checked
+    by conversion in tests/test_qat_layers.py); the output range is the caller's ActivationQuantizer.
+    """
+    if name == "sigmoid":
+        return fixed_range(tf.sigmoid(x), 0.0, 255.0 / 256.0)
+    if name == "tanh":
+        return fixed_range(tf.tanh(x), -1.0, 127.0 / 128.0)
+    if name in ("swish", "silu"):
+        return x * fixed_range(tf.sigmoid(x), 0.0, 255.0 / 256.0)
+    if name == "hard_swish":
+        return keras.activations.hard_swish(x)
+    if name == "relu":
+        return tf.nn.relu(x)
+    if name == "relu6":
+        return tf.nn.relu6(x)
+    raise ValueError(name)
+
+
+class SimulatedActivation(keras.layers.Layer):
+    """One of STANDALONE as TFLite's int8 kernel computes it (see ``simulated_activation``)."""
+
+    def __init__(self, activation: str, **kwargs):
+        super().__init__(**kwargs)
+        self.activation_name = activation
+
+    def call(self, x):
+        return simulated_activation(self.activation_name, x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+# Their output range is fixed by TFLite: no ActivationQuantizer of their own after them.
+FIXED_RANGE = ("sigmoid", "tanh")
+# Activations the rewrite simulates as their own op after a conv/dense/add (relu/relu6 fuse instead).
+STANDALONE = ("sigmoid", "tanh", "swish", "silu", "hard_swish")
+
+
 class FoldedQuantLayer(keras.layers.Layer):
     """Conv2D / DepthwiseConv2D / Dense [+ BatchNormalization] [+ ReLU/ReLU6] as one quantized TFLite op.
+
+    SeparableConv2D is what the converter makes of it: DEPTHWISE_CONV_2D (no bias, its own output range) then
+    a 1x1 CONV_2D that takes the bias, the BatchNorm and the activation.
 
     ``core`` and ``bn`` are the float model's own layers: their variables are trained in place, so after
     fine-tuning the float model (same architecture as the input) holds the fine-tuned weights. The BN moving
@@ -101,13 +150,17 @@ class FoldedQuantLayer(keras.layers.Layer):
         self.activation_name = activation
         self.kind = type(core).__name__
         self.out_quant = ActivationQuantizer(ema=ema, name=f"{self.name}_out")
+        self.mid_quant = ActivationQuantizer(ema=ema, name=f"{self.name}_dw") if self.kind == "SeparableConv2D" \
+            else None
 
     def build(self, input_shape):
         self.out_quant.build(None)
+        if self.mid_quant is not None:
+            self.mid_quant.build(None)
 
     def folded(self):
         """The kernel and bias the converter will ship: BN folded in with its moving statistics."""
-        kernel = self.core.kernel
+        kernel = self.core.pointwise_kernel if self.kind == "SeparableConv2D" else self.core.kernel
         bias = self.core.bias if self.core.use_bias else None
         if self.bn is None:
             return kernel, (bias if bias is not None else tf.zeros([self._channels()], kernel.dtype))
@@ -124,15 +177,18 @@ class FoldedQuantLayer(keras.layers.Layer):
         return kernel, (b - bn.moving_mean) * scale + shift
 
     def _channels(self) -> int:
+        if self.kind == "SeparableConv2D":
+            return self.core.pointwise_kernel.shape[-1]
         k = self.core.kernel.shape
         return k[2] * k[3] if self.kind == "DepthwiseConv2D" else k[-1]
 
-    def quantized_kernel(self, kernel):
-        if self.kind == "DepthwiseConv2D":  # TFLite's depthwise filter is (1, kh, kw, in*mult): per channel
+    def quantized_kernel(self, kernel, kind: str | None = None):
+        kind = kind or self.kind
+        if kind == "DepthwiseConv2D":  # TFLite's depthwise filter is (1, kh, kw, in*mult): per channel
             kh, kw, cin, mult = kernel.shape
             flat = fake_quant_weights(tf.reshape(kernel, (kh, kw, cin * mult)), channel_axis_last=True)
             return tf.reshape(flat, (kh, kw, cin, mult))
-        if self.kind == "Dense":
+        if kind == "Dense":
             return rounded_per_output(kernel)
         return fake_quant_weights(kernel, channel_axis_last=True)
 
@@ -140,7 +196,13 @@ class FoldedQuantLayer(keras.layers.Layer):
         kernel, bias = self.folded()
         kernel = self.quantized_kernel(kernel)
         c = self.core
-        if self.kind == "Conv2D":
+        if self.kind == "SeparableConv2D":
+            dw = self.quantized_kernel(c.depthwise_kernel, "DepthwiseConv2D")
+            mid = keras.ops.depthwise_conv(x, dw, strides=c.strides, padding=c.padding,
+                                           dilation_rate=c.dilation_rate, data_format=c.data_format)
+            mid = self.mid_quant(mid, training=training)
+            y = keras.ops.conv(mid, kernel, strides=1, padding="valid", data_format=c.data_format)
+        elif self.kind == "Conv2D":
             y = c.convolution_op(x, kernel)
         elif self.kind == "DepthwiseConv2D":
             y = keras.ops.depthwise_conv(x, kernel, strides=c.strides, padding=c.padding,

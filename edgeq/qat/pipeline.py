@@ -51,7 +51,9 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
     """Fine-tune ``model`` (.keras/.h5) with simulated INT8 and write ``<out_dir>/<stem>_qat_int8.tflite``
     (full integer) and ``<out_dir>/<stem>_qat.keras`` (the fine-tuned float model).
 
-    ``train_data``/``val_data`` are .npz files with inputs ``x`` and integer labels ``y``.
+    ``train_data``/``val_data`` are .npz files (or image folders) with inputs ``x`` and, optionally, integer
+    labels ``y``. Without labels in ``train_data`` the float model teaches (distillation); without labels in
+    ``val_data`` the report judges agreement with the float model only. Nested Keras models are accepted.
     """
     options = options or QATOptions()
     progress = progress or Silent()
@@ -67,29 +69,38 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         if keras_model is None:
             raise ModelLoadError(f"{source}: QAT rewrites Keras layers, and a {kind} graph has none; give the "
                                  ".keras or .h5 file the model was trained as")
-        train_ds = load_dataset(Path(train_data), fm.inputs, require_labels=True)
-        val_ds = load_dataset(Path(val_data), fm.inputs, require_labels=True)
+        train_ds = load_dataset(Path(train_data), fm.inputs)
+        val_ds = load_dataset(Path(val_data), fm.inputs)
         reference = fm.predict(val_ds.inputs)
         from edgeq.qat.rewrite import rewrite
-        from edgeq.qat.train import check_labels
+        from edgeq.qat.start import prepared_start
+        from edgeq.qat.train import agreement_with_float, check_labels, distill_weight
 
         seed_everything(options.train.seed)  # before the rewrite: new Dropout layers draw their seeds there
         qat = rewrite(keras_model)  # an unsupported layer fails here, in seconds, before any conversion
         check_labels(qat, train_ds)
         check_labels(qat, val_ds)
+        distill_weight(options.train, train_ds)  # labels asked for but missing: fail before minutes of work
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
         rng = np.random.default_rng(options.train.seed)
         pick = np.sort(rng.choice(len(train_ds), min(options.ptq_calib_samples, len(train_ds)), replace=False))
-        ptq = _ptq_baseline(source, next(iter(train_ds.inputs.values()))[pick], Path(val_data), options,
-                            Path(tmp), progress)
+        calib_x = next(iter(train_ds.inputs.values()))[pick]
+        ptq = _ptq_baseline(source, calib_x, Path(val_data), options, Path(tmp), progress)
         timings["ptq_int8"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        val_reference = _keras_outputs(qat, val_ds)  # the input model's outputs, in its own head order
+        start_model, replayed = prepared_start(keras_model, (ptq.extra.get("ptq") or {}).get("applied", []),
+                                               calib_x)
+        if replayed:
+            seed_everything(options.train.seed)
+            qat = rewrite(start_model)
         calibrate(qat, train_ds, options.train, progress)
+        start = agreement_with_float(qat, val_ds, val_reference)
         start_top1 = simulated_top1(qat, val_ds)
-        history = train(qat, train_ds, val_ds, options.train, progress, on_epoch)
+        history = train(qat, train_ds, val_ds, options.train, progress, on_epoch, val_reference=val_reference)
         timings["finetune"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -99,14 +110,18 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         timings["export"] = time.perf_counter() - t
         t = time.perf_counter()
         accuracy = evaluate(content, val_ds, reference, progress)
-        tuned_float = metrics.top1(qat.float_model.predict(next(iter(val_ds.inputs.values())), verbose=0,
-                                                           batch_size=256), val_ds.labels)
+        tuned = _keras_outputs(qat, val_ds, qat.float_model)
+        tuned_float = metrics.top1(tuned[0], val_ds.labels) if val_ds.labels is not None else None
         timings["eval"] = time.perf_counter() - t
 
-        tfl, keras_path = export.write_outputs(out_dir, source, content, qat.float_model)
+        tfl, keras_path = export.write_outputs(out_dir, source, content, _float_to_save(qat, keras_model, replayed))
         info.path = str(tfl)
     qat_section = _qat_section(options, len(train_ds), history, start_top1, tuned_float, ptq, accuracy,
                                timings["finetune"], keras_path, qat.fused)
+    qat_section.update(start_agreement=start.agreement, start_sqnr_db=round(start.sqnr_db, 3),
+                       started_from=["bn folded in the simulation"] + replayed,
+                       signal=_signal(options, train_ds), nested_models_inlined=qat.flat.nested if qat.flat else 0,
+                       best_epoch=max([h.epoch for h in history if h.best], default=0))
     return ConversionReport(
         source=str(source), source_kind=kind, output=str(tfl), mode=Mode.INT8.value, io=options.io.value,
         per_channel=True, size_bytes=len(content), float_size_bytes=ptq.float_size_bytes, model=info,
@@ -115,26 +130,62 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         extra={"qat": qat_section})
 
 
-def _qat_section(options: QATOptions, n_train: int, history: list[EpochStats], start_top1: float,
-                 tuned_float: float, ptq: ConversionReport, accuracy, seconds: float, keras_path: Path,
+def _keras_outputs(qat, ds, model=None) -> list[np.ndarray]:
+    from edgeq.qat.train import _outputs, _single_input
+
+    return _outputs(model if model is not None else qat.float_model, _single_input(qat, ds))
+
+
+def _float_to_save(qat, keras_model, replayed: list[str]):
+    """The fine-tuned float model in the user's own (nested) architecture when the weights map back onto it;
+    the flat prepared graph (BN folded, equalized) when QAT started from PTQ's prepared weights."""
+    import keras
+
+    from edgeq.quantize.prepare.flatten import copy_back
+
+    if replayed or qat.flat is None or not qat.flat.nested:
+        return qat.float_model
+    target = keras.models.clone_model(keras_model)
+    copy_back(qat.flat, target)
+    return target
+
+
+def _signal(options: QATOptions, train_ds) -> str:
+    w = options.train.distill_weight
+    if train_ds.labels is None:
+        return "distillation from the float model (no labels)"
+    if not w:
+        return "labels"
+    return f"labels {1 - w:.2f} + distillation {w:.2f}"
+
+
+def _qat_section(options: QATOptions, n_train: int, history: list[EpochStats], start_top1: float | None,
+                 tuned_float: float | None, ptq: ConversionReport, accuracy, seconds: float, keras_path: Path,
                  fused: list[str]) -> dict:
     p = ptq.accuracy
-    summary = (f"post-training int8 {100 * p.top1:.2f}% (drop {p.drop_points:+.2f} pt) -> QAT int8 "
-               f"{100 * accuracy.top1:.2f}% (drop {accuracy.drop_points:+.2f} pt; fine-tuned float {100 * tuned_float:.2f}%); "
-               f"{len(history)} epoch(s) on "
-               f"{n_train} samples in {seconds:.0f} s")
+    if p.top1 is not None and accuracy.top1 is not None:
+        head = (f"post-training int8 {100 * p.top1:.2f}% (drop {p.drop_points:+.2f} pt) -> QAT int8 "
+                f"{100 * accuracy.top1:.2f}% (drop {accuracy.drop_points:+.2f} pt; fine-tuned float "
+                f"{100 * tuned_float:.2f}%)")
+    else:
+        head = (f"agreement with float: post-training int8 {100 * p.vs_float.agreement:.2f}% -> QAT int8 "
+                f"{100 * accuracy.vs_float.agreement:.2f}%")
+    summary = f"{head}; {len(history)} epoch(s) on {n_train} samples in {seconds:.0f} s"
     return {
         "summary": summary,
         "float_model_out": str(keras_path),
         "epochs": len(history), "train_samples": n_train, "learning_rate": options.train.learning_rate,
         "batch_size": options.train.batch_size, "seed": options.train.seed, "finetune_s": round(seconds, 2),
         "history": [h.to_dict() for h in history],
-        "simulated_top1_before": round(start_top1, 6),
-        "finetuned_float_top1": round(tuned_float, 6),
+        "simulated_top1_before": round(start_top1, 6) if start_top1 is not None else None,
+        "finetuned_float_top1": round(tuned_float, 6) if tuned_float is not None else None,
         "ptq_int8": {"top1": p.top1, "drop_points": p.drop_points, "size_bytes": ptq.size_bytes,
                      "fully_integer": ptq.model.fully_integer, "calib_samples": ptq.calib_samples,
                      "preparation": (ptq.extra.get("ptq") or {}).get("summary")},
-        "gain_vs_ptq_points": round(100 * (accuracy.top1 - p.top1), 4),
+        "gain_vs_ptq_points": round(100 * (accuracy.top1 - p.top1), 4) if p.top1 is not None and accuracy.top1
+        is not None else None,
+        "ptq_agreement": p.vs_float.agreement if p.vs_float else None,
+        "qat_agreement": accuracy.vs_float.agreement if accuracy.vs_float else None,
         "fused_layers": len(fused),
     }
 

@@ -1,8 +1,9 @@
 """Float Keras model -> the same graph with simulated INT8 (what TFLite will run), sharing the float weights.
 
-The rewrite walks the Functional graph (a Sequential model is walked through the graph Keras builds for it)
-from the outputs back to the inputs and groups layers the way TFLiteConverter fuses them:
-Conv2D/DepthwiseConv2D/Dense + BatchNormalization + ReLU/ReLU6 become one quantized op, Add + ReLU another.
+The rewrite first inlines nested Functional/Sequential sub-models (quantize/prepare/flatten.py), then walks
+the flat graph from the outputs back to the inputs and groups layers the way TFLiteConverter fuses them:
+Conv2D/DepthwiseConv2D/SeparableConv2D/Dense + BatchNormalization + ReLU/ReLU6 become one quantized op, Add +
+ReLU another; sigmoid/tanh/swish/hard_swish are their own op after it, as TFLite runs them.
 Layers that keep their input's scale in TFLite (pooling by max, reshapes, dropout, padding) pass through;
 layers that make a new tensor range (Add, Concatenate, average pooling, a standalone ReLU) get an
 activation quantizer after them. Any other layer is refused by name, before any training starts.
@@ -13,43 +14,47 @@ import sys
 from dataclasses import dataclass, field
 
 from edgeq.errors import EdgeqError
-from edgeq.qat.layers import ActivationQuantizer, FoldedQuantLayer  # imports TensorFlow quietly, before Keras
+from edgeq.qat.layers import (FIXED_RANGE, STANDALONE, ActivationQuantizer,  # imports TensorFlow quietly, first
+                              FoldedQuantLayer, SimulatedActivation)
+from edgeq.quantize.prepare.flatten import FlatModel, FlattenError, flatten
 
 import keras  # noqa: E402
-
 
 class UnsupportedLayerError(EdgeqError):
     """The model has a layer the QAT rewrite cannot simulate."""
 
-
-WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
+WEIGHTED = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 # Same scale in and out in TFLite (or no op at all at inference): no quantizer of their own.
 PASS_THROUGH = ("MaxPooling2D", "MaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling1D", "Flatten", "Reshape",
-                "Dropout", "SpatialDropout2D", "ZeroPadding2D", "Identity")
+                "Dropout", "SpatialDropout2D", "ZeroPadding2D", "Identity", "UpSampling2D", "Resizing")
 # A new range after them.
-NEW_RANGE = ("Add", "Concatenate", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalAveragePooling1D")
+NEW_RANGE = ("Add", "Multiply", "Concatenate", "AveragePooling2D", "GlobalAveragePooling2D",
+             "GlobalAveragePooling1D", "LeakyReLU", "PReLU")
 SUPPORTED = WEIGHTED + ("BatchNormalization", "ReLU", "Activation", "Softmax", "InputLayer") + PASS_THROUGH \
     + NEW_RANGE
-
+_SUPPORTED_TEXT = ("Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization, ReLU/ReLU6, LeakyReLU, "
+                   "PReLU, Activation(relu|relu6|sigmoid|tanh|swish|hard_swish|softmax), Add, Multiply, "
+                   "Concatenate, pooling, UpSampling2D/Resizing, Flatten, Reshape, Dropout and nested "
+                   "Functional/Sequential models")
 
 @dataclass
 class QATModel:
     """The fake-quant training model and the float model whose variables it trains."""
 
     model: keras.Model  # with fake quantization: train and export this one
-    float_model: keras.Model  # the input architecture, holding the fine-tuned weights after training
+    float_model: keras.Model  # the input, flattened; holds the fine-tuned weights after training
     fused: list[str] = field(default_factory=list)  # e.g. "stem+stem_bn+stem_relu6"
-    output_activation: str | None = None  # 'softmax' when the model outputs probabilities
+    output_activation: str | None = None  # 'softmax' when the (first) output is probabilities
+    output_activations: list[str | None] = field(default_factory=list)  # one per output head
+    flat: FlatModel | None = None  # how the flat float model maps back to a nested input
 
     def quantizers(self) -> list[ActivationQuantizer]:
         return [q for q in _walk_layers(self.model) if isinstance(q, ActivationQuantizer)]
-
 
 def _walk_layers(layer):
     for sub in getattr(layer, "_layers", []) or getattr(layer, "layers", []):
         yield sub
         yield from _walk_layers(sub)
-
 
 def activation_name(layer) -> str | None:
     """'relu', 'relu6', 'softmax', None (linear), or '?<name>' for anything the rewrite cannot simulate."""
@@ -66,23 +71,15 @@ def activation_name(layer) -> str | None:
         return None
     name = keras.activations.serialize(fn)
     name = name if isinstance(name, str) else str(name.get("config", name))
-    return {"linear": None, "relu": "relu", "relu6": "relu6", "softmax": "softmax"}.get(name, f"?{name}")
-
+    if name == "linear":
+        return None
+    name = {"silu": "swish", "hard_silu": "hard_swish"}.get(name, name)
+    return name if name in ("relu", "relu6", "softmax") + STANDALONE else f"?{name}"
 
 def _refuse(layer, why: str) -> UnsupportedLayerError:
     return UnsupportedLayerError(
-        f"layer '{layer.name}' ({type(layer).__name__}): {why}; edgeq qat supports "
-        "Conv2D, DepthwiseConv2D, Dense, BatchNormalization, ReLU/ReLU6, Add, Concatenate, pooling, Flatten, "
-        "Reshape, Dropout and a final Softmax: replace the layer, or use 'edgeq convert --mode int8' "
-        "(post-training) or --mode int8-fallback")
-
-
-def clone_float(model: keras.Model) -> keras.Model:
-    """A copy of ``model`` with its own variables, so the caller's model is never modified."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
-
+        f"layer '{layer.name}' ({type(layer).__name__}): {why}; edgeq qat supports {_SUPPORTED_TEXT}: replace "
+        "the layer, or use 'edgeq convert --mode int8' (post-training) or --mode int8-fallback")
 
 class _Rewriter:
     def __init__(self, model: keras.Model, ema: float):
@@ -91,9 +88,7 @@ class _Rewriter:
         self.memo: dict[int, object] = {}
         self.consumers: dict[int, list] = {}
         self.fused: list[str] = []
-        for layer in model.layers:
-            if isinstance(layer, keras.Model):
-                raise _refuse(layer, "is a nested model; rebuild the model flat (call its layers directly)")
+        for layer in model.layers:  # flat: rewrite() inlines nested models first
             name = type(layer).__name__
             if name not in SUPPORTED:
                 raise _refuse(layer, "has no INT8 simulation")
@@ -131,13 +126,14 @@ class _Rewriter:
                 if act is not None and act.startswith("?"):
                     raise _refuse(layer, f"activation '{act[1:]}' has no INT8 simulation")
                 own_act = act if act in ("relu", "relu6") else None
+                post_act = act if act in STANDALONE else None  # its own op after the conv, as in TFLite
                 for node in layer._inbound_nodes:  # noqa: SLF001
                     out = node.output_tensors[0]
                     bn = act_layer = None
                     if act is None:
                         bn, act_layer, out = self._follow(out, bn=name in WEIGHTED)
                     fused_act = activation_name(act_layer) if act_layer is not None else own_act
-                    self.fusion_of[id(out)] = (layer, node, bn, act_layer, fused_act, act == "softmax")
+                    self.fusion_of[id(out)] = (layer, node, bn, act_layer, fused_act, act == "softmax", post_act)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 20000))
         try:
@@ -165,7 +161,7 @@ class _Rewriter:
         name = type(layer).__name__
         node = layer._inbound_nodes[hist.node_index]  # noqa: SLF001
         if id(t) in self.fusion_of:
-            core, node, bn, act_layer, act, softmax = self.fusion_of[id(t)]
+            core, node, bn, act_layer, act, softmax, post_act = self.fusion_of[id(t)]
             args = [self._tensor(x) for x in node.input_tensors]
             parts = [core.name] + [x.name for x in (bn, act_layer) if x is not None]
             self.fused.append("+".join(parts))
@@ -177,6 +173,8 @@ class _Rewriter:
             if len(args) != 1:
                 raise _refuse(core, "is called with several inputs")
             y = FoldedQuantLayer(core, bn, act, ema=self.ema, name=f"{core.name}_q")(args[0])
+            if post_act is not None:
+                return self._activation(post_act, y, f"{core.name}_{post_act}")
             return keras.layers.Softmax(name=f"{core.name}_softmax")(y) if softmax else y
         if name == "BatchNormalization":
             raise _refuse(layer, "does not directly follow a Conv2D, DepthwiseConv2D or Dense layer whose only "
@@ -185,26 +183,47 @@ class _Rewriter:
             lambda a: self._tensor(a) if isinstance(a, keras.KerasTensor) else a, node.arguments.args)
         kwargs = keras.tree.map_structure(
             lambda a: self._tensor(a) if isinstance(a, keras.KerasTensor) else a, node.arguments.kwargs)
-        fresh = type(layer).from_config(layer.get_config())  # weightless: a new instance keeps graphs apart
-        y = fresh(*args, **kwargs)
+        if name in ("ReLU", "Activation", "Softmax"):
+            act = activation_name(layer)
+            if act is not None and act.startswith("?"):
+                raise _refuse(layer, f"activation '{act[1:]}' has no INT8 simulation")
+            if act in STANDALONE:
+                return self._activation(act, args[0], layer.name)
+        # a weightless layer gets a new instance (keeps the graphs apart); PReLU's alpha is shared and trained
+        op = layer if layer.weights else type(layer).from_config(layer.get_config())
+        y = op(*args, **kwargs)
         if name in PASS_THROUGH:
             return y
         if name in ("ReLU", "Activation", "Softmax"):
             act = activation_name(layer)
-            if act is None:
-                return y
-            if act.startswith("?"):
-                raise _refuse(layer, f"activation '{act[1:]}' has no INT8 simulation")
-            if act == "softmax":  # TFLite fixes softmax output to scale 1/256: no range to learn
+            if act is None or act == "softmax":  # TFLite fixes softmax output to scale 1/256: no range to learn
                 return y
         return self._quantizer(layer.name)(y)
 
+    def _activation(self, act: str, x, name: str):
+        """sigmoid/tanh/swish/hard_swish as their own simulated op; a learned range unless TFLite fixes it."""
+        y = SimulatedActivation(act, name=f"{name}_sim")(x)
+        return y if act in FIXED_RANGE else self._quantizer(name)(y)
+
+def output_activations(model: keras.Model) -> list[str | None]:
+    """Per output: 'softmax', 'sigmoid', ... of the layer that makes it (decides the distillation loss)."""
+    acts = []
+    for t in model.outputs:
+        act = activation_name(t._keras_history.operation)  # noqa: SLF001
+        acts.append(None if act is None or act.startswith("?") else act)
+    return acts
 
 def rewrite(model: keras.Model, ema: float = 0.99) -> QATModel:
-    """Build the fake-quant model of ``model`` (which is left untouched)."""
-    float_model = clone_float(model)
-    rw = _Rewriter(float_model, ema)
+    """Build the fake-quant model of ``model`` (which is left untouched).
+
+    Nested Functional/Sequential sub-models are inlined first (a flat copy holds the weights that train).
+    """
+    try:
+        flat = flatten(model)
+    except FlattenError as exc:
+        raise UnsupportedLayerError(str(exc)) from exc
+    rw = _Rewriter(flat.model, ema)
     qat = rw.build()
-    out_layer = float_model.outputs[0]._keras_history.operation  # noqa: SLF001
-    return QATModel(model=qat, float_model=float_model, fused=rw.fused,
-                    output_activation=activation_name(out_layer))
+    acts = output_activations(flat.model)
+    return QATModel(model=qat, float_model=flat.model, fused=rw.fused, output_activation=acts[0],
+                    output_activations=acts, flat=flat)

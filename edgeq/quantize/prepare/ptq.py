@@ -124,6 +124,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     from edgeq.quantize.prepare.bias_correction import correct_biases
     from edgeq.quantize.prepare.bn_fold import fold_batchnorm
     from edgeq.quantize.prepare.equalize import equalize
+    from edgeq.quantize.prepare.flatten import FlattenError, flatten
     from edgeq.quantize.prepare.graph import clone
 
     progress = progress or Silent()
@@ -142,8 +143,9 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     if graph_ok:
         x = next(iter(calib.inputs.values()))
         try:
-            current, n_bn = fold_batchnorm(clone(keras_model))
-        except (ValueError, TypeError, KeyError) as exc:  # e.g. subclassed models have no functional config
+            # flat: the steps must see inside nested bases (Model(inputs, head(base(inputs))), Sequential([base]))
+            current, n_bn = fold_batchnorm(flatten(keras_model).model)
+        except (ValueError, TypeError, KeyError, FlattenError) as exc:  # e.g. subclassed models have no functional config
             plan.notes.append(f"graph steps skipped: {exc}")
             current = None
     if current is not None:
