@@ -1,0 +1,1 @@
+"""TFLite flatbuffer helpers that need no interpreter."""
