@@ -23,14 +23,36 @@ def _spec(t) -> TensorSpec:
 
 def load_keras_model(path: Path):
     """Load a Keras model file without compiling it; corrupt or foreign files raise ModelLoadError."""
+    _check_container(Path(path))
     quiet_tf()
     import keras
 
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors... for bad files
+        text = " ".join(str(exc).split())
+        if "safe_mode" in text or "Lambda" in text:  # Keras' own advice (safe_mode=False) would run its code
+            raise ModelLoadError(f"{path}: holds a Lambda layer (arbitrary Python code), which edgeq does not "
+                                 "run; replace it with a registered custom layer and re-save the model") from exc
+        if "File not found" in text or "not a zip file" in text.lower():  # Keras' words for a damaged archive
+            raise ModelLoadError(f"{path}: the Keras archive is damaged or truncated ({first_line(exc)[:100]}); "
+                                 "copy it again or re-save it with model.save('model.keras')") from exc
         raise ModelLoadError(f"{path}: not a loadable Keras model ({first_line(exc)[:160]}); "
                              "re-save it with model.save('model.keras')") from exc
+
+
+def _check_container(path: Path) -> None:
+    """A .keras file is a zip archive and an .h5 an HDF5 file: say so plainly when it is neither."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        why = "truncated (no zip directory at its end)" if head.startswith(b"PK") else "not a zip archive"
+        raise ModelLoadError(f"{path}: not a loadable Keras model ({why}); copy it again or re-save it with "
+                             "model.save('model.keras')")
+    if path.suffix.lower() in (".h5", ".hdf5") and head != b"\x89HDF\r\n\x1a\n":
+        raise ModelLoadError(f"{path}: not a loadable Keras model (no HDF5 signature); copy it again or re-save it")
 
 
 def from_keras_object(model, source: Path) -> FloatModel:
