@@ -98,7 +98,12 @@ def _fake(tmp_path: Path, name: str, script: str) -> Path:
     ("No ED25519 host key is known for b and you have requested strict checking.\nHost key verification failed.",
      HostKeyError, "--accept-new-host-key"),
     ("pi@b: Permission denied (publickey).", DeviceUnauthorized, "refused our keys"),
-    ("ssh: connect to host b port 22: Connection refused", DeviceMissing, "cannot reach"),
+    ("ssh: connect to host b port 22: Connection refused", DeviceMissing, "nothing accepts ssh connections on b "
+                                                                           "port 22"),
+    ("ssh: Could not resolve hostname b: Name or service not known", DeviceMissing, "host name 'b' does not resolve"),
+    ("Connection timed out during banner exchange", DeviceMissing, "no answer from b port 22 within 10 s"),
+    ("ssh: connect to host b port 22: No route to host", DeviceMissing, "not reachable from here"),
+    ("", DeviceLost, "without saying why .exit 255.; run 'ssh -v b true'"),
     ("Connection to b closed by remote host.", DeviceLost, "connection lost"),
 ])
 def test_ssh_failures_become_one_line_device_errors(tmp_path, stderr, exc, needle):
