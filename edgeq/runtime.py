@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import DataError
+from edgeq.errors import DataError, ModelLoadError, first_line
 from edgeq.modelinfo import open_interpreter
 from edgeq.nativeio import quiet_native_output
 
@@ -60,7 +60,10 @@ class TFLiteRunner:
                 for d in self.input_details:
                     self.interp.resize_tensor_input(d["index"], [batch, *d["shape"][1:]], strict=False)
                 self.interp.allocate_tensors()
-        except Exception:
+        except Exception as exc:
+            if batch == 1:  # nothing smaller to try: the model itself cannot be prepared
+                raise ModelLoadError(f"{self.where}: the interpreter cannot allocate it ({first_line(exc)[:160]}); "
+                                     "convert it again or check its input shapes") from None
             return False
         self.input_details = self.interp.get_input_details()
         self._batch = batch
@@ -92,7 +95,11 @@ class TFLiteRunner:
             if dtype.kind in "iu" and scale != 0.0 and np.asarray(x).dtype.kind == "f":
                 x = quantize(x, scale, zp, dtype)
             self.interp.set_tensor(d["index"], np.asarray(x).astype(dtype, copy=False))
-        self.interp.invoke()
+        try:
+            self.interp.invoke()
+        except RuntimeError as exc:  # kernels (and XNNPACK, which prepares on first run) reject damaged models here
+            raise ModelLoadError(f"{self.where}: LiteRT cannot run it ({' '.join(first_line(exc).split())[:160]}); "
+                                 "the file may be damaged: convert it again") from None
         outs = []
         for d in self._outputs:
             y = self.interp.get_tensor(d["index"])

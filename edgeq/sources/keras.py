@@ -6,6 +6,7 @@ concrete functions but works on an exported SavedModel (see the toolchain notes)
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,14 @@ def load_keras_model(path: Path):
     import keras
 
     try:
-        return keras.saving.load_model(str(path), compile=False)
+        with warnings.catch_warnings():  # a damaged archive also warns per layer; the error below says it once
+            warnings.simplefilter("ignore")
+            return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors... for bad files
         text = " ".join(str(exc).split())
+        if "could not be loaded" in text:
+            raise ModelLoadError(f"{path}: its weights do not load (the archive is damaged, or they belong to "
+                                 "another model); copy it again or re-save it with model.save('model.keras')") from exc
         if "safe_mode" in text or "Lambda" in text:  # Keras' own advice (safe_mode=False) would run its code
             raise ModelLoadError(f"{path}: holds a Lambda layer (arbitrary Python code), which edgeq does not "
                                  "run; replace it with a registered custom layer and re-save the model") from exc

@@ -83,6 +83,7 @@ def _check_model(m, size: int, where: str, schema) -> None:
         code = max(c.builtinCode, c.deprecatedBuiltinCode)
         if not 0 <= code <= max_op:
             raise _fail(where, f"operator code {i} has unknown builtin {code}")
+    _check_names(m, where)
     for s, sg in enumerate(subgraphs):
         tensors = sg.tensors or []
         nt = len(tensors)
@@ -123,6 +124,20 @@ def _check_model(m, size: int, where: str, schema) -> None:
 
 
 # TensorType -> bytes per element (strings, resources, variants and packed int4/int2 are not checked).
+def _check_names(m, where: str) -> None:
+    """The runtime's Python API decodes these as UTF-8; a damaged byte would surface as UnicodeDecodeError."""
+    names = [sg.name for sg in m.subgraphs or []] + [t.name for sg in m.subgraphs or [] for t in sg.tensors or []]
+    names += [c.customCode for c in m.operatorCodes or []] + [md.name for md in m.metadata or []]
+    for sig in m.signatureDefs or []:
+        names += [sig.signatureKey] + [tm.name for tm in (sig.inputs or []) + (sig.outputs or [])]
+    for n in names:
+        if isinstance(n, bytes):
+            try:
+                n.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _fail(where, f"name {n[:40]!r} is not UTF-8") from None
+
+
 _ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 15: 4, 16: 2, 18: 2}
 
 
