@@ -5,6 +5,7 @@ concrete functions but works on an exported SavedModel (see the toolchain notes)
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -65,8 +66,12 @@ def from_keras_object(model, source: Path) -> FloatModel:
     """Wrap an in-memory Keras model (e.g. a fine-tuned one) as a FloatModel."""
     tmp = Path(tempfile.mkdtemp(prefix="edgeq-sm-"))
     saved = tmp / "saved_model"
-    with quiet_native_output():
-        model.export(str(saved), format="tf_saved_model", verbose=False)
+    try:
+        with quiet_native_output():
+            model.export(str(saved), format="tf_saved_model", verbose=False)
+    except BaseException:  # Ctrl-C / SIGTERM / a failed export: the FloatModel that would remove it never exists
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     inputs = [_spec(t) for t in model.inputs]
     outputs = [TensorSpec(name=f"output_{i}", shape=tuple(None if d is None else int(d) for d in t.shape),
                           dtype=str(np.dtype(str(t.dtype)))) for i, t in enumerate(model.outputs)]
