@@ -139,6 +139,36 @@ def test_adb_states_become_one_line_device_errors(tmp_path, monkeypatch, out, ex
         AdbRemote("R58M").connect()
 
 
+def test_adb_server_edgeq_started_is_stopped_and_a_users_server_is_not(tmp_path, monkeypatch):
+    log = tmp_path / "calls"
+    started = tmp_path / "started"
+    # a fake adb whose first call starts "the server", as the real client says on stderr
+    fake = _fake(tmp_path, "adb", f'echo "$@" >> {log}\n'
+                                  f'if [ ! -e {started} ]; then touch {started}; '
+                                  'echo "* daemon started successfully" >&2; fi\n'
+                                  'case "$*" in *get-state*) echo device;; esac\n')
+    monkeypatch.setenv("EDGEQ_ADB", str(fake))
+    remote = AdbRemote("R58M")
+    remote.connect()
+    remote.close()
+    assert log.read_text().splitlines()[-1] == "kill-server"
+    log.write_text("")  # now the server was already running (the user's): it stays
+    remote = AdbRemote("R58M")
+    remote.connect()
+    remote.close()
+    assert "kill-server" not in log.read_text()
+
+
+def test_connect_timeout_follows_timeout_and_is_at_most_10_s():
+    from edgeq.bench.devices import open_remote
+
+    def connect_timeout(timeout_s):
+        return open_remote("ssh://pi@b", SshOptions(), timeout_s)._argv("true")
+    assert "ConnectTimeout=3" in connect_timeout(3.0)
+    assert "ConnectTimeout=10" in connect_timeout(600.0)
+    assert open_remote("adb:R58M", SshOptions(), 4.0).connect_timeout == 4
+
+
 def test_unreachable_target_gives_failed_results_not_an_exception(tmp_path, monkeypatch):
     fake = _fake(tmp_path, "adb", "echo \"error: device 'R58M' not found\" >&2\nexit 1\n")
     monkeypatch.setenv("EDGEQ_ADB", str(fake))
