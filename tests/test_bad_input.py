@@ -164,7 +164,7 @@ CASES = [
                                             "--out", e.dir / "o.tflite"], ("r.keras", "not a zip archive")),
     Case("eval-random-npz", lambda e: ["eval", e.tflite, "--data", e.file("r.npz", b"\x01" * 500)],
          ("r.npz", "neither a .npz")),
-    Case("eval-folder-data", lambda e: ["eval", e.tflite, "--data", e.file("plain.npy", b"")],
+    Case("eval-empty-npy", lambda e: ["eval", e.tflite, "--data", e.file("plain.npy", b"")],
          ("plain.npy", "empty")),
     Case("convert-fifo-model", lambda e: ["convert", _fifo(e, "m.keras"), "--mode", "fp16", "--out",
                                           e.dir / "o.tflite"], ("m.keras", "not a regular file")),
