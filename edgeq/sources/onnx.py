@@ -16,7 +16,6 @@ the same code as for Keras input. Steps:
 from __future__ import annotations
 
 import re
-
 import shutil
 import tempfile
 from pathlib import Path
