@@ -87,6 +87,15 @@ def _fifo(e: Env, name: str) -> Path:
     return p
 
 
+def _lambda_keras(e: Env) -> list:
+    import keras
+
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2)])
+    m.save(e.dir / "lam.keras")
+    e.inputs.append(e.dir / "lam.keras")
+    return ["convert", e.dir / "lam.keras", "--mode", "fp32", "--out", e.dir / "o.tflite"]
+
+
 def _long_name(e: Env) -> list:
     return ["convert", e.copy(CNN / "model.keras"), "--mode", "fp16", "--out", e.dir / ("a" * 300 + ".tflite")]
 
@@ -162,6 +171,7 @@ CASES = [
         :50000]), "--mode", "fp16", "--out", e.dir / "o.tflite"], ("t.keras", "truncated")),
     Case("convert-random-keras", lambda e: ["convert", e.file("r.keras", os.urandom(4000)), "--mode", "fp16",
                                             "--out", e.dir / "o.tflite"], ("r.keras", "not a zip archive")),
+    Case("convert-lambda-keras", _lambda_keras, ("lam.keras", "Lambda layer", "registered custom layer")),
     Case("eval-random-npz", lambda e: ["eval", e.tflite, "--data", e.file("r.npz", b"\x01" * 500)],
          ("r.npz", "neither a .npz")),
     Case("eval-empty-npy", lambda e: ["eval", e.tflite, "--data", e.file("plain.npy", b"")],
