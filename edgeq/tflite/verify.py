@@ -3,8 +3,8 @@
 The Python interpreter wrapper builds models without the flatbuffer verifier, so a truncated or
 scrambled file crashes the process (SIGSEGV) instead of raising. No verifier is exposed by the installed
 packages, so this walks the whole flatbuffer with the schema's generated reader (every out-of-range read
-raises in Python instead of crashing) and then checks the indices the runtime trusts: buffers,
-tensors, operator codes, subgraphs and external buffer offsets.
+raises in Python instead of crashing) and then checks what the runtime trusts: buffer, tensor, operator
+code and subgraph indices, external buffer offsets, constant sizes, and names it decodes as UTF-8.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeq.errors import ModelLoadError, first_line
 
-_MAX_DIMS = 16
+_MAX_DIMS = 16  # more dimensions than any kernel takes: a damaged shape vector
 
 
 def _schema():
@@ -82,7 +82,8 @@ def _check_model(m, size: int, where: str, schema) -> None:
     for i, c in enumerate(codes):
         code = max(c.builtinCode, c.deprecatedBuiltinCode)
         if not 0 <= code <= max_op:
-            raise _fail(where, f"operator code {i} has unknown builtin {code}")
+            raise ModelLoadError(f"{where}: operator code {i} is builtin op {code}, unknown to the installed LiteRT; "
+                                 "the file is damaged or from a newer converter: convert it again")
     _check_names(m, where)
     for s, sg in enumerate(subgraphs):
         tensors = sg.tensors or []
