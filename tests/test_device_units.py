@@ -103,7 +103,7 @@ def _fake(tmp_path: Path, name: str, script: str) -> Path:
     ("ssh: Could not resolve hostname b: Name or service not known", DeviceMissing, "host name 'b' does not resolve"),
     ("Connection timed out during banner exchange", DeviceMissing, "no answer from b port 22 within 10 s"),
     ("ssh: connect to host b port 22: No route to host", DeviceMissing, "not reachable from here"),
-    ("", DeviceLost, "without saying why .exit 255.; run 'ssh -v b true'"),
+    ("", DeviceLost, "connection lost during 'true': ssh exited 255 without saying why; run 'ssh -v b true'"),
     ("Connection to b closed by remote host.", DeviceLost, "connection lost"),
 ])
 def test_ssh_failures_become_one_line_device_errors(tmp_path, stderr, exc, needle):

@@ -104,8 +104,8 @@ class SshRemote:
         if "no route to host" in low or "network is unreachable" in low:
             raise DeviceMissing(f"{self.label}: {host} is not reachable from here ({reason}); check the network")
         if not reason:
-            raise DeviceLost(f"{self.label}: ssh failed during {what} without saying why (exit {code}); run "
-                             f"'ssh -v {'-p ' + str(port) + ' ' if self.address.port else ''}{host} true' to see")
+            raise DeviceLost(f"{self.label}: connection lost during {what}: ssh exited {code} without saying why; "
+                             f"run 'ssh -v {'-p ' + str(port) + ' ' if self.address.port else ''}{host} true' to see")
         raise DeviceLost(f"{self.label}: connection lost during {what} ({reason})")
 
     def connect(self) -> None:
