@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := sample_models/fashion_mobilenet
 OUT := out
 
-.PHONY: install demo test test-fast bench numbers sample-models devicelab devicelab-down clean zoo-fetch zoo-fetch-fast zoo
+.PHONY: install demo test test-fast fuzz bench numbers sample-models devicelab devicelab-down clean zoo-fetch zoo-fetch-fast zoo
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+# Thousands of seeded damaged .tflite/.onnx/.keras/.npz files through the CLI (make test runs a few hundred):
+# every case must exit 0 or 2 in one line, leave no file behind, and never crash. FUZZ_CASES/FUZZ_SEED override.
+FUZZ_CASES ?= 2000
+FUZZ_SEED ?= 1
+fuzz: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m tests.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
 
 bench: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.run_all

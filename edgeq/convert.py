@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from edgeq.calib_check import calibration_warnings
 from edgeq.data import Dataset, load_dataset
-from edgeq.errors import ConversionError, OutputError, first_line
+from edgeq.errors import ConversionError, first_line
 from edgeq.evaluate import evaluate
 from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
@@ -106,9 +107,7 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
     source = Path(model)
     kind = source_kind(source)
     out = Path(out) if out is not None else default_output(source, options.mode)
-    check_writable(out)
-    if out.resolve() == source.resolve():
-        raise OutputError(f"{out}: would overwrite the input model; choose another --out")
+    check_writable(out, inputs=(source, options.calib, eval_data))
     if options.mode.needs_calibration and options.calib is None:
         raise ConversionError(f"--mode {options.mode.value} needs calibration data; give --calib DATA "
                               "(.npy, .npz or a folder of a few hundred representative inputs)")
@@ -131,6 +130,7 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
                                  limit=options.calib_samples, layout=layout)
         if eval_data is not None:  # read before converting: bad data should fail in a second, not a minute
             evalds = load_dataset(Path(eval_data), fm.inputs, preprocess=options.preprocess, layout=layout)
+            evalds.check_labels(fm.outputs[0].shape[-1] if fm.outputs and len(fm.outputs[0].shape) > 1 else None)
         t = time.perf_counter()
         fp32 = ConverterSettings(mode=Mode.FP32, io=options.io_type)
         with progress.task("converting to fp32 (size reference)"):
@@ -175,4 +175,5 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             source=str(source), source_kind=kind, output=str(out), mode=options.mode.value,
             io=options.io_type.value, per_channel=options.per_channel, size_bytes=len(content),
             float_size_bytes=len(float_bytes), model=info, calib_samples=len(calib) if calib else None,
-            accuracy=accuracy, notes=list(dict.fromkeys(notes)), timings_s=timings, extra=extra)
+            accuracy=accuracy, notes=list(dict.fromkeys(notes)), timings_s=timings, extra=extra,
+            warnings=calibration_warnings(calib, evalds, accuracy, options.mode is Mode.INT8))

@@ -38,6 +38,17 @@ class Dataset:
         return Dataset({k: v[:n] for k, v in self.inputs.items()},
                        None if self.labels is None else self.labels[:n], self.source, list(self.notes))
 
+    def check_labels(self, classes: int | None) -> None:
+        """Refuse labels that are not class ids of a model with ``classes`` outputs: top-1 against them
+        would be a plausible-looking wrong number. ``None`` (unknown class count) checks nothing."""
+        if self.labels is None or not classes:
+            return
+        bad = (self.labels < 0) | (self.labels >= classes)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DataError(f"{self.source}: label {int(self.labels[first])} at sample {first} is not a class id "
+                            f"of the model's {classes} outputs; give labels 0..{classes - 1}")
+
     def samples(self):
         """Yield one sample at a time as name -> array with a batch axis of 1."""
         for i in range(len(self)):
@@ -86,7 +97,25 @@ def load_dataset(path: Path, specs: list[TensorSpec], *, preprocess: Preprocess 
     return ds.take(limit)
 
 
+def check_numpy_file(path: Path, what: str = "") -> None:
+    """Refuse a file that is neither a .npz (zip) nor a .npy before numpy reads it: numpy calls anything
+    else "pickled data", which sends users looking for pickles in a truncated or mislabeled file."""
+    path = Path(path)
+    where = f"{what} {path}".strip()
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        raise DataError(f"{where}: {kind}; give a .npz or .npy file")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if not head:
+        raise DataError(f"{where}: file is empty; save the data again with numpy.savez")
+    if not (head.startswith(b"PK") or head == b"\x93NUMPY"):
+        raise DataError(f"{where}: neither a .npz (zip) nor a .npy file (it starts with {head[:4]!r}); "
+                        "save the data with numpy.savez")
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    check_numpy_file(path)
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -94,6 +123,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    check_numpy_file(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

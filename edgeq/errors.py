@@ -33,6 +33,15 @@ class EdgeqError(Exception):
     exit_code = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds exactly as Ctrl-C does (temporary files and remote run folders
+    removed, child processes ended), then the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class ModelLoadError(EdgeqError):
     """A model file or directory that is missing, empty, corrupt or of an unknown kind."""
 

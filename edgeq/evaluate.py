@@ -68,6 +68,7 @@ def evaluate(model: Path | bytes, dataset: Dataset, reference: list[np.ndarray] 
              progress: Progress | None = None) -> EvalResult:
     """Evaluate a .tflite on ``dataset``; ``reference`` are the float model's outputs on the same data."""
     outs = run_tflite(model, dataset, progress)
+    dataset.check_labels(outs[0].shape[-1] if outs[0].ndim > 1 else None)
     labels = dataset.labels
     return EvalResult(
         data=str(dataset.source), samples=len(dataset),

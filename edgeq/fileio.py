@@ -1,55 +1,127 @@
-"""Atomic output: a reader sees either the old file or the complete new one, never half of it."""
+"""Atomic output: a reader sees either the old file or the complete new one, never half of it.
+
+Output paths are probed for real before the expensive work (a temporary file is created in the target
+folder and removed: ``os.access`` says yes to root everywhere), never name one of the command's inputs,
+and every ``OSError`` while writing becomes one line naming the path and the cause.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 from edgeq.errors import OutputError
 
 
-def check_writable(path: Path) -> None:
-    """Fail early (before minutes of conversion) when ``path`` cannot be created."""
+def _tmp_prefix(path: Path) -> str:
+    # Short enough that the temporary name fits where the final name fits.
+    return f".{path.name[:40]}."
+
+
+def check_writable(path: Path, inputs: Iterable[Path | str | None] = ()) -> None:
+    """Fail early (before minutes of conversion) when ``path`` cannot be created, is not a regular
+    file, or would overwrite one of ``inputs`` (a model file, anything inside a model folder, data)."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory; give a file name for the output")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"{path}: folder {parent} does not exist; create it or choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: folder {parent} is not writable; choose another --out")
+        blocker = next((p for p in [parent, *parent.parents] if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise OutputError(f"{path}: {blocker} is a file, not a folder; choose another output path")
+        raise OutputError(f"{path}: folder {parent} does not exist; create it or choose another output path")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) > name_max:
+        raise OutputError(f"{path.parent / (path.name[:40] + '...')}: file name is {len(os.fsencode(path.name))} "
+                          f"bytes, longer than the {name_max} this file system allows; choose a shorter name")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot use it as output ({_cause(exc)}); choose another output path") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise OutputError(f"{path}: is a directory; give a file name for the output")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise OutputError(f"{path}: exists and is not a regular file (a device, FIFO or socket); "
+                          "choose another output path")
+    check_not_input(path, inputs)
+    try:  # the real test: create (and remove) a file where the output will go
+        fd, probe = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {parent} ({_cause(exc)}); choose another output path") from None
     if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"{path}: exists and is not writable; choose another --out")
+        raise OutputError(f"{path}: exists and is not writable; choose another output path")
+
+
+def check_not_input(path: Path, inputs: Iterable[Path | str | None]) -> None:
+    """Refuse an output that is, or lies inside, one of ``inputs``."""
+    target = Path(path).resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).resolve()
+        same = target == src or (target.exists() and src.exists() and os.path.samefile(target, src))
+        if same or (src.is_dir() and src in target.parents):
+            raise OutputError(f"{path}: would overwrite the input {item}; choose another output path")
+
+
+def _cause(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, suffix: str = ".tmp"):
+def atomic_output(path: Path, suffix: str = ".tmp", inputs: Iterable[Path | str | None] = ()):
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path``, on any error
-    (Ctrl-C included) it is removed. For writers that need a file name (e.g. ``model.save``)."""
+    (Ctrl-C and SIGTERM included) it is removed. For writers that need a file name (e.g. ``model.save``).
+    An ``OSError`` (disk full, file system gone read-only ...) becomes an :class:`OutputError`."""
     path = Path(path)
-    check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
-    os.close(fd)
+    check_writable(path, inputs)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=suffix, dir=path.parent or ".")
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write it ({_cause(exc)}); choose another output path") from None
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: writing failed ({_cause(exc)}); free space or choose another "
+                              "output path") from exc
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
+def atomic_write_bytes(path: Path, data: bytes, inputs: Iterable[Path | str | None] = ()) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+    with atomic_output(path, inputs=inputs) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     return Path(path)
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
+def atomic_write_text(path: Path, text: str, inputs: Iterable[Path | str | None] = ()) -> Path:
     """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), inputs)
+
+
+def make_output_folder(folder: Path) -> Path:
+    """``mkdir -p`` for a results folder, with a one-line error instead of an OSError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{folder}: exists and is not a folder; give a folder for the results") from None
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create the folder ({_cause(exc)}); choose another") from None
+    return folder

@@ -113,27 +113,23 @@ def _axis(w: WeightInfo) -> int:
 
 
 def open_interpreter(path: Path | None = None, content: bytes | None = None, num_threads: int | None = None):
-    """An ai-edge-litert Interpreter, with a one-line ModelLoadError for files that are not TFLite."""
+    """An ai-edge-litert Interpreter, with a one-line ModelLoadError for files that are not sound TFLite.
+
+    The model is checked (edgeq.tflite.verify) and then always loaded from memory: the runtime verifies
+    buffers it is given but not files it maps, and a corrupt mapped file crashes the process."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgeq.tflite.verify import read_model, verify_tflite
+
     where = str(path) if path is not None else "<model bytes>"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ModelLoadError(f"{p}: no such file; give a .tflite model")
-        if p.stat().st_size == 0:
-            raise ModelLoadError(f"{p}: file is empty; convert the model again")
-        with open(p, "rb") as f:
-            head = f.read(8)
-        if head[4:8] != b"TFL3":
-            raise ModelLoadError(f"{p}: not a TFLite flatbuffer (no 'TFL3' identifier); give a .tflite file")
+    if content is None:
+        content = read_model(Path(path))
+    verify_tflite(path, content)
     from edgeq.nativeio import quiet_native_output
 
     try:
         with quiet_native_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-            if content is not None:
-                return Interpreter(model_content=content, num_threads=num_threads)
-            return Interpreter(model_path=str(path), num_threads=num_threads)
+            return Interpreter(model_content=bytes(content), num_threads=num_threads)
     except Exception as exc:  # the runtime raises ValueError/RuntimeError with multi-line text
         raise ModelLoadError(f"{where}: LiteRT cannot load it ({first_line(exc)[:160]}); the file may be truncated "
                              "or from a newer converter") from exc

@@ -27,6 +27,7 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # mode-specific sections (e.g. mixed precision, PTQ steps)
+    warnings: list[str] = field(default_factory=list)  # calibration sanity (edgeq.calib_check): likely wrong data
 
     @property
     def size_ratio(self) -> float:
@@ -44,7 +45,7 @@ class ConversionReport:
             "inputs": [vars(t) for t in self.model.inputs], "outputs": [vars(t) for t in self.model.outputs],
             "float_ops": self.model.float_ops, "calib_samples": self.calib_samples,
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
-            "notes": self.notes, "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+            "notes": self.notes, "warnings": self.warnings, "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             **self.extra,
         }
 
@@ -74,7 +75,7 @@ class ConversionReport:
                 rows.append((k, str(v["summary"])))
         if self.timings_s:
             rows.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.timings_s.items())))
-        return _table(rows + [("note", n) for n in self.notes])
+        return _table(rows + [("note", n) for n in self.notes] + [("WARNING", w) for w in self.warnings])
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

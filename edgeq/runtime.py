@@ -63,6 +63,11 @@ class TFLiteRunner:
                 self.interp.allocate_tensors()
         except Exception as exc:  # noqa: BLE001 - a fixed-batch model refuses other batch sizes
             self._alloc_error = first_line(exc)[:160]
+            if batch == 1:  # nothing smaller to try: the model itself cannot be prepared
+                why = ("it needs an op this LiteRT does not have" if "custom op" in self._alloc_error
+                       else "convert it again or check its input shapes")
+                raise ModelLoadError(f"{self.where}: the interpreter cannot allocate it ({self._alloc_error}); "
+                                     f"{why}") from None
             return False
         self.input_details = self.interp.get_input_details()
         self._batch = batch
@@ -78,12 +83,8 @@ class TFLiteRunner:
         while start < n:
             b = min(batch_size, n - start)
             if not self._prepare(b):
-                batch_size = b = 1  # a model with a fixed batch of 1
-                if not self._prepare(1):
-                    why = ("it needs an op this LiteRT does not have" if "custom op" in str(self._alloc_error)
-                           else "the model is malformed")
-                    raise ModelLoadError(f"{self.where}: LiteRT cannot allocate the model's tensors "
-                                         f"({self._alloc_error}); {why}")
+                batch_size = b = 1  # a model with a fixed batch of 1 (_prepare(1) raises if even that fails)
+                self._prepare(1)
             chunk = {k: v[start:start + b] for k, v in feeds.items()}
             results.append(self._invoke(chunk))
             start += b
@@ -107,9 +108,9 @@ class TFLiteRunner:
             self.interp.set_tensor(d["index"], np.asarray(x).astype(dtype, copy=False))
         try:
             self.interp.invoke()
-        except RuntimeError as exc:  # e.g. "Input tensor 119 lacks data": a malformed flatbuffer
-            raise ModelLoadError(f"{self.where}: LiteRT failed to run the model ({first_line(exc)[:160]}); "
-                                 "the model is malformed") from exc
+        except RuntimeError as exc:  # kernels (and XNNPACK, which prepares on first run) reject damaged models here
+            raise ModelLoadError(f"{self.where}: LiteRT cannot run it ({' '.join(first_line(exc).split())[:160]}); "
+                                 "the file may be damaged: convert it again") from None
         outs = []
         for d in self._outputs:
             y = self.interp.get_tensor(d["index"])

@@ -100,7 +100,7 @@ def test_bad_models_fail_one_line_each_and_the_good_one_is_still_reported(varian
     text = tmp_path / "notes.tflite"
     text.write_text("not a model")
     cut = tmp_path / "cut.tflite"
-    cut.write_bytes(good.read_bytes()[:2000])  # TFL3 header, truncated body: LiteRT crashes on it
+    cut.write_bytes(good.read_bytes()[:2000])  # TFL3 header, truncated body: LiteRT would crash on it
     rank3 = tmp_path / "rank3.tflite"
     _with_rank3_input(good, rank3)  # a valid file whose CONV_2D cannot be prepared: allocation fails
     res = cli("bench", text, good, cut, rank3, tmp_path / "missing.tflite", "--runs", "3", "--warmup", "1",
@@ -111,7 +111,7 @@ def test_bad_models_fail_one_line_each_and_the_good_one_is_still_reported(varian
     assert len(errs) == 4 and all(ln.startswith("edgeq: error: ") for ln in errs), res.err
     assert "rank3.tflite: the interpreter cannot allocate it (Node number 0 (CONV_2D) failed to prepare" in res.err
     assert "notes.tflite: not a TFLite flatbuffer" in res.err
-    assert "cut.tflite: LiteRT crashed" in res.err
+    assert "cut.tflite: corrupt TFLite model" in res.err  # caught by edgeq.tflite.verify, before LiteRT
     assert "missing.tflite: no such file" in res.err
     assert "Traceback" not in res.err
 

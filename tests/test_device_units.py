@@ -98,7 +98,12 @@ def _fake(tmp_path: Path, name: str, script: str) -> Path:
     ("No ED25519 host key is known for b and you have requested strict checking.\nHost key verification failed.",
      HostKeyError, "--accept-new-host-key"),
     ("pi@b: Permission denied (publickey).", DeviceUnauthorized, "refused our keys"),
-    ("ssh: connect to host b port 22: Connection refused", DeviceMissing, "cannot reach"),
+    ("ssh: connect to host b port 22: Connection refused", DeviceMissing, "nothing accepts ssh connections on b "
+                                                                           "port 22"),
+    ("ssh: Could not resolve hostname b: Name or service not known", DeviceMissing, "host name 'b' does not resolve"),
+    ("Connection timed out during banner exchange", DeviceMissing, "no answer from b port 22 within 10 s"),
+    ("ssh: connect to host b port 22: No route to host", DeviceMissing, "not reachable from here"),
+    ("", DeviceLost, "connection lost during 'true': ssh exited 255 without saying why; run 'ssh -v b true'"),
     ("Connection to b closed by remote host.", DeviceLost, "connection lost"),
 ])
 def test_ssh_failures_become_one_line_device_errors(tmp_path, stderr, exc, needle):
@@ -132,6 +137,36 @@ def test_adb_states_become_one_line_device_errors(tmp_path, monkeypatch, out, ex
     monkeypatch.setenv("EDGEQ_ADB", str(fake))
     with pytest.raises(exc, match=needle):
         AdbRemote("R58M").connect()
+
+
+def test_adb_server_edgeq_started_is_stopped_and_a_users_server_is_not(tmp_path, monkeypatch):
+    log = tmp_path / "calls"
+    started = tmp_path / "started"
+    # a fake adb whose first call starts "the server", as the real client says on stderr
+    fake = _fake(tmp_path, "adb", f'echo "$@" >> {log}\n'
+                                  f'if [ ! -e {started} ]; then touch {started}; '
+                                  'echo "* daemon started successfully" >&2; fi\n'
+                                  'case "$*" in *get-state*) echo device;; esac\n')
+    monkeypatch.setenv("EDGEQ_ADB", str(fake))
+    remote = AdbRemote("R58M")
+    remote.connect()
+    remote.close()
+    assert log.read_text().splitlines()[-1] == "kill-server"
+    log.write_text("")  # now the server was already running (the user's): it stays
+    remote = AdbRemote("R58M")
+    remote.connect()
+    remote.close()
+    assert "kill-server" not in log.read_text()
+
+
+def test_connect_timeout_follows_timeout_and_is_at_most_10_s():
+    from edgeq.bench.devices import open_remote
+
+    def connect_timeout(timeout_s):
+        return open_remote("ssh://pi@b", SshOptions(), timeout_s)._argv("true")
+    assert "ConnectTimeout=3" in connect_timeout(3.0)
+    assert "ConnectTimeout=10" in connect_timeout(600.0)
+    assert open_remote("adb:R58M", SshOptions(), 4.0).connect_timeout == 4
 
 
 def test_unreachable_target_gives_failed_results_not_an_exception(tmp_path, monkeypatch):

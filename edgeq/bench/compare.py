@@ -207,9 +207,11 @@ def plot_pareto(c: Comparison, path: Path) -> Path | None:
             ax.set_title(f"{t}: marker area ~ model size", fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    import io
+
+    from edgeq.fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(Path(path), buf.getvalue())

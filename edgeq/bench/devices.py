@@ -21,7 +21,8 @@ from edgeq.bench.device_flow import (RUNNER, FlowOptions, RunFolder, install_bin
                                      run_benchmark_model, run_python_runner, shell_conditions)
 from edgeq.bench.errors import BenchmarkFailed, TargetError
 from edgeq.bench.result import BenchResult
-from edgeq.errors import EdgeqError
+from edgeq.errors import EdgeqError, ModelLoadError
+from edgeq.tflite.verify import verify_tflite
 from edgeq.transport.adb import AdbRemote
 from edgeq.transport.base import CANCEL, Cancelled, Remote
 from edgeq.transport.errors import DeviceError
@@ -59,12 +60,14 @@ def is_device_target(spec: str) -> bool:
     return spec == "adb" or spec.startswith("adb:") or spec.startswith("ssh://")
 
 
-def open_remote(spec: str, ssh: SshOptions) -> Remote:
+def open_remote(spec: str, ssh: SshOptions, timeout_s: float | None = None) -> Remote:
+    """The transport for ``spec``; connecting waits at most 10 s, or ``timeout_s`` when that is shorter."""
+    connect = max(1, int(min(ssh.connect_timeout, timeout_s or ssh.connect_timeout)))
     if spec == "adb" or spec.startswith("adb:"):
         serial = spec[4:] or None
-        return AdbRemote(serial)
+        return AdbRemote(serial, connect_timeout=connect)
     if spec.startswith("ssh://"):
-        return SshRemote(parse_ssh_target(spec), ssh)
+        return SshRemote(parse_ssh_target(spec), replace(ssh, connect_timeout=connect))
     raise TargetError(f"target '{spec}': give adb[:SERIAL] or ssh://[user@]host[:port]")
 
 
@@ -113,7 +116,7 @@ def run_target(target_spec: str, models: list[Path], options: DeviceBenchOptions
     label = label or target_spec
     models = [Path(m) for m in models]
     try:
-        remote = open_remote(target_spec, options.ssh)
+        remote = open_remote(target_spec, options.ssh, options.timeout_s)
     except EdgeqError as exc:
         return _failed(models, options, label, str(exc))
     done: list[BenchResult] = []
@@ -133,8 +136,23 @@ def _failed(models: list[Path], o: DeviceBenchOptions, label: str, error: str) -
             for m in models for t in o.threads]
 
 
+def _verified(models: list[Path], o: DeviceBenchOptions, label: str, results: list[BenchResult]) -> list[Path]:
+    """The models that are sound .tflite files; each other one becomes a failed result naming the file."""
+    good = []
+    for m in models:
+        try:
+            verify_tflite(m)
+            good.append(m)
+        except ModelLoadError as exc:
+            results += _failed([m], o, label, str(exc))
+    return good
+
+
 def _run(remote: Remote, models: list[Path], o: DeviceBenchOptions, label: str, results: list[BenchResult]) -> None:
     remote.connect()
+    models = _verified(models, o, label, results)  # before anything is copied to the device
+    if not models:
+        return
     android = isinstance(remote, AdbRemote)
     facts = android_facts(remote) if android else {}
     emulated = o.emulated or emulation.detect(remote)

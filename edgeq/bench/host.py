@@ -15,7 +15,9 @@ from pathlib import Path
 
 from edgeq.bench.host_worker import RESULT_MARK, WorkerSpec
 from edgeq.bench.result import BenchResult
+from edgeq.errors import ModelLoadError
 from edgeq.progress import Progress, Silent
+from edgeq.tflite.verify import verify_tflite
 
 TAIL_LINES = 8
 
@@ -63,6 +65,11 @@ def run_one(model: Path, threads: int, options: HostBenchOptions) -> BenchResult
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     base = BenchResult(model=str(model), target=options.target, threads=threads,
                        delegate=options.delegate_lib or ("xnnpack" if options.xnnpack else "none"))
+    try:  # here, not in the worker: its peak memory is what the model costs, and a clear line beats a crash
+        verify_tflite(Path(model))
+    except ModelLoadError as exc:
+        base.error = str(exc)
+        return base
     try:
         proc = subprocess.run([sys.executable, "-m", "edgeq.bench.host_worker"], input=json.dumps(asdict(spec)),
                               capture_output=True, text=True, timeout=options.timeout_s, env=env)

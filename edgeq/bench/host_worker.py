@@ -84,8 +84,18 @@ def _feeds(interp, spec: WorkerSpec) -> dict[int, np.ndarray]:
     """Input arrays by tensor index: the first sample of --inputs, or random data in each input's range."""
     from edgeq.runtime import quantize
 
+    from edgeq.errors import DataError
+
     rng = np.random.default_rng(spec.seed)
-    arrays = dict(np.load(spec.inputs)) if spec.inputs else {}
+    if spec.inputs:
+        from edgeq.data import check_numpy_file
+
+        check_numpy_file(Path(spec.inputs), "--inputs")
+    try:
+        arrays = _load_inputs(spec.inputs) if spec.inputs else {}
+    except Exception as exc:  # a corrupt or pickled file: name it, not the model
+        raise DataError(f"--inputs {spec.inputs}: not a readable .npz ({first_line(exc)[:120]}); save it with "
+                        "numpy.savez(path, x=...)") from None
     feeds = {}
     details = interp.get_input_details()
     for d in details:
@@ -95,9 +105,13 @@ def _feeds(interp, spec: WorkerSpec) -> dict[int, np.ndarray]:
             name_hits = [k for k in arrays if k == d["name"] or d["name"].startswith(f"serving_default_{k}:")]
             key = name_hits[0] if name_hits else ("x" if "x" in arrays and len(details) == 1 else None)
             if key is None:
-                from edgeq.errors import DataError
-                raise DataError(f"{spec.inputs}: no array for input '{d['name']}' (arrays: {sorted(arrays)})")
+                raise DataError(f"--inputs {spec.inputs}: no array for input '{d['name']}' (arrays: "
+                                f"{sorted(arrays)}); store one array per input name, or 'x'")
             a = np.asarray(arrays[key][:1])
+            if a.dtype.kind not in "biuf" or a.size != int(np.prod(shape)):
+                raise DataError(f"--inputs {spec.inputs}: array '{key}' gives samples of shape {tuple(a.shape[1:])} "
+                                f"({a.dtype}) but input '{d['name']}' takes {tuple(shape[1:])}; give data shaped "
+                                "like the model's input")
             scale, zp = d["quantization"]
             if dtype.kind in "iu" and a.dtype.kind == "f" and scale:
                 a = quantize(a, scale, zp, dtype)
@@ -177,6 +191,14 @@ def run(spec: WorkerSpec) -> BenchResult:
         result.error = f"{spec.model}: {type(exc).__name__}: {first_line(exc)[:200]}"
     result.peak_memory_mb = peak_rss_mb()
     return result
+
+
+def _load_inputs(path: str) -> dict[str, np.ndarray]:
+    data = np.load(path, allow_pickle=False)
+    if isinstance(data, np.ndarray):  # a .npy: one array, fed as 'x'
+        return {"x": data}
+    with data as z:
+        return {k: z[k] for k in z.files}
 
 
 def _check_file(p: Path) -> None:

@@ -66,7 +66,7 @@ def analyze(
     from edgeq.quantize.sensitivity import analyze as run_analyze
 
     if plot is not None:
-        check_writable(plot)
+        check_writable(plot, inputs=(model, calib, eval_data))
     sens = run_analyze(model, calib, eval_data, per_channel=not per_tensor, metric=metric,
                        calib_samples=calib_samples, progress=progress(show_progress), layout=layout)
     if plot is not None:

@@ -108,13 +108,13 @@ def bench(
     if inputs is not None and not inputs.is_file():
         raise DataError(f"--inputs {inputs}: no such file; give an .npz")
     if out is not None:
-        _check_out(out)
+        _check_out(out, inputs=[*models, inputs])
     results = bench_targets(list(target), models, threads=parse_threads(threads, 1) if threads else None,
                             host=opts, device=dev, progress=progress(show_progress))
     if out is not None:
-        from edgeq.fileio import atomic_write_text
+        from edgeq.fileio import atomic_write_text, make_output_folder
 
-        out.mkdir(parents=True, exist_ok=True)
+        make_output_folder(out)
         atomic_write_text(out / "bench.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n")
         atomic_write_text(out / "bench.md", render_markdown(results))
     if as_json:
@@ -134,11 +134,14 @@ def bench(
     return 2 if failed else 0
 
 
-def _check_out(out: Path) -> None:
-    """Fail before minutes of benchmarking when the results folder cannot be written."""
+def _check_out(out: Path, inputs=(), names=("bench.json", "bench.md")) -> None:
+    """Fail before minutes of benchmarking when the results folder cannot be written, or when a result
+    file would replace one of ``inputs``."""
     from edgeq.errors import OutputError
-    from edgeq.fileio import check_writable
+    from edgeq.fileio import check_not_input, check_writable
 
     if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out}: is a file; give a folder for bench.json and bench.md")
-    check_writable(out / "bench.json" if out.is_dir() else out)
+        raise OutputError(f"--out {out}: is a file; give a folder for {' and '.join(names)}")
+    for name in names:
+        check_not_input(out / name, inputs)
+    check_writable(out / names[0] if out.is_dir() else out)

@@ -69,7 +69,8 @@ def compare(
     if not models:
         raise DataError("no .tflite models given; pass the variants to compare, e.g. m_fp32.tflite m_int8.tflite")
     if out is not None:
-        _check_out(out)
+        _check_out(out, inputs=[*files, *reports, eval_data],
+                   names=("compare.md", "compare.json", "compare.png"))
     results: list[BenchResult] = []
     for f in result_files:
         try:
@@ -87,9 +88,9 @@ def compare(
     comparison = cmp.build(models, results, accuracies, modes)
     md = cmp.render_markdown(comparison)
     if out is not None:
-        from edgeq.fileio import atomic_write_text
+        from edgeq.fileio import atomic_write_text, make_output_folder
 
-        out.mkdir(parents=True, exist_ok=True)
+        make_output_folder(out)
         atomic_write_text(out / "compare.md", md)
         atomic_write_text(out / "compare.json", json.dumps(comparison.to_dict(), indent=2) + "\n")
         if cmp.plot_pareto(comparison, out / "compare.png") is None:

@@ -1,16 +1,21 @@
 """Entry point: builds the typer app and turns errors into one line and an exit code.
 
 Exit codes: 0 success, 1 an internal error (a bug: rerun with --debug), 2 bad input or usage,
-130 interrupted. ``--debug`` anywhere on the command line shows tracebacks and native logs.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM; 129 for SIGHUP). ``--debug`` anywhere on the command
+line adds tracebacks and native logs; the exit code stays the same.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+import traceback
 
 import typer
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import EdgeqError, Terminated
 
 app = typer.Typer(
     name="edgeq", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -30,6 +35,40 @@ def _register() -> None:
     from edgeq.cli import commands  # noqa: F401
 
 
+_received: list[int] = []  # the termination signal being handled, if any
+
+
+def _terminate(signum: int, _frame) -> None:
+    if _received:  # already unwinding: let the cleanup finish
+        return
+    _received.append(signum)
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _termination_handled():
+    """SIGTERM/SIGHUP raise :class:`Terminated` (a KeyboardInterrupt) so they unwind like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    _received.clear()
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _interrupted() -> int:
+    if _received:
+        name = signal.Signals(_received[0]).name
+        print(f"edgeq: terminated by {name}; no output was written", file=sys.stderr)
+        return 128 + _received[0]
+    print("edgeq: interrupted; no output was written", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -37,17 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv = [a for a in argv if a != "--debug"]
         os.environ["EDGEQ_DEBUG"] = "1"
+    try:
+        with _termination_handled():
+            return _main(argv, debug)
+    finally:
+        if debug:
+            os.environ.pop("EDGEQ_DEBUG", None)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     _register()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="edgeq", standalone_mode=False)
         code = result if isinstance(result, int) else 0  # typer returns Exit codes in this mode
-        if code == 130:  # typer turned Ctrl-C into Exit(130)
-            print("edgeq: interrupted; no output was written", file=sys.stderr)
+        if code == 130:  # typer turned Ctrl-C (or a termination signal) into Exit(130)
+            return _interrupted()
         return code
     except EdgeqError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"edgeq: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
@@ -62,11 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{where}: error: {message}; see '{where} --help'", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except (KeyboardInterrupt, typer.Abort):
-        print("edgeq: interrupted; no output was written", file=sys.stderr)
-        return 130
+        return _interrupted()
     except Exception as exc:  # a bug in edgeq, not the user's fault
         if debug:
-            raise
+            traceback.print_exc()
         print(f"edgeq: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(rerun with --debug for the traceback and please report it)", file=sys.stderr)
         return 1

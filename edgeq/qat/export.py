@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeq.errors import ConversionError
-from edgeq.fileio import atomic_output, atomic_write_bytes, check_writable
+from edgeq.fileio import atomic_output, atomic_write_bytes, check_writable, make_output_folder
 from edgeq.modelinfo import ModelInfo, inspect_tflite
 from edgeq.modes import IOType, Mode
 from edgeq.quantize.converter import ConverterSettings, _tf_io_type, run_converter
@@ -50,16 +50,16 @@ def output_paths(out_dir: Path, source: Path) -> tuple[Path, Path]:
     return out_dir / f"{stem}_qat_int8.tflite", out_dir / f"{stem}_qat.keras"
 
 
-def check_out_dir(out_dir: Path, source: Path) -> None:
-    """Fail before minutes of training when the outputs cannot be written."""
+def check_out_dir(out_dir: Path, source: Path, inputs=()) -> None:
+    """Fail before minutes of training when the outputs cannot be written or would replace an input."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConversionError(f"{out_dir}: is a file; --out takes a folder")
     if out_dir.exists():
         for p in output_paths(out_dir, source):
-            check_writable(p)
+            check_writable(p, inputs=(source, *inputs))
     else:
-        check_writable(out_dir)  # its parent folder must exist and be writable
+        check_writable(out_dir, inputs=(source, *inputs))  # its parent folder must exist and be writable
 
 
 def save_keras_atomic(model, path: Path) -> Path:
@@ -72,7 +72,7 @@ def save_keras_atomic(model, path: Path) -> Path:
 def write_outputs(out_dir: Path, source: Path, tflite: bytes, float_model) -> tuple[Path, Path]:
     """Write both outputs (folder created if needed); each file appears complete or not at all."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(exist_ok=True)
+    make_output_folder(out_dir)
     tfl, keras_path = output_paths(out_dir, source)
     save_keras_atomic(float_model, keras_path)
     atomic_write_bytes(tfl, tflite)

@@ -192,6 +192,7 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
     t = time.perf_counter()
     with progress.task("float model on eval data (the budget's reference)"):
         reference = fm.predict(evalds.inputs)
+    evalds.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
     scorer = Scorer(evalds.inputs, reference, evalds.labels, options.metric)
     auto = None
     if getattr(options, "ptq", None) is PtqChoice.AUTO:

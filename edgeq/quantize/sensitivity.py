@@ -210,6 +210,7 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
         data = load_dataset(Path(eval_data), fm.inputs, layout=layout) if eval_data is not None else cal_ds
         with progress.task("float model on the scoring data"):
             reference = fm.predict(data.inputs)
+        data.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
         scorer = Scorer(data.inputs, reference, data.labels, metric)
         with progress.task("calibrating"):
             cal = Calibrated.from_float_model(fm, representative_data(cal_ds, progress),

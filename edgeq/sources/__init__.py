@@ -24,6 +24,8 @@ def source_kind(path: Path) -> str:
         if (path / "saved_model.pb").exists():
             return "savedmodel"
         raise ModelLoadError(f"{path}: folder has no saved_model.pb; give a SavedModel folder or a model file")
+    if not path.is_file():  # a FIFO or device would block or read as "empty"
+        raise ModelLoadError(f"{path}: not a regular file (a device, FIFO or socket); give the model file")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path}: file is empty; re-export the model")
     suffix = path.suffix.lower()

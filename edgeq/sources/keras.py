@@ -5,7 +5,9 @@ concrete functions but works on an exported SavedModel (see the toolchain notes)
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +25,41 @@ def _spec(t) -> TensorSpec:
 
 def load_keras_model(path: Path):
     """Load a Keras model file without compiling it; corrupt or foreign files raise ModelLoadError."""
+    _check_container(Path(path))
     quiet_tf()
     import keras
 
     try:
-        return keras.saving.load_model(str(path), compile=False)
+        with warnings.catch_warnings():  # a damaged archive also warns per layer; the error below says it once
+            warnings.simplefilter("ignore")
+            return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors... for bad files
+        text = " ".join(str(exc).split())
+        if "could not be loaded" in text:
+            raise ModelLoadError(f"{path}: its weights do not load (the archive is damaged, or they belong to "
+                                 "another model); copy it again or re-save it with model.save('model.keras')") from exc
+        if "safe_mode" in text or "Lambda" in text:  # Keras' own advice (safe_mode=False) would run its code
+            raise ModelLoadError(f"{path}: holds a Lambda layer (arbitrary Python code), which edgeq does not "
+                                 "run; replace it with a registered custom layer and re-save the model") from exc
+        if "File not found" in text or "not a zip file" in text.lower():  # Keras' words for a damaged archive
+            raise ModelLoadError(f"{path}: the Keras archive is damaged or truncated ({first_line(exc)[:100]}); "
+                                 "copy it again or re-save it with model.save('model.keras')") from exc
         raise ModelLoadError(f"{path}: not a loadable Keras model ({first_line(exc)[:160]}); "
                              "re-save it with model.save('model.keras')") from exc
+
+
+def _check_container(path: Path) -> None:
+    """A .keras file is a zip archive and an .h5 an HDF5 file: say so plainly when it is neither."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        why = "truncated (no zip directory at its end)" if head.startswith(b"PK") else "not a zip archive"
+        raise ModelLoadError(f"{path}: not a loadable Keras model ({why}); copy it again or re-save it with "
+                             "model.save('model.keras')")
+    if path.suffix.lower() in (".h5", ".hdf5") and head != b"\x89HDF\r\n\x1a\n":
+        raise ModelLoadError(f"{path}: not a loadable Keras model (no HDF5 signature); copy it again or re-save it")
 
 
 def _static_signature(model, batch: int):
@@ -54,9 +83,7 @@ def from_keras_object(model, source: Path, batch: int | None = 1) -> FloatModel:
     try:
         with quiet_native_output():
             model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=signature)
-    except BaseException:
-        import shutil
-
+    except BaseException:  # Ctrl-C / SIGTERM / a failed export: the FloatModel that would remove it never exists
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     inputs = [_spec(t) for t in model.inputs]

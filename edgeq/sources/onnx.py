@@ -15,6 +15,7 @@ the same code as for Keras input. Steps:
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -106,14 +107,24 @@ def _fits(shape: tuple, want: tuple) -> bool:
     return len(shape) == len(want) and all(w is None or w == d for w, d in zip(want, shape))
 
 
-def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[TensorSpec],
-                 tf_out: list[TensorSpec], out_order: list[str]):
-    """onnxruntime on the original model, fed channel-last data like every FloatModel."""
+def ort_session(model_bytes: bytes, path: Path | str):
+    """An onnxruntime session; a graph onnx.checker passed but onnxruntime refuses is one ModelLoadError."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    opts.log_severity_level = 4  # fatal only: a refused graph is reported below, in one line
+    try:
+        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's messages lead with a C++ signature: keep what follows it
+        why = re.sub(r"^.*?\[with [^\]]*\]\s*", "", " ".join(first_line(exc).split()))
+        raise ModelLoadError(f"{path}: onnxruntime rejects the graph ({why[:160]}); the file is damaged or "
+                             "the exporter wrote an invalid model: re-export it") from None
+
+
+def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[TensorSpec],
+                 tf_out: list[TensorSpec], out_order: list[str]):
+    """onnxruntime on the original model, fed channel-last data like every FloatModel."""
+    session = ort_session(model_bytes, "<onnx model>")
     # onnx2tf moves axis 1 to the end for rank >= 3 inputs (NCHW -> NHWC); the TF shape says whether it did.
     to_onnx = {o.name: o.shape != t.shape and _fits(_channel_last(o.shape), t.shape) for o, t in zip(onnx_in, tf_in)}
     batch_one = any(i.shape and i.shape[0] == 1 for i in session.get_inputs())
@@ -320,11 +331,9 @@ def _faithful_keras(model, original: bytes, path: Path, tmp: Path, onnx_in, over
     direct backend first: tf_converter's NCHW->NHWC heuristics transpose their [batch, tokens, hidden]
     tensors and give a wrong graph. Image models keep tf_converter first (NHWC inputs, as TFLite wants).
     """
-    import onnxruntime as ort
-
     from edgeq.sources.onnx_tf import run_onnx2tf, run_onnx2tf_direct
 
-    session = ort.InferenceSession(original, providers=["CPUExecutionProvider"])
+    session = ort_session(original, path)
     in_names = [renamed.get(s.name, s.name) for s in onnx_in]
     out_names = [o.name for o in model.graph.output]
     tf_conv = [(f"tf_converter{' + onnxsim' if sim else ''}",

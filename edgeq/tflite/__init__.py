@@ -1,2 +1,2 @@
-"""TFLite internals in one place: what edgeq reads from and writes into flatbuffers, and what the LiteRT
-runtime does with them. (Being moved here module by module; see docs and house notes.)"""
+"""TFLite internals in one place: what edgeq reads from and writes into flatbuffers (verify, transforms),
+and what the LiteRT runtime does with them (xnnpack). Being moved here module by module."""

@@ -7,17 +7,31 @@ adb's own "error:"/"adb:" messages. Remote commands are single strings built wit
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
-from edgeq.transport.base import Completed, last_line, run_local
+from edgeq.transport.base import Completed, cleanup_allowed, last_line, run_local
 from edgeq.transport.errors import (DeviceLost, DeviceMissing, DeviceUnauthorized, RemoteCommandFailed)
 
 _TRANSPORT_ERRORS = re.compile(r"^(?:error|adb): (?:device|no devices|closed|protocol fault|failed to connect|"
                                r"cannot connect|connection|device offline|device unauthorized|unknown host)",
                                re.I | re.M)
+
+
+# adb starts its server on first use ("* daemon started successfully"). When that happens because of edgeq,
+# edgeq stops it again once its last AdbRemote closes; a server the user already had is left alone.
+_SERVER = {"started_by_us": False, "open": 0}
+_SERVER_LOCK = threading.Lock()
+
+
+def _note_server_start(err: str) -> None:
+    if "daemon started successfully" in err:
+        with _SERVER_LOCK:
+            _SERVER["started_by_us"] = True
 
 
 def adb_binary() -> str:
@@ -29,11 +43,22 @@ def adb_binary() -> str:
 
 
 class AdbRemote:
-    def __init__(self, serial: str | None = None, *, connect_timeout: float = 30.0):
+    def __init__(self, serial: str | None = None, *, connect_timeout: float = 10.0):
         self.serial = serial
         self.label = f"adb:{serial}" if serial else "adb"
         self.connect_timeout = connect_timeout
         self._adb: str | None = None
+        self._opened = False
+
+    def _client(self, argv: list[str]) -> tuple[int, str, str]:
+        """A connect-phase adb command, noting whether it had to start the adb server."""
+        if not self._opened:
+            self._opened = True
+            with _SERVER_LOCK:
+                _SERVER["open"] += 1
+        code, out, err = run_local(argv, label=self.label, timeout=self.connect_timeout)
+        _note_server_start(err)
+        return code, out, err
 
     def _argv(self, *args: str) -> list[str]:
         self._adb = self._adb or adb_binary()
@@ -53,7 +78,7 @@ class AdbRemote:
     def connect(self) -> None:
         """Make sure exactly the wanted device is there and authorized (adb-connect a HOST:PORT serial)."""
         if self.serial is None:
-            code, out, err = run_local([adb_binary(), "devices"], label=self.label, timeout=self.connect_timeout)
+            code, out, err = self._client([adb_binary(), "devices"])
             rows = [ln.split() for ln in out.splitlines()[1:] if ln.strip() and "\t" in ln]
             if not rows:
                 raise DeviceMissing("adb: no device connected; plug one in with USB debugging on, or give "
@@ -64,17 +89,17 @@ class AdbRemote:
             self.serial = rows[0][0]
             self.label = f"adb:{self.serial}"
         elif re.fullmatch(r"[\w.\-\[\]:]+:\d+", self.serial):
-            code, out, err = run_local([adb_binary(), "connect", self.serial], label=self.label,
-                                       timeout=self.connect_timeout)
+            code, out, err = self._client([adb_binary(), "connect", self.serial])
             if "connected to" not in out:
-                raise DeviceMissing(f"{self.label}: cannot connect ({last_line(out + err)}); is adbd listening "
-                                    "(adb tcpip 5555) and the address right?")
-        code, out, err = run_local(self._argv("get-state"), label=self.label, timeout=self.connect_timeout)
+                raise DeviceMissing(f"{self.label}: cannot connect ({last_line(out + err) or 'no answer within '
+                                    f'{self.connect_timeout:.0f} s'}); is adbd listening (adb tcpip 5555) and the "
+                                    "address right?")
+        code, out, err = self._client(self._argv("get-state"))
         if code != 0 and self.serial and ":" in self.serial and "offline" in (out + err):
             # a TCP device whose adbd restarted stays "offline" in the server until reconnected
-            run_local([adb_binary(), "disconnect", self.serial], label=self.label, timeout=self.connect_timeout)
-            run_local([adb_binary(), "connect", self.serial], label=self.label, timeout=self.connect_timeout)
-            code, out, err = run_local(self._argv("get-state"), label=self.label, timeout=self.connect_timeout)
+            self._client([adb_binary(), "disconnect", self.serial])
+            self._client([adb_binary(), "connect", self.serial])
+            code, out, err = self._client(self._argv("get-state"))
         if code != 0 or out.strip() != "device":
             self._state_error(out + err, "connect")
 
@@ -104,4 +129,16 @@ class AdbRemote:
             raise RemoteCommandFailed(f"{self.label}: cannot pull {remote}: {last_line(err or out)}")
 
     def close(self) -> None:
-        """Nothing to close: the adb server belongs to the user's session, not to edgeq."""
+        """Stop the adb server if edgeq started it and this was the last device using it; a server the user
+        already ran belongs to their session and keeps running."""
+        if not self._opened:
+            return
+        self._opened = False
+        with _SERVER_LOCK:
+            _SERVER["open"] -= 1
+            stop = _SERVER["open"] == 0 and _SERVER["started_by_us"]
+            if stop:
+                _SERVER["started_by_us"] = False
+        if stop:
+            with cleanup_allowed(), contextlib.suppress(Exception):  # best effort, also after Ctrl-C
+                run_local([adb_binary(), "kill-server"], label=self.label, timeout=10)

@@ -29,7 +29,7 @@ class SshOptions:
     identity: Path | None = None  # extra key file (-i); the agent and ~/.ssh keys are used as usual
     known_hosts: Path | None = None  # a known_hosts file instead of ~/.ssh/known_hosts
     accept_new_host_key: bool = False  # trust a host key seen for the first time (never a changed one)
-    connect_timeout: int = 20
+    connect_timeout: int = 10  # seconds for TCP connect + banner; bench lowers it to --timeout
     ssh: str = "ssh"
 
 
@@ -90,10 +90,23 @@ class SshRemote:
         if "permission denied" in low:
             raise DeviceUnauthorized(f"{self.label}: the board refused our keys ({reason}); add your public key to "
                                      "~/.ssh/authorized_keys on the board or pass --ssh-identity KEY")
-        if any(s in low for s in ("connection refused", "no route to host", "could not resolve", "timed out",
-                                  "network is unreachable", "name or service not known")):
-            raise DeviceMissing(f"{self.label}: cannot reach the board ({reason}); is it on and running sshd?")
-        raise DeviceLost(f"{self.label}: connection lost during {what} ({reason or f'ssh exit {code}'})")
+        host, port = self.address.host, self.address.port or 22
+        if "could not resolve" in low or "name or service not known" in low:
+            raise DeviceMissing(f"{self.label}: host name '{host}' does not resolve ({reason}); check the spelling "
+                                "or use the board's IP address")
+        if "connection refused" in low:
+            raise DeviceMissing(f"{self.label}: nothing accepts ssh connections on {host} port {port} (connection "
+                                "refused); check the port and that sshd runs on the board")
+        if "timed out" in low:
+            raise DeviceMissing(f"{self.label}: no answer from {host} port {port} within "
+                                f"{self.options.connect_timeout} s ({reason}); check the address and that the board "
+                                "is on (raise --timeout for a slow link)")
+        if "no route to host" in low or "network is unreachable" in low:
+            raise DeviceMissing(f"{self.label}: {host} is not reachable from here ({reason}); check the network")
+        if not reason:
+            raise DeviceLost(f"{self.label}: connection lost during {what}: ssh exited {code} without saying why; "
+                             f"run 'ssh -v {'-p ' + str(port) + ' ' if self.address.port else ''}{host} true' to see")
+        raise DeviceLost(f"{self.label}: connection lost during {what} ({reason})")
 
     def connect(self) -> None:
         self.run("true", timeout=self.options.connect_timeout + 60)
