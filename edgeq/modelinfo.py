@@ -113,6 +113,9 @@ def _axis(w: WeightInfo) -> int:
 
 def open_interpreter(path: Path | None = None, content: bytes | None = None, num_threads: int | None = None):
     """An ai-edge-litert Interpreter, with a one-line ModelLoadError for files that are not TFLite."""
+    from edgeq.extras import require
+
+    require("ai_edge_litert")
     from ai_edge_litert.interpreter import Interpreter
 
     where = str(path) if path is not None else "<model bytes>"
