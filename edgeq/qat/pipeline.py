@@ -36,7 +36,7 @@ class QATOptions:
     ptq_calib_samples: int = 300  # training samples for the post-training INT8 baseline
 
 
-def _ptq_baseline(source: Path, train_x: np.ndarray, val: Path, options: QATOptions, work: Path,
+def _ptq_baseline(source: Path, train_x: np.ndarray, val, options: QATOptions, work: Path,
                   progress: Progress) -> ConversionReport:
     """Post-training full-INT8 through ``edgeq.convert`` (calibrated on training samples), evaluated on val."""
     calib = work / "calib.npz"
@@ -51,7 +51,8 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
     """Fine-tune ``model`` (.keras/.h5) with simulated INT8 and write ``<out_dir>/<stem>_qat_int8.tflite``
     (full integer) and ``<out_dir>/<stem>_qat.keras`` (the fine-tuned float model).
 
-    ``train_data``/``val_data`` are .npz files with inputs ``x`` and integer labels ``y``.
+    ``train_data``/``val_data`` are .npz files with inputs ``x`` and integer labels ``y``, or in-memory data
+    with labels (an ``(x, y)`` tuple, a dict with ``"y"``, an iterable or ``tf.data.Dataset`` of ``(x, y)``).
     """
     options = options or QATOptions()
     progress = progress or Silent()
@@ -67,8 +68,8 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         if keras_model is None:
             raise ModelLoadError(f"{source}: QAT rewrites Keras layers, and a {kind} graph has none; give the "
                                  ".keras or .h5 file the model was trained as")
-        train_ds = load_dataset(Path(train_data), fm.inputs, require_labels=True)
-        val_ds = load_dataset(Path(val_data), fm.inputs, require_labels=True)
+        train_ds = load_dataset(train_data, fm.inputs, require_labels=True, name="train_data")
+        val_ds = load_dataset(val_data, fm.inputs, require_labels=True, name="val_data")
         reference = fm.predict(val_ds.inputs)
         from edgeq.qat.rewrite import rewrite
         from edgeq.qat.train import check_labels
@@ -82,8 +83,9 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         t = time.perf_counter()
         rng = np.random.default_rng(options.train.seed)
         pick = np.sort(rng.choice(len(train_ds), min(options.ptq_calib_samples, len(train_ds)), replace=False))
-        ptq = _ptq_baseline(source, next(iter(train_ds.inputs.values()))[pick], Path(val_data), options,
-                            Path(tmp), progress)
+        # val as read once (a generator given as val_data cannot be read a second time)
+        ptq = _ptq_baseline(source, next(iter(train_ds.inputs.values()))[pick], {**val_ds.inputs, "y": val_ds.labels},
+                            options, Path(tmp), progress)
         timings["ptq_int8"] = time.perf_counter() - t
 
         t = time.perf_counter()
