@@ -16,11 +16,11 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"{path}: is a directory; give a file name for the output")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"{path}: folder {parent} does not exist; create it or choose another --out")
+        raise OutputError(f"{path}: folder {parent} does not exist; create it or choose another `out`")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: folder {parent} is not writable; choose another --out")
+        raise OutputError(f"{path}: folder {parent} is not writable; choose another `out`")
     if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"{path}: exists and is not writable; choose another --out")
+        raise OutputError(f"{path}: exists and is not writable; choose another `out`")
 
 
 @contextlib.contextmanager

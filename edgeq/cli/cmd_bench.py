@@ -1,7 +1,6 @@
 """``edgeq bench``."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -9,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress
+from edgeq.cli.output import emit, emit_json, progress, renamed
 from edgeq.errors import DataError
 
 
@@ -54,7 +53,7 @@ def bench(
     inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz whose first sample is fed (arrays by "
                                                                  "input name, or 'x'). Default: random data in "
                                                                  "each input's range."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write bench.json and bench.md."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Folder to write bench.json and bench.md."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON (a list, one per model and "
                                                        "thread count)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
@@ -75,6 +74,7 @@ def bench(
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="ssh: trust a board's key on "
                                                                                   "first contact (never a changed one)."),
     timeout: float = typer.Option(600.0, "--timeout", min=1, help="Devices: seconds for one command."),
+    out_old: Optional[Path] = typer.Option(None, "--out", "-o", hidden=True),  # before 0.2: --out-dir
 ) -> int:
     """Measure latency (init, first run, p50/p90/p99), peak memory and delegate coverage of .tflite models,
     each in a fresh process. A model only partly taken by the delegate is flagged: that is the usual
@@ -84,39 +84,24 @@ def bench(
 
       edgeq bench model_fp32.tflite model_int8.tflite --threads 1,2
 
-      edgeq bench model_int8.tflite --runs 200 --inputs eval.npz --json --out bench/
+      edgeq bench model_int8.tflite --runs 200 --inputs eval.npz --json --out-dir bench/
 
       edgeq bench m_fp32.tflite m_int8.tflite --target host --target ssh://pi@raspberrypi.local
       --target adb --benchmark-binary ./benchmark_model --cores big --check-outputs
     """
-    from edgeq.bench.host import HostBenchOptions
-    from edgeq.bench.render import render_markdown, render_text
+    from edgeq.api import bench as run_bench
+    from edgeq.bench.devices import device_notes
+    from edgeq.bench.render import render_text
+    from edgeq.options import BenchOptions
 
-    from edgeq.bench.devices import DeviceBenchOptions, device_notes
-    from edgeq.bench.multi import bench_targets
-    from edgeq.transport.ssh import SshOptions
-
-    opts = HostBenchOptions(threads=(1,), runs=runs, warmup=warmup,
-                            xnnpack=xnnpack and delegate != "none", delegate_lib=str(delegate_lib) if delegate_lib else None,
-                            delegate_options=parse_options(delegate_option), inputs=inputs)
-    dev = DeviceBenchOptions(runs=runs, warmup=warmup, benchmark_binary=benchmark_binary,
-                             delegate=delegate or "xnnpack", delegate_explicit=delegate is not None,
-                             delegate_options=parse_options(delegate_option), cores=cores, op_profile=op_profile,
-                             check_outputs=check_outputs, timeout_s=timeout,
-                             ssh=SshOptions(identity=ssh_identity, known_hosts=known_hosts,
-                                            accept_new_host_key=accept_new_host_key))
-    if inputs is not None and not inputs.is_file():
-        raise DataError(f"--inputs {inputs}: no such file; give an .npz")
-    if out is not None:
-        _check_out(out)
-    results = bench_targets(list(target), models, threads=parse_threads(threads, 1) if threads else None,
-                            host=opts, device=dev, progress=progress(show_progress))
-    if out is not None:
-        from edgeq.fileio import atomic_write_text
-
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "bench.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n")
-        atomic_write_text(out / "bench.md", render_markdown(results))
+    out = renamed(out_dir, out_old, "--out-dir", "--out")
+    options = BenchOptions(targets=tuple(target), threads=parse_threads(threads, 1) if threads else None, runs=runs,
+                           warmup=warmup, xnnpack=xnnpack, delegate_lib=delegate_lib,
+                           delegate_options=parse_options(delegate_option), inputs=inputs,
+                           benchmark_binary=benchmark_binary, delegate=delegate, cores=cores, op_profile=op_profile,
+                           check_outputs=check_outputs, timeout_s=timeout, ssh_identity=ssh_identity,
+                           known_hosts=known_hosts, accept_new_host_key=accept_new_host_key)
+    results = run_bench(models, options, out_dir=out, progress=progress(show_progress))
     if as_json:
         emit_json([r.to_dict() for r in results])
     elif any(r.ok for r in results) and len(target) > 1:
@@ -133,12 +118,3 @@ def bench(
         print(f"edgeq: error: {r.error}", file=sys.stderr)
     return 2 if failed else 0
 
-
-def _check_out(out: Path) -> None:
-    """Fail before minutes of benchmarking when the results folder cannot be written."""
-    from edgeq.errors import OutputError
-    from edgeq.fileio import check_writable
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out}: is a file; give a folder for bench.json and bench.md")
-    check_writable(out / "bench.json" if out.is_dir() else out)

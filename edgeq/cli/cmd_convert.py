@@ -1,14 +1,13 @@
 """``edgeq convert``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress
+from edgeq.cli.output import emit, emit_json, progress, warn
 from edgeq.errors import DataError
 from edgeq.modes import ConvertOptions, Fallback, IOType, Layout, Metric, Mode, Preprocess, PtqChoice
 
@@ -114,7 +113,7 @@ def convert(
 
       edgeq convert encoder.onnx --mode int8 --calib tokens.npz --input-shape input_ids=1,128 --input-shape attention_mask=1,128
     """
-    from edgeq.convert import convert as run_convert
+    from edgeq.api import convert as run_convert
     from edgeq.targets import load_target, target_warnings
 
     profile = load_target(target) if target else None
@@ -125,10 +124,8 @@ def convert(
     options = ConvertOptions(mode=mode, io=io, per_channel=not per_tensor, calib=calib,
                              calib_samples=calib_samples, preprocess=pre, max_drop=max_drop, metric=metric,
                              fallback=fallback, ptq=ptq)
-    shapes = parse_input_shapes(input_shape)
-    extra = {"source_options": {"input_shapes": shapes}} if shapes else {}  # ONNX only
     report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),
-                         layout=layout, **extra)
+                         layout=layout, input_shapes=parse_input_shapes(input_shape) or None)
     emit_json(report.to_dict()) if as_json else emit(report.render())
     for line in target_warnings(profile, report.model, mode) if profile else []:
-        print(line, file=sys.stderr)
+        warn(line)

@@ -15,9 +15,16 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Show a .tflite model's I/O (dtype, shape, scale, zero point), ops, tensor dtypes, per-channel
-    weights and where its bytes go."""
-    from edgeq.modelinfo import inspect_tflite
+    weights and where its bytes go.
+
+    Examples:
+
+      edgeq inspect model_int8.tflite
+
+      edgeq inspect model_int8.tflite --json | jq .fully_integer
+    """
+    from edgeq.api import inspect as run_inspect
     from edgeq.report import render_info
 
-    info = inspect_tflite(model)
+    info = run_inspect(model)
     emit_json(info.to_dict()) if as_json else emit(render_info(info))
