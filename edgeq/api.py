@@ -95,33 +95,35 @@ def convert(model: ModelLike, options: ConvertOptions | None = None, *, out: Pat
         path = stack.enter_context(_model_path(model, stack))
         if out is None and _is_keras_object(model):
             out = Path(f"{path.stem}_{options.mode.suffix}.tflite")
-        options = _onnx_calib_on_disk(path, options, stack)
-        extra = {"source_options": {"input_shapes": dict(input_shapes)}} if input_shapes else {}
+        source_options = {"input_shapes": dict(input_shapes)} if input_shapes else {}
+        source_options.update(_onnx_calibration_file(path, options, stack))
         report = run_convert(path, options, out=out, eval_data=replayable(eval_data), progress=progress,
-                             layout=layout, **extra)
+                             layout=layout, **({"source_options": source_options} if source_options else {}))
     if label := _model_label(model):
         report.source = label
     return report
 
 
-def _onnx_calib_on_disk(path: Path, options: ConvertOptions, stack: ExitStack) -> ConvertOptions:
-    """ONNX encoders measure LayerNorm outliers on a calibration .npz: give in-memory arrays one."""
-    from dataclasses import replace
-
+def _onnx_calibration_file(path: Path, options: ConvertOptions, stack: ExitStack) -> dict:
+    """ONNX encoders measure LayerNorm outliers on a calibration .npz before conversion: in-memory arrays
+    get a temporary one for that step only (the pipeline itself, and its errors, still see the arrays)."""
     import numpy as np
 
+    from edgeq.modes import Mode
+
     calib = options.calib
-    if path.suffix.lower() != ".onnx" or calib is None or isinstance(calib, Path):
-        return options
+    int8_acts = options.mode in (Mode.INT8, Mode.INT8_FALLBACK, Mode.MIXED)
+    if path.suffix.lower() != ".onnx" or not int8_acts or calib is None or isinstance(calib, Path):
+        return {}
     if isinstance(calib, np.ndarray):
         arrays = {"x": calib}
     elif isinstance(calib, dict):
-        arrays = {k: np.asarray(v) for k, v in calib.items()}
+        arrays = {k: np.asarray(v) for k, v in calib.items() if k not in ("y", "labels", "label")}
     else:
-        return options  # iterables and tf.data: converted as given, without the outlier split
+        return {}  # iterables and tf.data: converted as given, without the outlier split
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeq-calib-")))
     np.savez(tmp / "calib.npz", **arrays)
-    return replace(options, calib=tmp / "calib.npz")
+    return {"calibration": tmp / "calib.npz"}
 
 
 def analyze(model: ModelLike, calib: Any, eval_data: Any = None, options: AnalyzeOptions | None = None, *,

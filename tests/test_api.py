@@ -125,3 +125,22 @@ def test_finetune_arrays(keras_model, arrays, tmp_path):
     assert report.model.fully_integer and report.accuracy.samples == 44
     assert (tmp_path / "qat" / f"{keras_model.name}_qat_int8.tflite").is_file()
     assert report.source == f"<keras.Model '{keras_model.name}'>"
+
+
+@pytest.mark.slow
+def test_multi_input_encoder_from_a_dict_of_arrays(tmp_path):
+    """docs/your-model.md's encoder example: one array per input name, ONNX shapes fixed by name."""
+    from conftest import SAMPLES
+
+    enc = SAMPLES / "tiny_encoder"
+    with np.load(enc / "calib.npz") as z:
+        tokens = {"input_ids": z["input_ids"][:32].copy(), "attention_mask": z["attention_mask"][:32].copy()}
+    report = edgeq.convert(enc / "model.onnx", edgeq.ConvertOptions(mode="int16x8", calib=tokens),
+                           input_shapes={"input_ids": (1, 16), "attention_mask": (1, 16)},
+                           out=tmp_path / "enc.tflite", eval_data=tokens)
+    assert report.accuracy.data == "eval_data (dict of arrays)" and report.accuracy.samples == 32
+    assert report.accuracy.vs_float.cosine > 0.999
+    with pytest.raises(DataError, match=r"calib \(dict of arrays\): no array for input\(s\) attention_mask"):
+        edgeq.convert(enc / "model.onnx", edgeq.ConvertOptions(mode="int16x8",
+                                                               calib={"input_ids": tokens["input_ids"]}),
+                      input_shapes={"input_ids": (1, 16), "attention_mask": (1, 16)}, out=tmp_path / "bad.tflite")
