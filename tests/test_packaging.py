@@ -121,3 +121,14 @@ def test_json_outputs_carry_a_schema_version(cli):
     rows = json.loads(cli("targets", "list", "--json").out)
     assert rows and all(r["schema"] == 1 for r in rows)
     assert json.loads(cli("targets", "show", "host", "--json").out)["schema"] == 1
+
+
+@pytest.mark.parametrize("words,cword,want", [("edgeq con", 1, "convert"), ("edgeq convert m.keras --mo", 3, "--mode"),
+                                              ("edgeq bench m.tflite --target rp", 4, "rpi5"),
+                                              ("edgeq targets show co", 3, "coral-edgetpu")])
+def test_shell_completion_knows_commands_flags_and_targets(words, cword, want):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "_EDGEQ_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(cword)}
+    res = subprocess.run([sys.executable, "-c", "from edgeq.cli.main import run; run()"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert want in res.stdout.split(), (res.stdout, res.stderr)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress, renamed
+from edgeq.cli.output import complete_target, emit, emit_json, progress, renamed
 from edgeq.errors import DataError
 
 
@@ -37,7 +37,7 @@ def parse_options(items: list[str]) -> dict[str, str]:
 @app.command(no_args_is_help=True)
 def bench(
     models: List[Path] = typer.Argument(..., help="One or more .tflite models."),
-    target: List[str] = typer.Option(["host"], "--target", "-t", help="Where to run: 'host', a profile (see "
+    target: List[str] = typer.Option(["host"], "--target", "-t", autocompletion=complete_target, help="Where to run: 'host', a profile (see "
                                      "'edgeq targets list'), adb[:SERIAL] or ssh://user@host[:port]. Repeat "
                                      "for several targets: they run in parallel, one table at the end."),
     threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts, e.g. 1,2,4 "

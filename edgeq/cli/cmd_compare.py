@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress, renamed, warn
+from edgeq.cli.output import complete_target, emit, emit_json, progress, renamed, warn
 from edgeq.errors import DataError
 
 
@@ -33,7 +33,7 @@ def compare(
     files: List[Path] = typer.Argument(..., help="Model variants (.tflite), and optionally their 'edgeq convert "
                                                  "--json' reports and 'edgeq bench --json/--out-dir' results "
                                                  "(.json)."),
-    target: List[str] = typer.Option([], "--target", "-t", help="Targets to benchmark on now (repeatable; as in "
+    target: List[str] = typer.Option([], "--target", "-t", autocompletion=complete_target, help="Targets to benchmark on now (repeatable; as in "
                                      "'edgeq bench --target'). Default: host, unless bench results are given."),
     reports: List[Path] = typer.Option([], "--reports", help="A convert report with accuracy (repeatable)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval", "-e", help="Measure top-1 of every variant on this "

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress, warn
+from edgeq.cli.output import complete_target, emit, emit_json, progress, warn
 from edgeq.errors import DataError
 from edgeq.modes import ConvertOptions, Fallback, IOType, Layout, Metric, Mode, Preprocess, PtqChoice
 
@@ -76,7 +76,7 @@ def convert(
     input_shape: Optional[list[str]] = typer.Option(None, "--input-shape", help=(
         "ONNX: fix dynamic dims of an input, NAME=D0,D1,... (repeat per input), e.g. "
         "--input-shape input_ids=1,128 --input-shape attention_mask=1,128.")),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help=(
+    target: Optional[str] = typer.Option(None, "--target", "-t", autocompletion=complete_target, help=(
         "Device profile (edgeq targets list): picks --mode when not given (coral-edgetpu: int8, android-gpu: "
         "fp16 ...) and warns about ops its accelerator will not run.")),
     max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help=(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json
+from edgeq.cli.output import complete_target, emit, emit_json
 
 targets_app = typer.Typer(no_args_is_help=True, help="Device profiles: what each target runs and wants.\n\n"
                                                      "Examples: edgeq targets list; edgeq targets show rpi5; "
@@ -37,7 +37,8 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) 
 
 
 @targets_app.command("show", no_args_is_help=True)
-def show(name: str = typer.Argument(..., help="A target name or a .toml profile path."),
+def show(name: str = typer.Argument(..., help="A target name or a .toml profile path.",
+                                    autocompletion=complete_target),
          as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """Everything one profile says: transport, CPU, threads, delegates, precision, op limits.
 

@@ -80,3 +80,10 @@ def renamed(new, old, new_flag: str, old_flag: str, required: bool = False):
     if required and (new is None or new == []):
         raise typer.BadParameter(f"missing option {new_flag}")
     return new
+
+
+def complete_target(incomplete: str) -> list[str]:
+    """Shell completion for --target and 'targets show': the profile names edgeq can find."""
+    from edgeq.targets import known_targets
+
+    return [n for n in known_targets() if n.startswith(incomplete)]
