@@ -15,7 +15,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("ONNX input", "edgeq[onnx]"),
     "onnx2tf": ("ONNX input", "edgeq[onnx]"),
     "tf_keras": ("ONNX input", "edgeq[onnx]"),
-    "matplotlib": ("Plots (--plot, compare.png)", "edgeq[plot]"),
+    "matplotlib": ("Plotting (--plot, compare.png)", "edgeq[plot]"),
     "ai_edge_litert": ("Running .tflite models", "ai-edge-litert"),
     "tensorflow": ("Converting models", "tensorflow"),
     "keras": ("Keras models", "keras"),
