@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := sample_models/fashion_mobilenet
 OUT := out
 
-.PHONY: install demo test test-fast fuzz bench numbers sample-models devicelab devicelab-down clean zoo-fetch zoo-fetch-fast zoo
+.PHONY: install demo test test-fast fuzz bench numbers sample-models devicelab devicelab-down clean zoo-fetch zoo-fetch-fast zoo docs wheel
 
 install: $(STAMP)
 
@@ -26,6 +26,8 @@ demo: $(STAMP)
 		--eval $(SAMPLE)/eval.npz --out $(OUT)/fashion_mobilenet_int8.tflite
 	$(BIN)/edgeq inspect $(OUT)/fashion_mobilenet_int8.tflite
 
+# The whole suite; tests/test_wheel.py builds the wheel, installs it into a fresh venv and runs README's
+# commands from a folder outside the repo.
 test: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
@@ -35,6 +37,17 @@ FUZZ_CASES ?= 2000
 FUZZ_SEED ?= 1
 fuzz: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m tests.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
+
+# dist/edgeq-<version>-py3-none-any.whl (pip install 'dist/edgeq-...whl[onnx]' anywhere).
+wheel: $(STAMP)
+	$(BIN)/pip wheel --no-deps --no-build-isolation --no-index -q -w dist .
+	rm -rf build edgeq.egg-info
+
+# API reference from the docstrings (pdoc, pinned in requirements.lock) -> build/docs/index.html
+docs: $(STAMP)
+	$(BIN)/pdoc -o build/docs --docformat restructuredtext edgeq edgeq.api edgeq.options edgeq.errors edgeq.report \
+		edgeq.modelinfo edgeq.datainput edgeq.targets edgeq.quantize.sensitivity
+	@echo "API reference: build/docs/index.html"
 
 bench: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.run_all
@@ -61,7 +74,7 @@ sample-models: $(STAMP)
 	$(BIN)/python sample_models/build.py
 
 clean:
-	rm -rf $(OUT) .pytest_cache benchmarks/work
+	rm -rf $(OUT) .pytest_cache benchmarks/work build dist
 
 # Device lab (root; see docs/devices.md): a Raspberry Pi stand-in (real sshd) and an Android stand-in (real adbd)
 # under qemu-user 10 in their own network namespaces. Built once into .devicelab/ (gitignored), then reused.

@@ -80,7 +80,7 @@ def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None
     """Refuse to write a model that is not what the mode promises."""
     if options.mode is Mode.INT8 and info.float_ops:
         raise ConversionError(f"{source}: full-INT8 is impossible: op(s) without an integer kernel: "
-                              f"{', '.join(info.float_ops[:6])}; use --mode int8-fallback to keep them in float")
+                              f"{', '.join(info.float_ops[:6])}; use `mode=int8-fallback` to keep them in float")
 
 
 def _xnnpack(content: bytes) -> dict:
@@ -94,12 +94,12 @@ def _xnnpack(content: bytes) -> dict:
 
 
 def convert(model: Path | str, options: ConvertOptions | None = None, out: Path | str | None = None,
-            eval_data: Path | str | None = None, progress: Progress | None = None,
+            eval_data=None, progress: Progress | None = None,
             layout: Layout | None = None, source_options: dict | None = None) -> ConversionReport:
     """Convert ``model`` (.keras, .h5, SavedModel folder, .onnx or a float .tflite) and write the .tflite
     atomically.
 
-    ``eval_data`` (.npz with ``x`` and optionally ``y``) adds top-1 of the float and converted models,
+    ``eval_data`` (.npz with ``x`` and optionally ``y``, or in-memory data as for ``calib``) adds top-1 of the float and converted models,
     or agreement/cosine/SQNR against the float model when it has no labels.
     """
     options = options or ConvertOptions()
@@ -107,29 +107,34 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
     source = Path(model)
     kind = source_kind(source)
     out = Path(out) if out is not None else default_output(source, options.mode)
-    check_writable(out, inputs=(source, options.calib, eval_data))
+    check_writable(out, inputs=(source, options.calib if isinstance(options.calib, (str, Path)) else None,
+                                eval_data if isinstance(eval_data, (str, Path)) else None))
     if options.mode.needs_calibration and options.calib is None:
-        raise ConversionError(f"--mode {options.mode.value} needs calibration data; give --calib DATA "
-                              "(.npy, .npz or a folder of a few hundred representative inputs)")
+        raise ConversionError(f"`mode={options.mode.value}` needs calibration data; give `calib=DATA` "
+                              "(.npy, .npz, a folder or arrays of a few hundred representative inputs)")
     if options.mode is Mode.MIXED and eval_data is None:
-        raise ConversionError("--mode mixed needs --eval DATA to check the accuracy budget on (held-out samples, "
-                              "with labels 'y' for --metric top1); calibration data would flatter the result")
+        raise ConversionError("`mode=mixed` needs `eval_data=DATA` to check the accuracy budget on (held-out "
+                              "samples, with labels 'y' for `metric=top1`); calibration data would flatter the "
+                              "result")
     timings: dict[str, float] = {}
     t = time.perf_counter()
     with progress.task(f"loading {source.name}"):
         # e.g. ONNX input_shapes; quantized activations let the ONNX source make encoders quantizable
         int8_acts = options.mode in (Mode.INT8, Mode.INT8_FALLBACK, Mode.MIXED)
+        on_disk = isinstance(options.calib, Path)  # the ONNX LayerNorm split reads a calibration .npz itself
         fm = load_float_model(source, batch=options.batch,
                               **{"quantized_activations": options.mode.needs_calibration,
-                                 "calibration": options.calib if int8_acts else None, **(source_options or {})})
+                                 "calibration": options.calib if int8_acts and on_disk else None,
+                                 **(source_options or {})})
     with fm:
         timings["load"] = time.perf_counter() - t
         calib = evalds = None
         if options.mode.needs_calibration:
             calib = load_dataset(options.calib, fm.inputs, preprocess=options.preprocess,
-                                 limit=options.calib_samples, layout=layout)
+                                 limit=options.calib_samples, layout=layout, name="calib")
         if eval_data is not None:  # read before converting: bad data should fail in a second, not a minute
-            evalds = load_dataset(Path(eval_data), fm.inputs, preprocess=options.preprocess, layout=layout)
+            evalds = load_dataset(eval_data, fm.inputs, preprocess=options.preprocess, layout=layout,
+                                  name="eval_data")
             evalds.check_labels(fm.outputs[0].shape[-1] if fm.outputs and len(fm.outputs[0].shape) > 1 else None)
         t = time.perf_counter()
         fp32 = ConverterSettings(mode=Mode.FP32, io=options.io_type)

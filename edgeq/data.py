@@ -1,4 +1,5 @@
-"""Calibration and evaluation data: .npy, .npz or a folder of images -> arrays that fit the model.
+"""Calibration and evaluation data: .npy, .npz, a folder of images, or in-memory data (numpy arrays,
+iterables, ``tf.data``; see :mod:`edgeq.datainput`) -> arrays that fit the model.
 
 Arrays come out in the model's (TFLite, NHWC) layout and dtype. Every check that fails names the file
 and the array or input, and says what to do, because bad data is the most common reason an INT8
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.datainput import LABEL_KEYS, DataLike, describe, gather, is_path
 from edgeq.errors import DataError
 from edgeq.modes import Layout, Preprocess
 from edgeq.sources.base import TensorSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-LABEL_KEYS = ("y", "labels", "label")
 
 
 @dataclass
@@ -55,13 +56,19 @@ class Dataset:
             yield {k: v[i:i + 1] for k, v in self.inputs.items()}
 
 
-def load_dataset(path: Path, specs: list[TensorSpec], *, preprocess: Preprocess | None = None,
-                 limit: int | None = None, layout: Layout | None = None, require_labels: bool = False) -> Dataset:
-    """Read ``path`` and check it against the model inputs ``specs``.
+def load_dataset(path: DataLike, specs: list[TensorSpec], *, preprocess: Preprocess | None = None,
+                 limit: int | None = None, layout: Layout | None = None, require_labels: bool = False,
+                 name: str = "data") -> Dataset:
+    """Read ``path`` (a file or folder, or in-memory data) and check it against the model inputs ``specs``.
 
     ``layout`` forces how 4-D image arrays are read; by default NHWC, and an array that only fits as
-    NCHW is transposed (and a note says so).
+    NCHW is transposed (and a note says so). ``name`` is the argument errors about in-memory data name.
+    In-memory data is never preprocessed: give it exactly as the model takes it.
     """
+    if not is_path(path):
+        where = f"{name} ({describe(path)})"
+        arrays, labels = gather(path, specs, where, limit)
+        return _checked(Path(where), arrays, labels, specs, layout, require_labels, limit)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory; give a .npy, .npz or a folder of images")
@@ -73,6 +80,12 @@ def load_dataset(path: Path, specs: list[TensorSpec], *, preprocess: Preprocess 
         arrays, labels = _read_npz(path)
     else:
         raise DataError(f"{path}: unknown data format '{path.suffix}'; use .npy, .npz or a folder of images")
+    return _checked(path, arrays, labels, specs, layout, require_labels, limit)
+
+
+def _checked(path: Path, arrays: dict[str, np.ndarray], labels: np.ndarray | None, specs: list[TensorSpec],
+             layout: Layout | None, require_labels: bool, limit: int | None) -> Dataset:
+    """Match arrays to inputs, fit dtype/shape/layout, validate labels: the same for files and memory."""
     inputs = _match_inputs(path, arrays, specs)
     notes: list[str] = []
     for spec in specs:
@@ -92,7 +105,7 @@ def load_dataset(path: Path, specs: list[TensorSpec], *, preprocess: Preprocess 
             raise DataError(f"{path}: labels must be {count} integers (one per sample); got {labels.dtype} "
                             f"x {len(labels)}")
     if require_labels and labels is None:
-        raise DataError(f"{path}: has no labels; add an integer array 'y' to the .npz")
+        raise DataError(f"{path}: has no labels; add an integer array 'y' (to the .npz, or as y / the 'y' key)")
     ds = Dataset(inputs, labels, path, notes)
     return ds.take(limit)
 
@@ -182,7 +195,7 @@ def _fit_shape(where: str, spec: TensorSpec, a: np.ndarray, layout: Layout | Non
         if layout is Layout.NCHW or (layout is None and not fits(a.shape) and fits(nchw_as_nhwc)):
             if not fits(nchw_as_nhwc):
                 raise DataError(f"{where} has shape {a.shape}, which read as NCHW does not fit the model's "
-                                f"NHWC {expected}; check --layout")
+                                f"NHWC {expected}; check `layout`")
             notes.append(f"input '{spec.name}': data given as NCHW {tuple(a.shape)}, transposed to NHWC")
             return a.transpose(0, 2, 3, 1)
     if not fits(a.shape):
@@ -203,7 +216,7 @@ def _read_image_folder(path: Path, specs: list[TensorSpec],
     _, h, w, c = specs[0].shape
     size = pre.resize or (h, w)
     if size[0] is None or size[1] is None:
-        raise DataError(f"{path}: the model's input size is dynamic; give --resize HxW")
+        raise DataError(f"{path}: the model's input size is dynamic; give `resize=HxW`")
     # Subfolders name classes (ImageFolder convention): labels are their sorted order.
     classes = sorted({p.parent.relative_to(path).parts[0] for p in files if p.parent != path})
     labels = [] if classes and all(p.parent != path for p in files) else None

@@ -93,19 +93,20 @@ def tflite_input_specs(model: Path | bytes) -> list:
     return specs
 
 
-def evaluate_file(model: Path, data: Path, reference: Path | None = None, limit: int | None = None,
+def evaluate_file(model: Path, data, reference: Path | None = None, limit: int | None = None,
                   progress: Progress | None = None, layout=None) -> EvalResult:
-    """``edgeq eval``: accuracy of a .tflite on labeled data, optionally against a float source model."""
+    """``edgeq eval``: accuracy of a .tflite on labeled data (a path or in-memory data), optionally against
+    a float source model."""
     from edgeq.data import load_dataset
 
     model = Path(model)
     specs = tflite_input_specs(model)
     if reference is None:
-        ds = load_dataset(Path(data), specs, limit=limit, layout=layout)
+        ds = load_dataset(data, specs, limit=limit, layout=layout, name="eval_data")
         return evaluate(model, ds, None, progress)
     from edgeq.sources import load_float_model
 
     with load_float_model(Path(reference)) as fm:
-        ds = load_dataset(Path(data), fm.inputs, limit=limit, layout=layout)
+        ds = load_dataset(data, fm.inputs, limit=limit, layout=layout, name="eval_data")
         ref = fm.predict(ds.inputs)
     return evaluate(model, ds, ref, progress)

@@ -117,6 +117,9 @@ def open_interpreter(path: Path | None = None, content: bytes | None = None, num
 
     The model is checked (edgeq.tflite.verify) and then always loaded from memory: the runtime verifies
     buffers it is given but not files it maps, and a corrupt mapped file crashes the process."""
+    from edgeq.extras import require
+
+    require("ai_edge_litert")
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeq.tflite.verify import read_model, verify_tflite

@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
+
+from edgeq.coerce import as_enum, as_optional_enum, as_path
 
 
 class Mode(str, Enum):
@@ -79,15 +82,28 @@ class Preprocess:
     std: tuple[float, ...] = (1.0,)
     scale_255: bool = True  # divide pixels by 255 before mean/std
 
+    def __post_init__(self) -> None:
+        # Lists and scalars from library callers become the tuples the arithmetic expects.
+        as_tuple = lambda v: tuple(float(x) for x in (v if isinstance(v, (list, tuple)) else (v,)))  # noqa: E731
+        object.__setattr__(self, "mean", as_tuple(self.mean))
+        object.__setattr__(self, "std", as_tuple(self.std))
+        if self.resize is not None:
+            object.__setattr__(self, "resize", (int(self.resize[0]), int(self.resize[1])))
+
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """Everything that decides what ``convert`` produces."""
+    """Everything that decides what ``convert`` produces.
+
+    Enum fields accept their string values (``mode="int8"``, ``io="uint8"``); an unknown value raises
+    :class:`edgeq.errors.EdgeqError` listing the valid ones. ``calib`` is a path (.npy, .npz, image folder) or
+    in-memory data: numpy arrays, a dict of them per input, an iterable of samples or a ``tf.data.Dataset``.
+    """
 
     mode: Mode = Mode.INT8
     io: IOType | None = None  # None: default_io(mode)
     per_channel: bool = True
-    calib: Path | None = None
+    calib: Path | Any | None = None  # a path, or in-memory data (see edgeq.data.load_dataset)
     calib_samples: int | None = None  # None: all of them
     preprocess: Preprocess = field(default_factory=Preprocess)
     max_drop: float = 1.0  # mixed: budget in points of ``metric`` lost against the float model
@@ -95,6 +111,17 @@ class ConvertOptions:
     fallback: Fallback = Fallback.FP16  # mixed: precision of the layers kept out of INT8
     ptq: PtqChoice = PtqChoice.AUTO  # int8: graph preparation before calibration (see quantize/prepare)
     batch: int | None = 1  # fixed batch of the converted model (None: keep the source's dynamic batch)
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: coerce once, here
+        set_("mode", as_enum(Mode, self.mode, "mode"))
+        set_("io", as_optional_enum(IOType, self.io, "io"))
+        set_("metric", as_optional_enum(Metric, self.metric, "metric"))
+        set_("fallback", as_enum(Fallback, self.fallback, "fallback"))
+        set_("ptq", as_enum(PtqChoice, self.ptq, "ptq"))
+        set_("calib", as_path(self.calib))
+        if isinstance(self.preprocess, dict):
+            set_("preprocess", Preprocess(**self.preprocess))
 
     @property
     def io_type(self) -> IOType:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from edgeq.evaluate import EvalResult
 from edgeq.modelinfo import ModelInfo
 
+SCHEMA_VERSION = 1  # of ConversionReport.to_dict(): bump when a field changes meaning or goes away
+
 
 @dataclass
 class ConversionReport:
@@ -36,7 +38,7 @@ class ConversionReport:
     def to_dict(self) -> dict:
         weights = [w for w in self.model.weights if w.channels > 0]
         return {
-            "output": self.output, "source": self.source, "source_kind": self.source_kind, "mode": self.mode,
+            "schema": SCHEMA_VERSION, "output": self.output, "source": self.source, "source_kind": self.source_kind, "mode": self.mode,
             "io": self.io, "per_channel": self.per_channel, "size_bytes": self.size_bytes,
             "float_size_bytes": self.float_size_bytes, "size_ratio": round(self.size_ratio, 4),
             "tensors_by_dtype": self.model.tensors_by_dtype, "op_counts": self.model.op_counts,

@@ -1,7 +1,9 @@
 """Target profiles: what a device kind is, how edgeq reaches it, what precision it wants, which ops it runs.
 
-Profiles are TOML files (``targets/<name>.toml`` in the project, or any ``.toml`` path given as the target
-name, or files in ``$EDGEQ_TARGETS_DIR``). The op lists are the documented accelerator support (approximate by
+Profiles are TOML files: the built-in ones ship inside the package (``edgeq/profiles/*.toml``, read with
+``importlib.resources`` so an installed wheel has them), more can come from ``$EDGEQ_TARGETS_DIR`` (one or more
+folders, ``os.pathsep``-separated; they win over built-ins of the same name), or any ``.toml`` path given as the
+target name. The op lists are the documented accelerator support (approximate by
 nature: a compiler or delegate decides per op and version); ``edgeq bench`` measures the real coverage.
 """
 from __future__ import annotations
@@ -11,16 +13,19 @@ import tomllib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeq.bench.errors import TargetError
+from edgeq.errors import TargetError
 from edgeq.modes import Mode
 
 if TYPE_CHECKING:
     from edgeq.modelinfo import ModelInfo
 
-PROJECT_TARGETS = Path(__file__).resolve().parents[1] / "targets"
+BUILTIN_TARGETS: Traversable = files("edgeq") / "profiles"  # package data, present in every install
+PROJECT_TARGETS = BUILTIN_TARGETS  # the old name (profiles used to live in the repo's targets/)
 
 
 class Transport(str, Enum):
@@ -100,15 +105,21 @@ def _plain(v):
     return v
 
 
-def search_dirs() -> list[Path]:
-    """Folders holding profiles: $EDGEQ_TARGETS_DIR (if set), then the project's targets/."""
-    extra = os.environ.get("EDGEQ_TARGETS_DIR")
-    return ([Path(extra)] if extra else []) + [PROJECT_TARGETS]
+def search_dirs() -> list[Path | Traversable]:
+    """Folders holding profiles, first match wins: each folder of $EDGEQ_TARGETS_DIR, then the built-ins."""
+    extra = [Path(d) for d in os.environ.get("EDGEQ_TARGETS_DIR", "").split(os.pathsep) if d]
+    return [*extra, BUILTIN_TARGETS]
+
+
+def _profiles(folder: Path | Traversable) -> list[Path | Traversable]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file()]
 
 
 def known_targets() -> list[str]:
-    names = {p.stem for d in search_dirs() if d.is_dir() for p in d.glob("*.toml")}
-    return sorted(names)
+    """Names of every profile edgeq can find (built-in and $EDGEQ_TARGETS_DIR), sorted."""
+    return sorted({p.name.removesuffix(".toml") for d in search_dirs() for p in _profiles(d)})
 
 
 def load_target(name: str) -> TargetProfile:
@@ -120,13 +131,13 @@ def load_target(name: str) -> TargetProfile:
         return parse_target(path)
     for d in search_dirs():
         path = d / f"{name}.toml"
-        if path.is_file():
+        if d.is_dir() and path.is_file():
             return parse_target(path)
     raise TargetError(f"unknown target '{name}'; known targets: {', '.join(known_targets()) or 'none'} "
                       "(or give a .toml profile path)")
 
 
-def parse_target(path: Path) -> TargetProfile:
+def parse_target(path: Path | Traversable) -> TargetProfile:
     """Read and validate one TOML profile; every problem is one TargetError line naming the file and key."""
     try:
         data = tomllib.loads(path.read_text())
@@ -153,7 +164,7 @@ def parse_target(path: Path) -> TargetProfile:
                           slow_modes=tuple(Mode(m) for m in lim.get("slow_modes", [])))
         key = "threads"
         threads = int(data.get("threads", 1))
-        return TargetProfile(name=data.get("name", path.stem), description=data.get("description", ""),
+        return TargetProfile(name=data.get("name", path.name.removesuffix(".toml")), description=data.get("description", ""),
                              transport=transport, precision=precision, threads=threads, cpu=cpu,
                              delegates=delegates, op_limits=limits, address=data.get("address"),
                              benchmark_binary=data.get("benchmark_binary"), work_dir=data.get("work_dir"),

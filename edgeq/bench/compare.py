@@ -39,6 +39,7 @@ class Variant:
 class Comparison:
     variants: list[Variant]
     targets: list[str]
+    notes: list[str] = field(default_factory=list)  # e.g. why no plot was written
 
     def emulated(self, target: str) -> str | None:
         """Why ``target`` is emulated (then its latency is no device speed), or None."""
@@ -163,6 +164,9 @@ def _label(ax, items: list[tuple[str, float, float]]) -> None:
 
 def plot_pareto(c: Comparison, path: Path) -> Path | None:
     """PNG: latency (x) vs accuracy (y) per target, marker area ~ model size, the Pareto front joined."""
+    from edgeq.extras import require
+
+    require("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,13 +1,6 @@
-"""Errors of benchmark runs (one line each, exit code 2 in the CLI)."""
+"""Benchmark errors; they live in :mod:`edgeq.errors` (one hierarchy), re-exported here for old imports."""
 from __future__ import annotations
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import BenchmarkFailed, TargetError
 
-
-class BenchmarkFailed(EdgeqError):
-    """A benchmark run produced no timings (crash, refused model, missing delegate); the message ends with
-    the tail of the tool's output."""
-
-
-class TargetError(EdgeqError):
-    """An unknown target name or a target profile file that is not valid."""
+__all__ = ["BenchmarkFailed", "TargetError"]

@@ -62,19 +62,11 @@ def analyze(
 
       edgeq analyze saved_model/ --calib calib.npz --json > layers.json
     """
-    from edgeq.fileio import check_writable
-    from edgeq.quantize.sensitivity import analyze as run_analyze
+    from edgeq.api import analyze as run_analyze
+    from edgeq.options import AnalyzeOptions
 
-    if plot is not None:
-        check_writable(plot, inputs=(model, calib, eval_data))
-    sens = run_analyze(model, calib, eval_data, per_channel=not per_tensor, metric=metric,
-                       calib_samples=calib_samples, progress=progress(show_progress), layout=layout)
-    if plot is not None:
-        from edgeq.quantize.sensitivity_plot import plot_sensitivity
-
-        name = Path(model).name if Path(model).stem != "model" else f"{Path(model).parent.name}/{Path(model).name}"
-        plot_sensitivity(sens, plot, title=f"{name}: INT8 sensitivity per layer "
-                                           f"(full INT8 {sens.loss_int8:+.2f} {sens.metric.value} pt)")
+    options = AnalyzeOptions(metric=metric, per_channel=not per_tensor, calib_samples=calib_samples, layout=layout)
+    sens = run_analyze(model, calib, eval_data, options, plot=plot, progress=progress(show_progress))
     if as_json:
         emit_json({"model": str(model), **sens.to_dict(), "plot": str(plot) if plot else None})
     else:

@@ -1,7 +1,6 @@
 """``edgeq bench``."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -9,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress
+from edgeq.cli.output import complete_target, emit, emit_json, progress, renamed
 from edgeq.errors import DataError
 
 
@@ -38,7 +37,7 @@ def parse_options(items: list[str]) -> dict[str, str]:
 @app.command(no_args_is_help=True)
 def bench(
     models: List[Path] = typer.Argument(..., help="One or more .tflite models."),
-    target: List[str] = typer.Option(["host"], "--target", "-t", help="Where to run: 'host', a profile (see "
+    target: List[str] = typer.Option(["host"], "--target", "-t", autocompletion=complete_target, help="Where to run: 'host', a profile (see "
                                      "'edgeq targets list'), adb[:SERIAL] or ssh://user@host[:port]. Repeat "
                                      "for several targets: they run in parallel, one table at the end."),
     threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts, e.g. 1,2,4 "
@@ -54,7 +53,7 @@ def bench(
     inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz whose first sample is fed (arrays by "
                                                                  "input name, or 'x'). Default: random data in "
                                                                  "each input's range."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write bench.json and bench.md."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Folder to write bench.json and bench.md."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON (a list, one per model and "
                                                        "thread count)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
@@ -75,6 +74,7 @@ def bench(
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="ssh: trust a board's key on "
                                                                                   "first contact (never a changed one)."),
     timeout: float = typer.Option(600.0, "--timeout", min=1, help="Devices: seconds for one command."),
+    out_old: Optional[Path] = typer.Option(None, "--out", "-o", hidden=True),  # before 0.2: --out-dir
 ) -> int:
     """Measure latency (init, first run, p50/p90/p99), peak memory and delegate coverage of .tflite models,
     each in a fresh process. A model only partly taken by the delegate is flagged: that is the usual
@@ -84,39 +84,24 @@ def bench(
 
       edgeq bench model_fp32.tflite model_int8.tflite --threads 1,2
 
-      edgeq bench model_int8.tflite --runs 200 --inputs eval.npz --json --out bench/
+      edgeq bench model_int8.tflite --runs 200 --inputs eval.npz --json --out-dir bench/
 
       edgeq bench m_fp32.tflite m_int8.tflite --target host --target ssh://pi@raspberrypi.local
       --target adb --benchmark-binary ./benchmark_model --cores big --check-outputs
     """
-    from edgeq.bench.host import HostBenchOptions
-    from edgeq.bench.render import render_markdown, render_text
+    from edgeq.api import bench as run_bench
+    from edgeq.bench.devices import device_notes
+    from edgeq.bench.render import render_text
+    from edgeq.options import BenchOptions
 
-    from edgeq.bench.devices import DeviceBenchOptions, device_notes
-    from edgeq.bench.multi import bench_targets
-    from edgeq.transport.ssh import SshOptions
-
-    opts = HostBenchOptions(threads=(1,), runs=runs, warmup=warmup,
-                            xnnpack=xnnpack and delegate != "none", delegate_lib=str(delegate_lib) if delegate_lib else None,
-                            delegate_options=parse_options(delegate_option), inputs=inputs)
-    dev = DeviceBenchOptions(runs=runs, warmup=warmup, benchmark_binary=benchmark_binary,
-                             delegate=delegate or "xnnpack", delegate_explicit=delegate is not None,
-                             delegate_options=parse_options(delegate_option), cores=cores, op_profile=op_profile,
-                             check_outputs=check_outputs, timeout_s=timeout,
-                             ssh=SshOptions(identity=ssh_identity, known_hosts=known_hosts,
-                                            accept_new_host_key=accept_new_host_key))
-    if inputs is not None and not inputs.is_file():
-        raise DataError(f"--inputs {inputs}: no such file; give an .npz")
-    if out is not None:
-        _check_out(out, inputs=[*models, inputs])
-    results = bench_targets(list(target), models, threads=parse_threads(threads, 1) if threads else None,
-                            host=opts, device=dev, progress=progress(show_progress))
-    if out is not None:
-        from edgeq.fileio import atomic_write_text, make_output_folder
-
-        make_output_folder(out)
-        atomic_write_text(out / "bench.json", json.dumps([r.to_dict() for r in results], indent=2) + "\n")
-        atomic_write_text(out / "bench.md", render_markdown(results))
+    out = renamed(out_dir, out_old, "--out-dir", "--out")
+    options = BenchOptions(targets=tuple(target), threads=parse_threads(threads, 1) if threads else None, runs=runs,
+                           warmup=warmup, xnnpack=xnnpack, delegate_lib=delegate_lib,
+                           delegate_options=parse_options(delegate_option), inputs=inputs,
+                           benchmark_binary=benchmark_binary, delegate=delegate, cores=cores, op_profile=op_profile,
+                           check_outputs=check_outputs, timeout_s=timeout, ssh_identity=ssh_identity,
+                           known_hosts=known_hosts, accept_new_host_key=accept_new_host_key)
+    results = run_bench(models, options, out_dir=out, progress=progress(show_progress))
     if as_json:
         emit_json([r.to_dict() for r in results])
     elif any(r.ok for r in results) and len(target) > 1:
@@ -133,15 +118,3 @@ def bench(
         print(f"edgeq: error: {r.error}", file=sys.stderr)
     return 2 if failed else 0
 
-
-def _check_out(out: Path, inputs=(), names=("bench.json", "bench.md")) -> None:
-    """Fail before minutes of benchmarking when the results folder cannot be written, or when a result
-    file would replace one of ``inputs``."""
-    from edgeq.errors import OutputError
-    from edgeq.fileio import check_not_input, check_writable
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out}: is a file; give a folder for {' and '.join(names)}")
-    for name in names:
-        check_not_input(out / name, inputs)
-    check_writable(out / names[0] if out.is_dir() else out)

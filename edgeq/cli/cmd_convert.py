@@ -1,14 +1,13 @@
 """``edgeq convert``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress
+from edgeq.cli.output import complete_target, emit, emit_json, progress, warn
 from edgeq.errors import DataError
 from edgeq.modes import ConvertOptions, Fallback, IOType, Layout, Metric, Mode, Preprocess, PtqChoice
 
@@ -95,7 +94,7 @@ def convert(
         "Batch size the converted model is fixed to: 1 (default, what a deployed model runs: static shapes "
         "need no SHAPE/STRIDED_SLICE/PACK ops, so XNNPACK takes Flatten/Reshape models whole), N, or "
         "'dynamic' to keep the source's dynamic batch.")),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help=(
+    target: Optional[str] = typer.Option(None, "--target", "-t", autocompletion=complete_target, help=(
         "Device profile (edgeq targets list): picks --mode when not given (coral-edgetpu: int8, android-gpu: "
         "fp16 ...) and warns about ops its accelerator will not run.")),
     max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help=(
@@ -134,7 +133,7 @@ def convert(
 
       edgeq convert encoder.onnx --mode int8 --calib tokens.npz --input-shape input_ids=1,128 --input-shape attention_mask=1,128
     """
-    from edgeq.convert import convert as run_convert
+    from edgeq.api import convert as run_convert
     from edgeq.targets import load_target, target_warnings
 
     profile = load_target(target) if target else None
@@ -145,10 +144,8 @@ def convert(
     options = ConvertOptions(mode=mode, io=io, per_channel=not per_tensor, calib=calib,
                              calib_samples=calib_samples, preprocess=pre, max_drop=max_drop, metric=metric,
                              fallback=fallback, ptq=ptq, batch=parse_batch(batch))
-    shapes = parse_input_shapes(input_shape)
-    extra = {"source_options": {"input_shapes": shapes}} if shapes else {}  # ONNX only
     report = run_convert(model, options, out=out, eval_data=eval_data, progress=progress(show_progress),
-                         layout=layout, **extra)
+                         layout=layout, input_shapes=parse_input_shapes(input_shape) or None)
     emit_json(report.to_dict()) if as_json else emit(report.render())
     for line in target_warnings(profile, report.model, mode) if profile else []:
-        print(line, file=sys.stderr)
+        warn(line)

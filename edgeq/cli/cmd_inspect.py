@@ -23,8 +23,8 @@ def inspect(
 
       edgeq inspect model_int8.tflite --json | jq .xnnpack
     """
-    from edgeq.modelinfo import inspect_tflite
+    from edgeq.api import inspect as run_inspect
     from edgeq.report import render_info
 
-    info = inspect_tflite(model, xnnpack=True)
+    info = run_inspect(model, xnnpack=True)
     emit_json(info.to_dict()) if as_json else emit(render_info(info))

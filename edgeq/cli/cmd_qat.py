@@ -1,20 +1,19 @@
 """``edgeq qat finetune``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json, progress
+from edgeq.cli.output import emit, emit_json, progress, renamed, warn
 from edgeq.modes import IOType
 
 qat_app = typer.Typer(
     name="qat", no_args_is_help=True,
     help="Quantization-aware fine-tuning: win back the accuracy post-training INT8 loses.\n\n"
-         "Start with: edgeq qat finetune model.keras --train train.npz --val val.npz --epochs 1 --out qat/")
+         "Start with: edgeq qat finetune model.keras --train train.npz --eval val.npz --epochs 1 --out-dir qat/")
 app.add_typer(qat_app, name="qat")
 
 
@@ -25,17 +24,19 @@ def finetune(
     train: Path = typer.Option(..., "--train", help=".npz (or image folder) with training inputs 'x' and, "
                                                     "optionally, integer labels 'y'; without labels the float "
                                                     "model teaches (distillation)."),
-    val: Path = typer.Option(..., "--val", help=".npz with held-out inputs 'x' (labels 'y' optional): "
-                                                "agreement with float per epoch, early stopping, and the report."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval", "-e", help=(
+        "Held-out data (.npz with inputs 'x', labels 'y' optional): agreement with float per epoch, early "
+        "stopping, and the report's top-1 of float, post-training INT8 and QAT INT8.")),
     epochs: int = typer.Option(1, "--epochs", min=1, help="At most this many epochs over --train; stops early "
-                                                          "when val agreement stops improving."),
-    patience: int = typer.Option(2, "--patience", min=1, help="Epochs without a better val agreement with "
-                                                              "float before stopping (the best epoch is kept)."),
+                                                          "when agreement with float on --eval stops improving."),
+    patience: int = typer.Option(2, "--patience", min=1, help="Epochs without a better agreement with float "
+                                                              "before stopping (the best epoch is kept)."),
     distill_weight: Optional[float] = typer.Option(None, "--distill-weight", min=0.0, max=1.0,
                                                    help="Share of the distillation loss (0 = labels only, 1 = "
                                                         "float model only). Default: 0 with labels, 1 without."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing): <stem>_qat_int8.tflite "
-                                                      "and the fine-tuned float model <stem>_qat.keras."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help=(
+        "Output folder (created if missing): <stem>_qat_int8.tflite and the fine-tuned float model "
+        "<stem>_qat.keras.")),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Adam learning rate (about 1/10 of a from-scratch rate)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Training batch size."),
     seed: int = typer.Option(0, "--seed", help="Seed for data order, dropout and calibration samples: same "
@@ -44,11 +45,13 @@ def finetune(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),
+    val_old: Optional[Path] = typer.Option(None, "--val", hidden=True),  # before 0.2: --eval
+    out_old: Optional[Path] = typer.Option(None, "--out", "-o", hidden=True),  # before 0.2: --out-dir
 ) -> None:
     """Fine-tune MODEL with simulated INT8, export a real full-INT8 TFLite model and report top-1.
 
     Simulated INT8 as the converter builds it: per-channel weights, BatchNorm folded, per-tensor activation
-    ranges. The report gives top-1 on --val of the float model, of post-training INT8 (as 'edgeq convert
+    ranges. The report gives top-1 on --eval of the float model, of post-training INT8 (as 'edgeq convert
     --mode int8' makes it) and of the QAT INT8 model.
 
     Without labels in --train, the float model's outputs are the targets (distillation; --distill-weight mixes
@@ -57,16 +60,19 @@ def finetune(
 
     Examples:
 
-      edgeq qat finetune model.keras --train train.npz --val val.npz --epochs 2 --out qat/
+      edgeq qat finetune model.keras --train train.npz --eval val.npz --epochs 2 --out-dir qat/
 
-      edgeq qat finetune model.keras --train train.npz --val val.npz --epochs 1 --lr 5e-5 --seed 1 --out qat/ --json
+      edgeq qat finetune model.keras --train train.npz --eval val.npz --epochs 1 --lr 5e-5 --seed 1 --out-dir qat/ --json
 
-      edgeq qat finetune emotion.h5 --train unlabelled.npz --val heldout.npz --epochs 10 --out qat/
+      edgeq qat finetune emotion.h5 --train unlabelled.npz --eval heldout.npz --epochs 10 --out-dir qat/
     """
-    from edgeq.qat.pipeline import QATOptions, TrainConfig, finetune as run_finetune
+    from edgeq.api import finetune as run_finetune
+    from edgeq.options import FinetuneOptions
 
-    options = QATOptions(train=TrainConfig(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed,
-                                           distill_weight=distill_weight, patience=patience), io=io)
+    val = renamed(eval_data, val_old, "--eval", "--val", required=True)
+    out = renamed(out_dir, out_old, "--out-dir", "--out", required=True)
+    options = FinetuneOptions(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed, io=io,
+                              distill_weight=distill_weight, patience=patience)
     report = run_finetune(model, train, val, out, options, progress=progress(show_progress),
-                          on_epoch=lambda s: print(s.line(), file=sys.stderr, flush=True))
+                          on_epoch=lambda s: warn(s.line()))
     emit_json(report.to_dict()) if as_json else emit(report.render())

@@ -4,16 +4,24 @@ from __future__ import annotations
 import typer
 
 from edgeq.cli.main import app
-from edgeq.cli.output import emit, emit_json
+from edgeq.cli.output import complete_target, emit, emit_json
 
 targets_app = typer.Typer(no_args_is_help=True, help="Device profiles: what each target runs and wants.\n\n"
-                                                     "Examples: edgeq targets list; edgeq targets show rpi5")
+                                                     "Examples: edgeq targets list; edgeq targets show rpi5; "
+                                                     "EDGEQ_TARGETS_DIR=./my-targets edgeq targets list")
 app.add_typer(targets_app, name="targets")
 
 
 @targets_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """Known target profiles (targets/*.toml, and $EDGEQ_TARGETS_DIR)."""
+    """Known target profiles: the built-in ones, and *.toml files in $EDGEQ_TARGETS_DIR.
+
+    Examples:
+
+      edgeq targets list
+
+      EDGEQ_TARGETS_DIR=./my-targets edgeq targets list --json
+    """
     from edgeq.targets import known_targets, load_target
 
     profiles = [load_target(n) for n in known_targets()]
@@ -29,9 +37,17 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) 
 
 
 @targets_app.command("show", no_args_is_help=True)
-def show(name: str = typer.Argument(..., help="A target name or a .toml profile path."),
+def show(name: str = typer.Argument(..., help="A target name or a .toml profile path.",
+                                    autocompletion=complete_target),
          as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """Everything one profile says: transport, CPU, threads, delegates, precision, op limits."""
+    """Everything one profile says: transport, CPU, threads, delegates, precision, op limits.
+
+    Examples:
+
+      edgeq targets show coral-edgetpu
+
+      edgeq targets show ./my-board.toml --json
+    """
     from edgeq.targets import load_target
 
     p = load_target(name)

@@ -1,13 +1,14 @@
 """Entry point: builds the typer app and turns errors into one line and an exit code.
 
 Exit codes: 0 success, 1 an internal error (a bug: rerun with --debug), 2 bad input or usage,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM; 129 for SIGHUP). ``--debug`` anywhere on the command
-line adds tracebacks and native logs; the exit code stays the same.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM; 129 for SIGHUP). ``--debug`` (tracebacks and native logs;
+the exit code stays the same), ``-q/--quiet`` and ``-v/--verbose`` work anywhere on the command line.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -15,10 +16,34 @@ import traceback
 
 import typer
 
+from edgeq import __version__
 from edgeq.errors import EdgeqError, Terminated
 
+# Library errors name arguments in backticks (`calib=DATA`); on the command line they are flags.
+FLAGS = {"calib": "--calib", "eval_data": "--eval", "val_data": "--eval", "train_data": "--train",
+         "mode": "--mode", "out": "--out", "out_dir": "--out-dir", "metric": "--metric", "layout": "--layout",
+         "resize": "--resize", "max_drop": "--max-drop", "io": "--io", "ptq": "--ptq", "fallback": "--fallback",
+         "reference": "--reference", "calib_samples": "--calib-samples", "eval_samples": "--eval-samples",
+         "targets": "--target", "reports": "--reports", "threads": "--threads", "inputs": "--inputs"}
+GLOBAL_FLAGS = {"--debug", "-q", "--quiet", "-v", "--verbose"}
+
+
+def as_flags(message: str) -> str:
+    """``give `calib=DATA``` -> ``give --calib DATA``: a library message in command-line words."""
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        return FLAGS.get(name, name) + (f" {value}" if value else "")
+    return re.sub(r"`([a-z_]+)(?:=([^`]*))?`", flag, message)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgeq {__version__}")
+        raise typer.Exit(0)
+
+
 app = typer.Typer(
-    name="edgeq", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    name="edgeq", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True,
     help="Float models to small, fast, still-accurate TFLite models, measured on the device.\n\n"
          "Start with: edgeq convert model.keras --mode int8 --calib calib.npz --eval eval.npz",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -26,8 +51,16 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's own log.")) -> None:
-    """(--debug is handled in main(), before typer sees the arguments.)"""
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print edgeq's version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's own log."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bars, warnings or notes on stderr; "
+                                                            "errors still print."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Progress bars on stderr even when it is not "
+                                                                "a terminal (logs, CI)."),
+) -> None:
+    """(--debug, -q and -v are handled in main(), before typer sees the arguments: they work anywhere.)"""
 
 
 def _register() -> None:
@@ -74,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:
-        argv = [a for a in argv if a != "--debug"]
         os.environ["EDGEQ_DEBUG"] = "1"
     try:
         with _termination_handled():
@@ -85,19 +117,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str], debug: bool) -> int:
+    from edgeq.cli import output
+
+    output.configure(quiet=bool({"-q", "--quiet"} & set(argv)), verbose=bool({"-v", "--verbose"} & set(argv)))
+    argv = [a for a in argv if a not in GLOBAL_FLAGS]
     _register()
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="edgeq", standalone_mode=False)
         code = result if isinstance(result, int) else 0  # typer returns Exit codes in this mode
+        if code == 0:
+            output.deprecation_warnings()
         if code == 130:  # typer turned Ctrl-C (or a termination signal) into Exit(130)
             return _interrupted()
         return code
     except EdgeqError as exc:
         if debug:
             traceback.print_exc()
-        print(f"edgeq: error: {exc}", file=sys.stderr)
+        print(f"edgeq: error: {as_flags(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:  # an optional dependency that no check caught earlier: still one line
+        if debug or not exc.name:
+            raise
+        from edgeq.extras import missing_message
+
+        print(f"edgeq: error: {missing_message(exc.name)}", file=sys.stderr)
+        return 2
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors (typer's own click)

@@ -54,7 +54,7 @@ def check_out_dir(out_dir: Path, source: Path, inputs=()) -> None:
     """Fail before minutes of training when the outputs cannot be written or would replace an input."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ConversionError(f"{out_dir}: is a file; --out takes a folder")
+        raise ConversionError(f"{out_dir}: is a file; `out_dir` takes a folder")
     if out_dir.exists():
         for p in output_paths(out_dir, source):
             check_writable(p, inputs=(source, *inputs))

@@ -36,7 +36,7 @@ class QATOptions:
     ptq_calib_samples: int = 300  # training samples for the post-training INT8 baseline
 
 
-def _ptq_baseline(source: Path, train_x: np.ndarray, val: Path, options: QATOptions, work: Path,
+def _ptq_baseline(source: Path, train_x: np.ndarray, val, options: QATOptions, work: Path,
                   progress: Progress) -> ConversionReport:
     """Post-training full-INT8 through ``edgeq.convert`` (calibrated on training samples), evaluated on val."""
     calib = work / "calib.npz"
@@ -52,8 +52,9 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
     (full integer) and ``<out_dir>/<stem>_qat.keras`` (the fine-tuned float model).
 
     ``train_data``/``val_data`` are .npz files (or image folders) with inputs ``x`` and, optionally, integer
-    labels ``y``. Without labels in ``train_data`` the float model teaches (distillation); without labels in
-    ``val_data`` the report judges agreement with the float model only. Nested Keras models are accepted.
+    labels ``y``, or in-memory data (an ``(x, y)`` tuple, a dict, an iterable or ``tf.data.Dataset``). Without
+    labels in ``train_data`` the float model teaches (distillation); without labels in ``val_data`` the report
+    judges agreement with the float model only. Nested Keras models are accepted.
     """
     options = options or QATOptions()
     progress = progress or Silent()
@@ -69,8 +70,8 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         if keras_model is None:
             raise ModelLoadError(f"{source}: QAT rewrites Keras layers, and a {kind} graph has none; give the "
                                  ".keras or .h5 file the model was trained as")
-        train_ds = load_dataset(Path(train_data), fm.inputs)
-        val_ds = load_dataset(Path(val_data), fm.inputs)
+        train_ds = load_dataset(train_data, fm.inputs, name="train_data")
+        val_ds = load_dataset(val_data, fm.inputs, name="val_data")
         reference = fm.predict(val_ds.inputs)
         from edgeq.qat.rewrite import rewrite
         from edgeq.qat.start import prepared_start
@@ -86,8 +87,10 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         t = time.perf_counter()
         rng = np.random.default_rng(options.train.seed)
         pick = np.sort(rng.choice(len(train_ds), min(options.ptq_calib_samples, len(train_ds)), replace=False))
+        # val as read once (a generator given as val_data cannot be read a second time)
+        val_arrays = {**val_ds.inputs, **({"y": val_ds.labels} if val_ds.labels is not None else {})}
         calib_x = next(iter(train_ds.inputs.values()))[pick]
-        ptq = _ptq_baseline(source, calib_x, Path(val_data), options, Path(tmp), progress)
+        ptq = _ptq_baseline(source, calib_x, val_arrays, options, Path(tmp), progress)
         timings["ptq_int8"] = time.perf_counter() - t
 
         t = time.perf_counter()

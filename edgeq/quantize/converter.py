@@ -45,7 +45,7 @@ def make_converter(saved_model_dir: Path, settings: ConverterSettings,
         pass
     else:
         if representative is None:
-            raise ConversionError(f"--mode {mode.value} needs calibration data; give --calib DATA "
+            raise ConversionError(f"`mode={mode.value}` needs calibration data; give `calib=DATA` "
                                   "(a few hundred representative inputs)")
         c.representative_dataset = representative
         if mode is Mode.INT8:

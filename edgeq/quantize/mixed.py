@@ -67,7 +67,7 @@ class MixedPlan:
     def summary(self) -> str:
         verdict = (f"budget {self.max_drop:g} {self.unit} met: drop {self.loss:+.2f}" if self.met else
                    f"budget {self.max_drop:g} {self.unit} CANNOT be met: best found drop {self.loss:+.2f} "
-                   "with every layer measured as harmful kept out of INT8; raise --max-drop or try "
+                   "with every layer measured as harmful kept out of INT8; raise `max_drop` or try "
                    "int16x8/QAT")
         kept = (", ".join(f"{d.layer} ({d.op}, {d.precision.value})" for d in self.kept) if self.kept
                 else "none (full INT8 fits)" if self.met else "none (nothing tried did better than full INT8)")

@@ -35,8 +35,8 @@ class Scorer:
         self.inputs, self.reference, self.labels = inputs, reference, labels
         self.metric = metric or (Metric.TOP1 if labels is not None else Metric.AGREEMENT)
         if self.metric is Metric.TOP1 and labels is None:
-            raise DataError("--metric top1 needs labels in the eval data (an integer array 'y'); "
-                            "use --metric agreement to compare with the float model instead")
+            raise DataError("`metric=top1` needs labels in the eval data (an integer array 'y'); "
+                            "use `metric=agreement` to compare with the float model instead")
         self.evaluations = 0
 
     def __len__(self) -> int:
@@ -206,8 +206,9 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
     with progress.task(f"loading {Path(model).name}"):
         fm = load_float_model(Path(model))
     with fm:
-        cal_ds = load_dataset(Path(calib), fm.inputs, limit=calib_samples, layout=layout)
-        data = load_dataset(Path(eval_data), fm.inputs, layout=layout) if eval_data is not None else cal_ds
+        cal_ds = load_dataset(calib, fm.inputs, limit=calib_samples, layout=layout, name="calib")
+        data = (load_dataset(eval_data, fm.inputs, layout=layout, name="eval_data") if eval_data is not None
+                else cal_ds)
         with progress.task("float model on the scoring data"):
             reference = fm.predict(data.inputs)
         data.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)

@@ -10,6 +10,9 @@ MAX_BARS = 30  # beyond that the labels become unreadable; the table and JSON ha
 
 def plot_sensitivity(sens: Sensitivity, out: Path, title: str = "") -> Path:
     """Horizontal bars, most harmful layer on top: share of the INT8 output error each layer causes."""
+    from edgeq.extras import require
+
+    require("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -57,6 +57,9 @@ def load_float_model(path: Path, batch: int | None = 1, **options) -> FloatModel
         from edgeq.sources.savedmodel import load_savedmodel
 
         return load_savedmodel(Path(path), batch)
+    from edgeq.extras import require
+
+    require("onnx", "onnxruntime", "onnx2tf", "tf_keras")  # the edgeq[onnx] extra, before any import of it
     from edgeq.sources.onnx import load_onnx  # noqa: PLC0415 - optional heavy dependency
 
     return load_onnx(Path(path), batch=batch, **options)
