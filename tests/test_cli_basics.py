@@ -47,7 +47,9 @@ def test_atomic_write_replaces_whole_file_or_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    from edgeq.errors import OutputError
+
+    with pytest.raises(OutputError, match="m.bin: writing failed"):  # one line naming the path, not an OSError
         atomic_write_bytes(target, b"new" * 1000)
     monkeypatch.undo()
     assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
