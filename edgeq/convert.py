@@ -7,6 +7,7 @@ converted model -> checks (full-INT8 really integer) -> accuracy against the flo
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from edgeq.calib_check import calibration_warnings
@@ -126,21 +127,36 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
                               **{"quantized_activations": options.mode.needs_calibration,
                                  "calibration": options.calib if int8_acts and on_disk else None,
                                  **(source_options or {})})
-    with fm:
+    with ExitStack() as stack:
+        stack.enter_context(fm)
         timings["load"] = time.perf_counter() - t
-        calib = evalds = None
-        if options.mode.needs_calibration:
-            calib = load_dataset(options.calib, fm.inputs, preprocess=options.preprocess,
-                                 limit=options.calib_samples, layout=layout, name="calib")
-        if eval_data is not None:  # read before converting: bad data should fail in a second, not a minute
-            evalds = load_dataset(eval_data, fm.inputs, preprocess=options.preprocess, layout=layout,
-                                  name="eval_data")
-            evalds.check_labels(fm.outputs[0].shape[-1] if fm.outputs and len(fm.outputs[0].shape) > 1 else None)
+
+        def read_data(fm: FloatModel):
+            calib = evalds = None
+            if options.mode.needs_calibration:
+                calib = load_dataset(options.calib, fm.inputs, preprocess=options.preprocess,
+                                     limit=options.calib_samples, layout=layout, name="calib")
+            if eval_data is not None:  # read before converting: bad data should fail in a second, not a minute
+                evalds = load_dataset(eval_data, fm.inputs, preprocess=options.preprocess, layout=layout,
+                                      name="eval_data")
+                evalds.check_labels(fm.outputs[0].shape[-1] if fm.outputs and len(fm.outputs[0].shape) > 1
+                                    else None)
+            return calib, evalds
+
+        calib, evalds = read_data(fm)
         t = time.perf_counter()
         fp32 = ConverterSettings(mode=Mode.FP32, io=options.io_type)
         with progress.task("converting to fp32 (size reference)"):
-            float_bytes = (fm.float_tflite if fm.float_tflite is not None
-                           else run_converter(make_converter(fm.saved_model_dir, fp32), fp32, str(source)))
+            try:
+                float_bytes = (fm.float_tflite if fm.float_tflite is not None
+                               else run_converter(make_converter(fm.saved_model_dir, fp32), fp32, str(source)))
+            except ConversionError as exc:
+                fallback = fm.extra.get("flatbuffer_fallback")  # ONNX: onnx2tf's own float .tflite
+                if fallback is None:
+                    raise
+                fm = stack.enter_context(fallback(exc))
+                calib, evalds = read_data(fm)  # the flatbuffer's inputs may differ from the TF graph's
+                float_bytes = fm.float_tflite
         timings["fp32"] = time.perf_counter() - t
         extra: dict = {}
         check_float = fm.extra.get("check_float")

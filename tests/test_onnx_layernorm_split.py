@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeq import ConvertOptions, Mode, convert
-from edgeq.sources.onnx_layernorm_split import layernorm_stats, split_layernorms
+from edgeq.sources.onnx.rewrites.layernorm_split import layernorm_stats, split_layernorms
 
 H, S, OUTLIER = 32, 16, 5
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeq.sources.onnx_rewrite import SQRT2, _const_value
+from edgeq.sources.onnx.rewrites.erf_gelu import SQRT2, _const_value
 
 MASK_VALUE = -64.0
 _BIG_NEGATIVE = -1e3  # constants at or below this that feed a Softmax are mask biases

@@ -5,7 +5,7 @@ the same code as for Keras input. Steps:
 
 1. load and check the .onnx (corrupt files, unknown ops and unfixable dynamic dims fail here, named);
 2. rewrite PyTorch's Erf-GELU into the order LiteRT fuses to its builtin GELU (no FlexErf);
-   (modes with quantized activations also get ``onnx_int8_rewrite``: tanh-GELU, clamped mask constants);
+   (modes with quantized activations also get ``rewrites.int8``: tanh-GELU, clamped mask constants);
 3. onnx2tf (offline, in a private temporary directory) -> the first float graph that agrees with
    onnxruntime (tf_converter's tf_keras model, or the flatbuffer_direct backend's SavedModel for
    token-input encoders) -> SavedModel named by the ONNX input/output names (NCHW image inputs become
@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeq.errors import ConversionError, ModelLoadError, first_line
 from edgeq.sources.base import FloatModel, TensorSpec
-from edgeq.sources.onnx_fidelity import DEFAULT_TOLERANCE, check_fidelity, synthetic_inputs
+from edgeq.sources.onnx.fidelity import DEFAULT_TOLERANCE, check_fidelity, synthetic_inputs
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
                 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
@@ -160,13 +160,13 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     """Convert ``path`` (.onnx) to a FloatModel; ``input_shapes`` fixes dynamic dims (name -> shape), ``batch``
     a dynamic batch dim left over (None keeps it dynamic).
 
-    ``quantized_activations`` (int8/int16x8 modes) applies ``onnx_int8_rewrite``: tanh-GELU and clamped
+    ``quantized_activations`` (int8/int16x8 modes) applies ``rewrites.int8``: tanh-GELU and clamped
     attention-mask constants, so the encoder's graph has integer kernels and a quantizable score range.
-    ``calibration`` (int8 activations) lets ``onnx_layernorm_split`` find LayerNorm outlier channels.
+    ``calibration`` (int8 activations) lets ``rewrites.layernorm_split`` find LayerNorm outlier channels.
     """
-    from edgeq.sources.onnx_names import sanitize_names
-    from edgeq.sources.onnx_rewrite import reorder_erf_gelu
-    from edgeq.sources.onnx_tf import export_savedmodel, safe_name, unsupported_ops
+    from edgeq.sources.onnx.rewrites.names import sanitize_names
+    from edgeq.sources.onnx.rewrites.erf_gelu import reorder_erf_gelu
+    from edgeq.sources.onnx.to_tf import export_savedmodel, safe_name, unsupported_ops
 
     path = Path(path)
     model = read_onnx(path)
@@ -182,11 +182,11 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     rewrite = reorder_erf_gelu(model)
     quant_notes = []
     if quantized_activations:
-        from edgeq.sources.onnx_int8_rewrite import rewrite_for_quantization
+        from edgeq.sources.onnx.rewrites.int8 import rewrite_for_quantization
 
         quant_notes = rewrite_for_quantization(model).notes()
         if calibration is not None:
-            from edgeq.sources.onnx_layernorm_split import split_with_calibration
+            from edgeq.sources.onnx.rewrites.layernorm_split import split_with_calibration
 
             quant_notes += split_with_calibration(model, calibration, [s.name for s in onnx_in],
                                                   {s.name: s.dtype for s in onnx_in})
@@ -242,6 +242,21 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
                     _predict=predict, notes=notes, _tmpdir=tmp)
     fm.extra.update({"onnx_inputs": onnx_in, "gelu_rewrites": rewrite.gelu,
                      "check_float": _float_checker(fm, fidelity_tolerance)})
+
+    def flatbuffer_fallback(cause: Exception) -> FloatModel:
+        """TFLiteConverter refused onnx2tf's TF graph (e.g. a tf.SplitV it cannot lower): use onnx2tf's own
+        float .tflite instead; the new FloatModel takes over the temporary folder."""
+        fm._tmpdir = None  # noqa: SLF001 - ownership moves to the new model
+        try:
+            alt = _from_direct_tflite(model, original, path, tmp, onnx_in, onnx_out, renamed, cause,
+                                      fidelity_tolerance)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        alt.notes += quant_notes
+        return alt
+
+    fm.extra["flatbuffer_fallback"] = flatbuffer_fallback
     return fm
 
 
@@ -260,7 +275,7 @@ def _from_direct_tflite(model, original: bytes, path: Path, tmp: Path, onnx_in: 
 
     Every mode is then made from that flatbuffer; the reference stays onnxruntime on the original file,
     and the pipeline's fidelity check refuses the flatbuffer if it disagrees with it."""
-    from edgeq.sources.onnx_tf import run_onnx2tf_direct_tflite, safe_name
+    from edgeq.sources.onnx.to_tf import run_onnx2tf_direct_tflite, safe_name
     from edgeq.sources.tflite import float_tflite_model
 
     try:
@@ -331,7 +346,7 @@ def _faithful_keras(model, original: bytes, path: Path, tmp: Path, onnx_in, over
     direct backend first: tf_converter's NCHW->NHWC heuristics transpose their [batch, tokens, hidden]
     tensors and give a wrong graph. Image models keep tf_converter first (NHWC inputs, as TFLite wants).
     """
-    from edgeq.sources.onnx_tf import run_onnx2tf, run_onnx2tf_direct
+    from edgeq.sources.onnx.to_tf import run_onnx2tf, run_onnx2tf_direct
 
     session = ort_session(original, path)
     in_names = [renamed.get(s.name, s.name) for s in onnx_in]
