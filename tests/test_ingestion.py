@@ -197,9 +197,10 @@ def test_inspect_names_what_xnnpack_leaves_on_the_cpu(cli, cnn, tmp_path):
 def test_relu_0_to_1_rewrite_is_exact_and_lets_xnnpack_take_it():
     """onnx2tf's HardSigmoid (RELU_0_TO_1) split every MobileNetV3-style graph into partitions."""
     import tensorflow as tf
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
-    from edgeq.quantize import flatmodel
+    from edgeq.tflite import flatbuffer
     from edgeq.runtime import TFLiteRunner
     from edgeq.tflite.transforms.clamp_ops import relu_0_to_1_as_min_max
     from edgeq.tflite.xnnpack import coverage
@@ -208,14 +209,14 @@ def test_relu_0_to_1_rewrite_is_exact_and_lets_xnnpack_take_it():
     def f(x):
         return tf.nn.relu6(x) + x  # relu6 of a graph input: nothing to fuse it into
 
-    model = flatmodel.load(tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert())
+    model = flatbuffer.load(tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert())
     for code in model.operatorCodes:  # the graph onnx2tf writes for HardSigmoid: RELU6 -> RELU_0_TO_1
         if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.RELU6:
             code.builtinCode, code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU_0_TO_1, 127
-    content = flatmodel.dump(model)
+    content = flatbuffer.dump(model)
     def used_ops(b: bytes) -> set[str]:
-        m = flatmodel.load(b)
-        names = flatmodel.op_names(m)
+        m = flatbuffer.load(b)
+        names = flatbuffer.op_names(m)
         return {names[op.opcodeIndex] for sg in m.subgraphs for op in sg.operators}
 
     assert "RELU_0_TO_1" in used_ops(content)

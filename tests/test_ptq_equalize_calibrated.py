@@ -45,12 +45,12 @@ def spread():
 
 
 def test_chains_cross_pooling_flatten_and_dense(spread):
-    from edgeq.quantize import flatmodel
+    from edgeq.tflite import flatbuffer
     from edgeq.quantize.prepare.equalize_calibrated import find_chains
 
     _, cal, _ = spread
-    model = flatmodel.load(cal.content)
-    names = flatmodel.op_names(model)
+    model = flatbuffer.load(cal.content)
+    names = flatbuffer.op_names(model)
     chains = find_chains(model, model.subgraphs[0], names)
     ops = model.subgraphs[0].operators
     pairs = [(names[ops[c.producer].opcodeIndex], names[ops[c.consumer].opcodeIndex]) for c in chains]
@@ -60,7 +60,7 @@ def test_chains_cross_pooling_flatten_and_dense(spread):
 
 
 def test_float_function_and_recorded_ranges_stay_exact(spread):
-    from edgeq.quantize import flatmodel
+    from edgeq.tflite import flatbuffer
     from edgeq.quantize.prepare.equalize_calibrated import equalize_calibrated
     from edgeq.quantize.prepare.ranges import run_each_sample
 
@@ -72,14 +72,14 @@ def test_float_function_and_recorded_ranges_stay_exact(spread):
     # every range written is what min/max calibration of the scaled model records
     from edgeq.quantize.prepare.equalize_calibrated import find_chains
 
-    fb = flatmodel.load(cal.content)
-    scaled = [t for c in find_chains(fb, fb.subgraphs[0], flatmodel.op_names(fb)) for t in c.tensors]
+    fb = flatbuffer.load(cal.content)
+    scaled = [t for c in find_chains(fb, fb.subgraphs[0], flatbuffer.op_names(fb)) for t in c.tensors]
     assert len(scaled) == 5  # conv1, pool, conv2, flatten, dense1 outputs
     seen = {i: [np.inf, -np.inf] for i in scaled}
     for values in run_each_sample(eq, feeds, scaled):
         for i, v in values.items():
             seen[i] = [min(seen[i][0], float(v.min())), max(seen[i][1], float(v.max()))]
-    sg = flatmodel.load(eq).subgraphs[0]
+    sg = flatbuffer.load(eq).subgraphs[0]
     for i in scaled:
         q = sg.tensors[i].quantization
         assert seen[i] == pytest.approx([q.min[0], q.max[0]], rel=1e-4, abs=1e-6)
@@ -99,7 +99,7 @@ def test_equalized_int8_follows_float_more_closely(spread):
 
 def test_relu6_and_residual_adds_are_left_alone():
     """relu6 does not commute with a scale; an ADD of two activations is not a per-channel constant."""
-    from edgeq.quantize import flatmodel
+    from edgeq.tflite import flatbuffer
     from edgeq.quantize.prepare.equalize_calibrated import find_chains
 
     keras.utils.set_random_seed(0)
@@ -110,8 +110,8 @@ def test_relu6_and_residual_adds_are_left_alone():
     model = keras.Model(inp, keras.layers.Conv2D(2, 1)(y))
     x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 4)).astype(np.float32)
     cal, _ = calibrate_keras(model, x, int8_io=True)
-    fb = flatmodel.load(cal.content)
-    names = flatmodel.op_names(fb)
+    fb = flatbuffer.load(cal.content)
+    names = flatbuffer.op_names(fb)
     chains = find_chains(fb, fb.subgraphs[0], names)
     ops = fb.subgraphs[0].operators
     # only b -> its 1x1 conv; a (relu6, two readers) and the ADD's output (not a constant add) start none

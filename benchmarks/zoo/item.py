@@ -63,10 +63,10 @@ def run_edgeq(z: ZooModel, mode: str, cache: Path, work: Path) -> dict:
     out = work / f"{z.name}_{mode}.tflite"
     calib = data.data_dir(z, cache) / "calib_edgeq.npz"
     opts = ConvertOptions(mode=Mode(mode), calib=calib if Mode(mode).needs_calibration else None)
-    source_options = {"input_shapes": dict(z.input_shapes)} if z.format is Format.ONNX and z.input_shapes else None
+    shapes = dict(z.input_shapes) if z.format is Format.ONNX and z.input_shapes else None
     res: dict = {}
     try:
-        report = convert(z.path(cache), opts, out=out, source_options=source_options)
+        report = convert(z.path(cache), opts, out=out, input_shapes=shapes)
     except EdgeqError as e:
         return {"status": "error", "error": one_line(e)}
     except Exception as e:  # noqa: BLE001 - anything but an EdgeqError is an edgeq bug: record it

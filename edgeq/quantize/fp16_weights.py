@@ -27,12 +27,13 @@ def weights_to_int8(content: bytes) -> bytes:
 
 
 def _compress_weights(content: bytes, float_nodes: set[str] | None, dtype: str) -> bytes:
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
-    from edgeq.quantize import flatmodel
+    from edgeq.tflite import flatbuffer
 
-    model = flatmodel.load(content)
-    deq = flatmodel.opcode_index(model, schema.BuiltinOperator.DEQUANTIZE)
+    model = flatbuffer.load(content)
+    deq = flatbuffer.opcode_index(model, schema.BuiltinOperator.DEQUANTIZE)
     buffer_refs: dict[int, int] = {}
     for sg in model.subgraphs:
         for t in sg.tensors:
@@ -63,7 +64,7 @@ def _compress_weights(content: bytes, float_nodes: set[str] | None, dtype: str) 
                         new_ops.append(d)
             new_ops.append(op)
         sg.operators = new_ops
-    return flatmodel.dump(model)
+    return flatbuffer.dump(model)
 
 
 def _WEIGHT_OPS(schema) -> set[int]:  # noqa: N802 - a constant that needs the lazily imported schema
@@ -73,7 +74,7 @@ def _WEIGHT_OPS(schema) -> set[int]:  # noqa: N802 - a constant that needs the l
 
 def _int8_tensor(model, sg, schema, t_idx: int, axis: int) -> int | None:
     """Move a float32 weight into a new per-channel int8 tensor; the old tensor becomes DEQUANTIZE's output."""
-    from edgeq.quantize.flatmodel import name_of
+    from edgeq.tflite.flatbuffer import name_of
 
     t = sg.tensors[t_idx]
     buf = model.buffers[t.buffer] if t.buffer else None
@@ -105,7 +106,7 @@ def _int8_tensor(model, sg, schema, t_idx: int, axis: int) -> int | None:
 
 def _half_tensor(model, sg, schema, t_idx: int) -> int | None:
     """Move a float32 constant into a new float16 tensor; the old tensor becomes DEQUANTIZE's output."""
-    from edgeq.quantize.flatmodel import name_of
+    from edgeq.tflite.flatbuffer import name_of
 
     t = sg.tensors[t_idx]
     buf = model.buffers[t.buffer] if t.buffer else None

@@ -29,7 +29,7 @@ import numpy as np
 
 from edgeq.errors import ConversionError
 from edgeq.nativeio import quiet_native_output
-from edgeq.quantize import flatmodel
+from edgeq.tflite import flatbuffer
 
 MEAN_SUFFIX = "_edgeq_mean"
 
@@ -55,9 +55,10 @@ def quantize_16x8(float_bytes: bytes, representative, disable_per_channel: bool 
 
 def sum_as_mean(content: bytes) -> tuple[bytes, int]:
     """Rewrite every float SUM with a static reduced size into MEAN x N; returns (model, rewrites)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
-    model = flatmodel.load(content)
+    model = flatbuffer.load(content)
     sum_code = schema.BuiltinOperator.SUM
     sums = {i for i, oc in enumerate(model.operatorCodes) if max(oc.builtinCode, oc.deprecatedBuiltinCode) == sum_code}
     if not sums:
@@ -72,12 +73,12 @@ def sum_as_mean(content: bytes) -> tuple[bytes, int]:
                 continue
             y = op.outputs[0]
             out = sg.tensors[y]
-            mean_out = flatmodel.tensor_like(sg, out, _name(out) + MEAN_SUFFIX)
+            mean_out = flatbuffer.tensor_like(sg, out, _name(out) + MEAN_SUFFIX)
             count = _scalar_constant(model, sg, schema, float(n), _name(out) + MEAN_SUFFIX + "_count")
-            op.opcodeIndex = flatmodel.opcode_index(model, schema.BuiltinOperator.MEAN)  # same ReducerOptions
+            op.opcodeIndex = flatbuffer.opcode_index(model, schema.BuiltinOperator.MEAN)  # same ReducerOptions
             op.outputs = [mean_out]
             mul = schema.OperatorT()
-            mul.opcodeIndex = flatmodel.opcode_index(model, schema.BuiltinOperator.MUL)
+            mul.opcodeIndex = flatbuffer.opcode_index(model, schema.BuiltinOperator.MUL)
             mul.inputs, mul.outputs = [mean_out, count], [y]
             mul.builtinOptionsType = schema.BuiltinOptions.MulOptions
             mul.builtinOptions = schema.MulOptionsT()
@@ -87,7 +88,7 @@ def sum_as_mean(content: bytes) -> tuple[bytes, int]:
     if not done:
         return content, 0
     _drop_unused_opcodes(model)
-    return flatmodel.dump(model), done
+    return flatbuffer.dump(model), done
 
 
 def _drop_unused_opcodes(model) -> None:
@@ -100,7 +101,7 @@ def _drop_unused_opcodes(model) -> None:
             op.opcodeIndex = new_index[op.opcodeIndex]
 
 
-_name, _constant = flatmodel.name_of, flatmodel.raw_data
+_name, _constant = flatbuffer.name_of, flatbuffer.raw_data
 
 
 def _summed_elements(model, sg, schema, op) -> int | None:
@@ -134,9 +135,10 @@ def _scalar_constant(model, sg, schema, value: float, name: str) -> int:
 def _integer_placeholder_ranges(calibrated: bytes) -> tuple[bytes, dict[tuple[int, int], int]]:
     """Give integer/bool activation tensors without a recorded range a [0, 0] one (see module doc, 1);
     constants get buffers of their own on the way."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
-    model = flatmodel.load(calibrated)
+    model = flatbuffer.load(calibrated)
     _unshare_buffers(model)
     marked = {}  # (subgraph, tensor) -> its type
     for s, sg in enumerate(model.subgraphs):
@@ -149,7 +151,7 @@ def _integer_placeholder_ranges(calibrated: bytes) -> tuple[bytes, dict[tuple[in
             t.quantization = q or schema.QuantizationParametersT()
             t.quantization.min, t.quantization.max = [0.0], [0.0]
             marked[(s, i)] = t.type
-    return flatmodel.dump(model), marked
+    return flatbuffer.dump(model), marked
 
 
 def _unshare_buffers(model) -> None:
@@ -172,11 +174,11 @@ def _drop_placeholders(quantized: bytes, marked: dict[tuple[int, int], int]) -> 
     keeps the original tensors' indices)."""
     if not marked:
         return quantized
-    model = flatmodel.load(quantized)
+    model = flatbuffer.load(quantized)
     for (s, i), dtype in marked.items():
         t = model.subgraphs[s].tensors[i]
         q = t.quantization
         if t.type != dtype or q is None or (q.scale is not None and len(q.scale)):
             raise ConversionError(f"16x8 quantization used the placeholder range of integer tensor '{_name(t)}'")
         q.min = q.max = None
-    return flatmodel.dump(model)
+    return flatbuffer.dump(model)

@@ -54,13 +54,14 @@ RULES = (_Rule("BATCH_MATMUL", 1, _symmetric, "wrong results under XNNPACK up to
 def fix_int8_kernels(content: bytes) -> tuple[bytes, int]:
     """Return ``content`` with the inputs of :data:`RULES` requantized, and how many were changed
     (``content`` itself when none)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
-    from edgeq.quantize import flatmodel
+    from edgeq.tflite import flatbuffer
 
     if not _has_ops(content, schema):  # unpacking a big model costs seconds; most have neither op
         return content, 0
-    model = flatmodel.load(content)
+    model = flatbuffer.load(content)
     code = {getattr(schema.BuiltinOperator, r.opcode): r for r in RULES}
     rule_of = {i: code[b] for i, oc in enumerate(model.operatorCodes)
                if (b := max(oc.builtinCode, oc.deprecatedBuiltinCode)) in code}
@@ -76,7 +77,7 @@ def fix_int8_kernels(content: bytes) -> tuple[bytes, int]:
                 key = (op.inputs[rule.slot], params)
                 if key not in copies:
                     if quant is None:
-                        quant = flatmodel.opcode_index(model, schema.BuiltinOperator.QUANTIZE)
+                        quant = flatbuffer.opcode_index(model, schema.BuiltinOperator.QUANTIZE)
                     copies[key] = _requantized_copy(sg, schema, key[0], params)
                     q = schema.OperatorT()
                     q.opcodeIndex, q.inputs, q.outputs = quant, [key[0]], [copies[key]]
@@ -87,12 +88,13 @@ def fix_int8_kernels(content: bytes) -> tuple[bytes, int]:
         sg.operators = new_ops
     if not changed:
         return content, 0
-    return flatmodel.dump(model), changed
+    return flatbuffer.dump(model), changed
 
 
 def requantized_inputs(content: bytes) -> int:
     """How many inputs of a finished model this pass requantized (0 for other models)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
     if not _has_ops(content, schema):
         return 0
@@ -120,7 +122,7 @@ def _wanted(model, sg, schema, t_idx: int, rule: _Rule):
     q = t.quantization
     if t.type != schema.TensorType.INT8 or q is None or q.zeroPoint is None or len(q.zeroPoint) != 1:
         return None
-    from edgeq.quantize.flatmodel import raw_data
+    from edgeq.tflite.flatbuffer import raw_data
 
     if raw_data(model, t) is not None:
         return None  # a constant: its bytes are known and fixed
@@ -128,7 +130,7 @@ def _wanted(model, sg, schema, t_idx: int, rule: _Rule):
 
 
 def _requantized_copy(sg, schema, t_idx: int, params: tuple[float, int]) -> int:
-    from edgeq.quantize.flatmodel import name_of, tensor_like
+    from edgeq.tflite.flatbuffer import name_of, tensor_like
 
     t = sg.tensors[t_idx]
     index = tensor_like(sg, t, name_of(t) + SUFFIX, schema.TensorType.INT8)

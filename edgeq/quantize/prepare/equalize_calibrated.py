@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeq.quantize import flatmodel as fm
+from edgeq.tflite import flatbuffer as fm
 
 PRODUCER_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # weight axis of output channels
 CONSUMERS = ("CONV_2D", "FULLY_CONNECTED")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.quantize import flatmodel as fm
-from edgeq.quantize.flatmodel import NONE as _NONE, RELU as _RELU
+from edgeq.tflite import flatbuffer as fm
+from edgeq.tflite.flatbuffer import NONE as _NONE, RELU as _RELU
 
 PRODUCERS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": -1, "FULLY_CONNECTED": 0}  # op -> output-channel axis of the weights
 

@@ -103,18 +103,18 @@ def _sig(name: str, feeds: dict) -> str:
 
 def with_ranges(calibrated: bytes, ranges: dict[str, tuple[float, float]]) -> bytes:
     """``calibrated`` with the min/max of the named tensors replaced."""
-    from edgeq.quantize import flatmodel
+    from edgeq.tflite import flatbuffer
 
-    model = flatmodel.load(calibrated)
+    model = flatbuffer.load(calibrated)
     for sg in model.subgraphs:
         for t in sg.tensors:
-            name = flatmodel.name_of(t)
+            name = flatbuffer.name_of(t)
             if name in ranges and t.quantization is not None and t.quantization.min is not None \
                     and len(t.quantization.min) == 1:
                 lo, hi = ranges[name]
                 t.quantization.min = [float(lo)]
                 t.quantization.max = [float(hi)]
-    return flatmodel.dump(model)
+    return flatbuffer.dump(model)
 
 
 def clipped_models(calibrated, feeds: dict[str, np.ndarray]):

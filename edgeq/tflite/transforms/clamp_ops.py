@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.quantize import flatmodel
+from edgeq.tflite import flatbuffer
 
 
 def relu_0_to_1_as_min_max(content: bytes) -> tuple[bytes, int]:
     """Rewrite every float32 RELU_0_TO_1; returns (model, number rewritten)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
-    model = flatmodel.load(content)
-    names = flatmodel.op_names(model)
+    model = flatbuffer.load(content)
+    names = flatbuffer.op_names(model)
     if "RELU_0_TO_1" not in names:
         return content, 0
     done = 0
@@ -25,31 +26,32 @@ def relu_0_to_1_as_min_max(content: bytes) -> tuple[bytes, int]:
         new_ops = []
         for op in sg.operators:
             x = int(op.inputs[0]) if len(op.inputs) else -1
-            if names[op.opcodeIndex] != "RELU_0_TO_1" or x < 0 or sg.tensors[x].type != flatmodel.FLOAT32:
+            if names[op.opcodeIndex] != "RELU_0_TO_1" or x < 0 or sg.tensors[x].type != flatbuffer.FLOAT32:
                 new_ops.append(op)
                 continue
-            zero = _scalar(model, sg, 0.0, f"{flatmodel.tensor_name(sg, x)}/relu01_zero")
-            one = _scalar(model, sg, 1.0, f"{flatmodel.tensor_name(sg, x)}/relu01_one")
-            mid = flatmodel.tensor_like(sg, sg.tensors[int(op.outputs[0])],
-                                        flatmodel.tensor_name(sg, int(op.outputs[0])) + "/relu01_max")
+            zero = _scalar(model, sg, 0.0, f"{flatbuffer.tensor_name(sg, x)}/relu01_zero")
+            one = _scalar(model, sg, 1.0, f"{flatbuffer.tensor_name(sg, x)}/relu01_one")
+            mid = flatbuffer.tensor_like(sg, sg.tensors[int(op.outputs[0])],
+                                        flatbuffer.tensor_name(sg, int(op.outputs[0])) + "/relu01_max")
             for code, ins, outs in ((schema.BuiltinOperator.MAXIMUM, [x, zero], [mid]),
                                     (schema.BuiltinOperator.MINIMUM, [mid, one], [int(op.outputs[0])])):
                 new = schema.OperatorT()
-                new.opcodeIndex = flatmodel.opcode_index(model, code)
+                new.opcodeIndex = flatbuffer.opcode_index(model, code)
                 new.inputs, new.outputs = np.array(ins, np.int32), np.array(outs, np.int32)
                 new_ops.append(new)
             done += 1
         sg.operators = new_ops
-    return flatmodel.dump(model), done
+    return flatbuffer.dump(model), done
 
 
 def _scalar(model, sg, value: float, name: str) -> int:
-    from tensorflow.lite.python import schema_py_generated as schema
+    from edgeq.tflite.flatbuffer import schema as _schema
+    schema = _schema()
 
     buf = schema.BufferT()
     buf.data = np.frombuffer(np.float32(value).tobytes(), np.uint8)
     model.buffers.append(buf)
     t = schema.TensorT()
-    t.shape, t.type, t.buffer, t.name = np.array([], np.int32), flatmodel.FLOAT32, len(model.buffers) - 1, name
+    t.shape, t.type, t.buffer, t.name = np.array([], np.int32), flatbuffer.FLOAT32, len(model.buffers) - 1, name
     sg.tensors.append(t)
     return len(sg.tensors) - 1

@@ -1,7 +1,9 @@
-"""Small helpers for editing a TFLite flatbuffer's object form (tensorflow.lite.tools.flatbuffer_utils).
+"""Reading and editing a TFLite flatbuffer's object form: the one place edgeq touches the schema.
 
-Every pass that rewrites a quantized or float flatbuffer (PTQ folding, fp16 fallback weights, kernel
-workarounds, 16x8 preparation) uses these instead of its own copies."""
+The schema classes come from ``ai_edge_litert`` (the runtime that reads the models; it ships the generated
+module), so a converter upgrade on the TensorFlow side touches nothing here. Every pass that rewrites a
+quantized or float flatbuffer (PTQ folding, fp16/int8 weights, kernel workarounds, 16x8 preparation,
+XNNPACK-friendly rewrites) uses these instead of its own copies."""
 from __future__ import annotations
 
 import copy
@@ -12,34 +14,44 @@ NONE, RELU = 0, 1  # ActivationFunctionType values in the TFLite schema
 FLOAT32, INT32 = 0, 2  # TensorType values
 
 
-def load(content: bytes):
-    from tensorflow.lite.tools import flatbuffer_utils as fu
+def schema():
+    """The generated TFLite schema module (``BuiltinOperator``, ``TensorT``, ``ModelT`` ...)."""
+    from ai_edge_litert import schema_py_generated
 
-    return fu.convert_bytearray_to_object(bytearray(content))
+    return schema_py_generated
+
+
+def load(content: bytes):
+    """The object form (``ModelT``) of a .tflite flatbuffer."""
+    s = schema()
+    return s.ModelT.InitFromObj(s.Model.GetRootAs(bytearray(content), 0))
 
 
 def dump(model) -> bytes:
-    from tensorflow.lite.tools import flatbuffer_utils as fu
+    """A ``ModelT`` back to .tflite bytes (with the 'TFL3' identifier)."""
+    import flatbuffers
 
-    return bytes(fu.convert_object_to_bytearray(model))
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def op_names(model) -> list[str]:
     """Builtin op name per operator-code index ('CONV_2D', ...)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    sc = schema()
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = {v: k for k, v in vars(sc.BuiltinOperator).items() if not k.startswith("_")}
     return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
 
 
 def opcode_index(model, builtin: int) -> int:
     """Index of ``builtin``'s operator code in ``model``, added (version 1) when the model has none."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    sc = schema()
 
     for i, oc in enumerate(model.operatorCodes):
         if max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin:
             return i
-    oc = schema.OperatorCodeT()
+    oc = sc.OperatorCodeT()
     oc.builtinCode = builtin
     oc.deprecatedBuiltinCode = min(builtin, 127)
     oc.version = 1
@@ -75,9 +87,9 @@ def raw_data(model, tensor) -> np.ndarray | None:
 
 def tensor_like(sg, tensor, name: str, dtype: int | None = None) -> int:
     """Append an activation tensor (no buffer) with ``tensor``'s shape; returns its index."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    sc = schema()
 
-    new = schema.TensorT()
+    new = sc.TensorT()
     new.shape = None if tensor.shape is None else np.array(tensor.shape, np.int32)
     new.shapeSignature = None if tensor.shapeSignature is None else np.array(tensor.shapeSignature, np.int32)
     new.type = tensor.type if dtype is None else dtype
@@ -105,12 +117,12 @@ def int32_const(model, sg, index: int) -> np.ndarray | None:
 
 def new_const(model, sg, like: int, value: np.ndarray, suffix: str) -> int:
     """Append a float32 constant tensor with its own buffer (weights shared with other ops stay untouched)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    sc = schema()
 
-    buf = schema.BufferT()
+    buf = sc.BufferT()
     buf.data = np.frombuffer(np.ascontiguousarray(value, np.float32).tobytes(), np.uint8)
     model.buffers.append(buf)
-    t = copy.deepcopy(sg.tensors[like]) if like >= 0 else schema.TensorT()
+    t = copy.deepcopy(sg.tensors[like]) if like >= 0 else sc.TensorT()
     t.type = FLOAT32
     t.shape = np.array(value.shape, np.int32)
     t.buffer = len(model.buffers) - 1
