@@ -78,13 +78,16 @@ def _model_label(model: ModelLike) -> str | None:
 
 def convert(model: ModelLike, options: ConvertOptions | None = None, *, out: Path | str | None = None,
             eval_data: Any = None, progress: Progress | None = None, layout: Layout | str | None = None,
-            input_shapes: dict[str, tuple[int, ...]] | None = None) -> ConversionReport:
+            input_shapes: dict[str, tuple[int, ...]] | None = None,
+            source_options: dict | None = None) -> ConversionReport:
     """Convert a float model to TFLite in ``options.mode`` and write it atomically to ``out``.
 
     ``out`` defaults to ``<model folder>/<stem>_<mode>.tflite`` (for an in-memory model:
     ``./<model.name>_<mode>.tflite``). ``eval_data`` adds top-1 of the float and converted models (with
     labels) or agreement/cosine/SQNR against the float model (without). ``input_shapes`` fixes dynamic
-    dimensions of ONNX inputs by name. Returns the :class:`~edgeq.report.ConversionReport`.
+    dimensions of ONNX inputs by name; ``source_options`` passes further settings to the source loader
+    (e.g. ``{"calibration": None}`` skips the ONNX LayerNorm outlier split). Returns the
+    :class:`~edgeq.report.ConversionReport`.
     """
     from edgeq.convert import convert as run_convert
     from edgeq.coerce import as_optional_enum
@@ -95,10 +98,11 @@ def convert(model: ModelLike, options: ConvertOptions | None = None, *, out: Pat
         path = stack.enter_context(_model_path(model, stack))
         if out is None and _is_keras_object(model):
             out = Path(f"{path.stem}_{options.mode.suffix}.tflite")
-        source_options = {"input_shapes": dict(input_shapes)} if input_shapes else {}
-        source_options.update(_onnx_calibration_file(path, options, stack))
+        loader = {"input_shapes": dict(input_shapes)} if input_shapes else {}
+        loader.update(_onnx_calibration_file(path, options, stack))
+        loader.update(source_options or {})  # the caller's explicit settings win
         report = run_convert(path, options, out=out, eval_data=replayable(eval_data), progress=progress,
-                             layout=layout, **({"source_options": source_options} if source_options else {}))
+                             layout=layout, **({"source_options": loader} if loader else {}))
     if label := _model_label(model):
         report.source = label
     return report

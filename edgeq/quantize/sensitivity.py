@@ -35,7 +35,7 @@ class Scorer:
         self.inputs, self.reference, self.labels = inputs, reference, labels
         self.metric = metric or (Metric.TOP1 if labels is not None else Metric.AGREEMENT)
         if self.metric is Metric.TOP1 and labels is None:
-            raise DataError("`metric=top1` needs labels in the eval data (an integer array 'y'); "
+            raise DataError("`metric`=top1 needs labels in the eval data (an integer array 'y'); "
                             "use `metric=agreement` to compare with the float model instead")
         self.evaluations = 0
 
