@@ -23,7 +23,8 @@ def _tmp_prefix(path: Path) -> str:
 
 def check_writable(path: Path, inputs: Iterable[Path | str | None] = ()) -> None:
     """Fail early (before minutes of conversion) when ``path`` cannot be created, is not a regular
-    file, or would overwrite one of ``inputs`` (a model file, anything inside a model folder, data)."""
+    file, or would overwrite one of ``inputs`` (a file, or anything inside a model folder such as a
+    SavedModel; a data folder of images may hold the output)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -61,19 +62,21 @@ def check_writable(path: Path, inputs: Iterable[Path | str | None] = ()) -> None
 
 
 def check_not_input(path: Path, inputs: Iterable[Path | str | None]) -> None:
-    """Refuse an output that is, or lies inside, one of ``inputs``."""
+    """Refuse an output that is one of ``inputs``, or lies inside an input folder that is a model
+    (a SavedModel: replacing any file in it damages the model)."""
     target = Path(path).resolve()
     for item in inputs:
         if item is None:
             continue
         src = Path(item).resolve()
         same = target == src or (target.exists() and src.exists() and os.path.samefile(target, src))
-        if same or (src.is_dir() and src in target.parents):
+        model_folder = src.is_dir() and (src / "saved_model.pb").exists()
+        if same or (model_folder and src in target.parents):
             raise OutputError(f"{path}: would overwrite the input {item}; choose another output path")
 
 
 def _cause(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 @contextlib.contextmanager

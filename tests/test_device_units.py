@@ -148,6 +148,10 @@ def test_adb_server_edgeq_started_is_stopped_and_a_users_server_is_not(tmp_path,
                                   'echo "* daemon started successfully" >&2; fi\n'
                                   'case "$*" in *get-state*) echo device;; esac\n')
     monkeypatch.setenv("EDGEQ_ADB", str(fake))
+    from edgeq.transport import adb
+
+    # earlier tests' remotes failed in connect() and were never closed: start from a clean count
+    monkeypatch.setattr(adb, "_SERVER", {"started_by_us": False, "open": 0})
     remote = AdbRemote("R58M")
     remote.connect()
     remote.close()
