@@ -37,6 +37,7 @@ NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on 
     ("README.md", "*", "time  load ", "wall times of one `make demo` run (they vary run to run)"),
     ("README.md", "0.27", "INT8 <= 0.27x FP32", "the size goal, not a result"),
     ("docs/bench.md", "*", "# 7.25  'TfLiteGpuDelegateV2", "the parser's output on a test fixture"),
+    ("docs/bench.md", "0.01", "0.01 ms rounding", "litert-benchmark's print resolution"),
     ("README.md", "0.51", "FP16 <= 0.51x", "the size goal, not a result"),
     ("README.md", "90", ">= 90% INT8-MACs goal", "the goal, not a result"),
     ("docs/devices.md", "3.9", "Python >= 3.9", "a requirement"),
@@ -65,7 +66,7 @@ NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on 
 _NUM = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:e[-+]?\d+)?(?![\w.]*\.\d)"
                   r"|(?<![\w.])[-+]?\d+e[-+]?\d+(?![\w.])"
                   r"|(?<![\w.])[-+]?\d+(?=\s?%)")
-_COUNT = re.compile(r"(?<![\w./])(\d+)(?: of |/)(\d+)(?![\w./])")
+_COUNT = re.compile(r"(?<![\w./])(\d+)(?: of |/)(\d+)(?![\w/]|\.\d)")
 _SKIP = re.compile(r"(?<![\w.])\d+\.\d+\.\d+[\w.]*|(?:Python|TF|tensorflow|Keras|ai-edge-litert|onnx2tf|onnx|"
                    r"onnxruntime|qemu|qemu-user|numpy|Android|litert|opset|SDK|adbd|v)[ -]?\d+(?:\.\d+)*"
                    r"|https?://\S+|\]\([^)]*\)|[\w./-]+\.(?:py|md|json|toml|npz|tflite|onnx|keras|png|so)\b"
