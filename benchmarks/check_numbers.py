@@ -44,6 +44,8 @@ NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on 
     ("docs/devices.md", "1e-4", "float: 1e-4 of the output range", "the tolerance edgeq uses"),
     ("docs/qat.md", "1e-4", "default 1e-4", "the default learning rate"),
     ("docs/qat.md", "1/1", "epoch 1/1", "the epoch counter"),
+    ("docs/qat.md", "18.7", "val top-1 (simulated int8)", "the epoch's wall time in the run the example shows"),
+    ("docs/qat.md", "*", "time  load ", "wall times of the run the example shows"),
     ("docs/ptq.md", "1e-6", "max output difference ~1e-6", "checked when the sample was built (build.py)"),
     ("docs/mixed.md", "0.29", "~0.29 is ideal rounding", "the metric's value for ideal rounding (1/sqrt(12))"),
     ("docs/int16x8.md", "0/1", "0/1 mask values", "mask values, not a count"),
