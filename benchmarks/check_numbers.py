@@ -37,12 +37,15 @@ NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on 
     ("README.md", "*", "time  load ", "wall times of one `make demo` run (they vary run to run)"),
     ("README.md", "0.27", "INT8 <= 0.27x FP32", "the size goal, not a result"),
     ("docs/bench.md", "*", "# 7.25  'TfLiteGpuDelegateV2", "the parser's output on a test fixture"),
+    ("docs/bench.md", "0.01", "0.01 ms rounding", "litert-benchmark's print resolution"),
     ("README.md", "0.51", "FP16 <= 0.51x", "the size goal, not a result"),
     ("README.md", "90", ">= 90% INT8-MACs goal", "the goal, not a result"),
     ("docs/devices.md", "3.9", "Python >= 3.9", "a requirement"),
     ("docs/devices.md", "1e-4", "float: 1e-4 of the output range", "the tolerance edgeq uses"),
     ("docs/qat.md", "1e-4", "default 1e-4", "the default learning rate"),
     ("docs/qat.md", "1/1", "epoch 1/1", "the epoch counter"),
+    ("docs/qat.md", "18.7", "val top-1 (simulated int8)", "the epoch's wall time in the run the example shows"),
+    ("docs/qat.md", "*", "time  load ", "wall times of the run the example shows"),
     ("docs/ptq.md", "1e-6", "max output difference ~1e-6", "checked when the sample was built (build.py)"),
     ("docs/mixed.md", "0.29", "~0.29 is ideal rounding", "the metric's value for ideal rounding (1/sqrt(12))"),
     ("docs/int16x8.md", "0/1", "0/1 mask values", "mask values, not a count"),
@@ -65,7 +68,7 @@ NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on 
 _NUM = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:e[-+]?\d+)?(?![\w.]*\.\d)"
                   r"|(?<![\w.])[-+]?\d+e[-+]?\d+(?![\w.])"
                   r"|(?<![\w.])[-+]?\d+(?=\s?%)")
-_COUNT = re.compile(r"(?<![\w./])(\d+)(?: of |/)(\d+)(?![\w./])")
+_COUNT = re.compile(r"(?<![\w./])(\d+)(?: of |/)(\d+)(?![\w/]|\.\d)")
 _SKIP = re.compile(r"(?<![\w.])\d+\.\d+\.\d+[\w.]*|(?:Python|TF|tensorflow|Keras|ai-edge-litert|onnx2tf|onnx|"
                    r"onnxruntime|qemu|qemu-user|numpy|Android|litert|opset|SDK|adbd|v)[ -]?\d+(?:\.\d+)*"
                    r"|https?://\S+|\]\([^)]*\)|[\w./-]+\.(?:py|md|json|toml|npz|tflite|onnx|keras|png|so)\b"

@@ -66,7 +66,7 @@ def check_not_input(path: Path, inputs: Iterable[Path | str | None]) -> None:
     (a SavedModel: replacing any file in it damages the model)."""
     target = Path(path).resolve()
     for item in inputs:
-        if item is None:
+        if not isinstance(item, (str, os.PathLike)):  # None, or in-memory data (arrays, tf.data ...)
             continue
         src = Path(item).resolve()
         same = target == src or (target.exists() and src.exists() and os.path.samefile(target, src))
