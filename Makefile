@@ -28,8 +28,10 @@ demo: $(STAMP)
 
 # The whole suite; tests/test_wheel.py builds the wheel, installs it into a fresh venv and runs README's
 # commands from a folder outside the repo.
+# Results older than the code (fresh_results) fail `make numbers`, not `make test`: every code change stales
+# them until `make bench` reruns them, and a unit-test run is not the place for an hour of benchmarks.
 test: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not fresh_results"
 
 # Thousands of seeded damaged .tflite/.onnx/.keras/.npz files through the CLI (make test runs a few hundred):
 # every case must exit 0 or 2 in one line, leave no file behind, and never crash. FUZZ_CASES/FUZZ_SEED override.
@@ -68,6 +70,7 @@ zoo: $(STAMP)
 # Every number README and docs quote, with the results file it comes from (make test fails on a mismatch).
 numbers: $(STAMP)
 	$(BIN)/python -m benchmarks.check_numbers --all
+	$(BIN)/python -m pytest -q -m fresh_results tests/test_numbers.py
 
 # Retrain the sample models from the full Fashion-MNIST set (apt-get install dataset-fashion-mnist).
 sample-models: $(STAMP)

@@ -31,6 +31,7 @@ def test_results_record_commit_versions_and_sources(path):
     assert not meta.get("dirty_sources"), f"{path.name}: measured on uncommitted changes {meta['dirty_sources']}"
 
 
+@pytest.mark.fresh_results  # `make numbers`, not `make test`: a code change makes results stale until `make bench`
 @pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
 def test_results_are_not_older_than_their_code(path):
     meta = json.loads(path.read_text()).get("_meta", {})
