@@ -64,7 +64,8 @@ def render(results: list[dict]) -> str:
     for r in results:
         by_model.setdefault(r["model"], []).append(r)
     lines = ["# Zoo reference results (make zoo fails on a regression against these). Regenerate after a deliberate",
-             "# change with: python -m benchmarks.zoo.run --update-reference  (and say why in the commit).", ""]
+             "# change with: python -m benchmarks.zoo.reference benchmarks/results/zoo.json (say why in the commit).",
+             "# Tolerances by mode; cosine metrics get a tenth of it (a cosine of 0.98 is already a broken encoder).", ""]
     for model, rs in by_model.items():
         lines.append(f"[{model}]")
         for r in rs:
@@ -73,7 +74,9 @@ def render(results: list[dict]) -> str:
             if r["status"] == "ok":
                 v = primary_value(r)
                 tol = DEFAULT_TOLERANCE.get(r["mode"], 0.05)
-                metric = "" if v is None else f", metric = {int(v * 1000) / 1000:.3f}, tolerance = {tol}"
+                if "cosine" in str(r.get("primary")):
+                    tol = round(tol / 10, 4)
+                metric = "" if v is None else f", metric = {int(v * 10000) / 10000:.4f}, tolerance = {tol}"
                 lines.append(f'{r["mode"]} = {{ status = "ok"{metric} }}  # {r.get("primary")}')
             else:
                 note = (r.get("error") or r["status"]).replace('"', "'").replace("\\", "/")[:200]
@@ -83,14 +86,19 @@ def render(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.zoo.reference RESULTS.json``: record a (possibly partial) run as reference.toml."""
+    """``python -m benchmarks.zoo.reference RESULTS.json [MORE.json ...]``: record runs (possibly partial) as
+    reference.toml; an item in several files takes the first file's result."""
     import json
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    doc = json.loads(Path(args[0]).read_text())
-    REFERENCE.write_text(render(doc["results"]))
-    print(f"wrote {REFERENCE} from {len(doc['results'])} results{' (partial run)' if doc.get('partial') else ''}")
+    seen: dict[tuple[str, str], dict] = {}
+    for path in args:
+        for r in json.loads(Path(path).read_text())["results"]:
+            seen.setdefault((r["model"], r["mode"]), r)
+    results = sorted(seen.values(), key=lambda r: (r["model"], r["mode"]))
+    REFERENCE.write_text(render(results))
+    print(f"wrote {REFERENCE} from {len(results)} results in {', '.join(args)}")
     return 0
 
 

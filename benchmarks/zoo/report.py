@@ -39,12 +39,17 @@ def render_markdown(doc: dict) -> str:
             continue
         x = r.get("xnnpack")
         xs = f"{x['delegated']}/{x['total']}" if x else "-"
+        p50 = _num(r.get("p50_ms"), "{:.2f}") if not r.get("bench_error") else "bench failed*"
         if x and x.get("on_cpu"):
             xs += " (CPU: " + ", ".join(x["on_cpu"][:4]) + ")"
         lines.append(f"| {r['model']} | {r['mode']} | ok | {r['primary']} | {_num(m.get(r['primary']))} | "
                      f"{_num(m.get('output_cosine'), '{:.5f}')} | {_num(m.get('sqnr_db'), '{:.1f}')} | "
                      f"{_num(r.get('size_bytes') and r['size_bytes'] / 1024, '{:.1f}')} | "
-                     f"{'yes' if r.get('fully_integer') else 'no'} | {_num(r.get('p50_ms'), '{:.2f}')} | {xs} |")
+                     f"{'yes' if r.get('fully_integer') else 'no'} | {p50} | {xs} |")
+    failed = [r for r in rs if r.get("bench_error")]
+    if failed:
+        lines += ["", "\\* edgeq's host benchmark failed on: " + "; ".join(
+            f"{r['model']} {r['mode']}: {r['bench_error'].split(': ', 1)[-1][:160]}" for r in failed)]
     lines += ["", "## Plain onnx2tf, side by side (float TFLite vs onnxruntime)", "",
               "| model | onnx2tf float | out cosine | faithful (>= 0.9999) | edgeq modes converted |", "|---|---|---:|---|---|"]
     for r in rs:
@@ -63,3 +68,18 @@ def render_markdown(doc: dict) -> str:
     lines += [f"- REGRESSION: {x}" for x in doc["regressions"]] or ["- no regressions"]
     lines += [f"- improved: {x}" for x in doc["improvements"]]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.zoo.report zoo.json``: rewrite zoo.md beside it from the JSON."""
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path((sys.argv[1:] if argv is None else argv)[0])
+    path.with_suffix(".md").write_text(render_markdown(json.loads(path.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

