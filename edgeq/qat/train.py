@@ -4,7 +4,8 @@ The training signal is the labels when the data has them, otherwise the float mo
 its outputs on the training images are soft targets; cross-entropy on softmax/classifier heads, MSE scaled by
 the target's variance on regression heads); ``distill_weight`` mixes both. After each epoch the simulated
 INT8 model is compared with the float model on the validation data (top-1 when training on labels); training
-stops when that has not improved for ``patience`` epochs, and the best epoch's weights (possibly the calibrated start) are kept.
+stops when that has not improved for ``patience`` epochs, and the best epoch's weights (possibly the
+calibrated start) are kept.
 
 Nothing here writes files: an interrupted run (Ctrl-C) leaves no output because outputs are written only
 after training, by the caller, atomically.
