@@ -35,6 +35,8 @@ SAMPLE_META = ROOT / "sample_models"  # */meta.json: what training measured for 
 # (file, the number as written, a piece of its line, why it is not a measurement)
 NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on that line
     ("README.md", "*", "time  load ", "wall times of one `make demo` run (they vary run to run)"),
+    ("README.md", "0.5", "--max-drop 0.5", "an example flag value"),
+    ("README.md", "0.1", "The 0.1 spellings", "a release number"),
     ("docs/qat.md", "*", "fixed int8 output range", "TFLite's fixed output ranges of LOGISTIC/TANH, constants"),
     ("README.md", "0.27", "INT8 <= 0.27x FP32", "the size goal, not a result"),
     ("docs/bench.md", "*", "# 7.25  'TfLiteGpuDelegateV2", "the parser's output on a test fixture"),
