@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks import provenance
 from benchmarks.zoo import manifest, reference
 from benchmarks.zoo.item import MARK, ONNX2TF
 from benchmarks.zoo.metrics import PRIMARY
@@ -76,8 +77,10 @@ def environment() -> dict:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "packages": versions}
 
 
-def write(out: Path, env: dict, started: float, a, m, models, results: list[dict], total: int):
-    """zoo.json + zoo.md for the results so far (``partial`` until all ``total`` items are in)."""
+def write(out: Path, env: dict, started: float, a, m, models, results: list[dict], total: int,
+          meta: dict | None = None):
+    """zoo.json + zoo.md for the results so far (``partial`` until all ``total`` items are in); ``meta`` is
+    the provenance block (commit, versions, source hashes) every results file carries, stamped before the run."""
     regressions, improvements = reference.check(results, reference.load())
     left = total - len(results)
     doc = {"environment": env, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -87,6 +90,8 @@ def write(out: Path, env: dict, started: float, a, m, models, results: list[dict
            "models": [{"name": z.name, "family": z.family, "wheel": m.wheels[z.wheel].pin, "file": z.file,
                        "license": z.license, "redistributable": z.redistributable} for z in models],
            "results": results, "regressions": regressions, "improvements": improvements}
+    if meta is not None:
+        doc["_meta"] = {**meta, "seconds": doc["wall_s"], "date": time.strftime("%Y-%m-%d %H:%M")}
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((out.with_suffix(".json"), json.dumps(doc, indent=1, default=float) + "\n"),
                        (out.with_suffix(".md"), render_markdown(doc))):
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     items = [(z, mode) for mode in modes for z in models if mode != ONNX2TF or z.format is manifest.Format.ONNX]
     started = time.time()
     env = environment()  # before the run: the commit the items ran on, not whatever is checked out at the end
+    meta = provenance.stamp("zoo/run")
     print(f"zoo: {len(items)} items, {a.jobs} at a time", file=sys.stderr, flush=True)
     results: list[dict] = []
     order = {(z.name, mode): i for i, (z, mode) in enumerate(items)}
@@ -134,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  [{len(results)}/{len(items)}] {z.name:20s} {mode:8s} {r['status']:5s} "
                   f"{r['primary']}={v} {r.get('error', '')[:120]} ({r.get('seconds')} s)", file=sys.stderr, flush=True)
             results.sort(key=lambda r: order[(r["model"], r["mode"])])
-            write(a.out, env, started, a, m, models, results, len(items))
-    regressions, improvements = write(a.out, env, started, a, m, models, results, len(items))
+            write(a.out, env, started, a, m, models, results, len(items), meta)
+    regressions, improvements = write(a.out, env, started, a, m, models, results, len(items), meta)
     if a.update_reference:
         reference.REFERENCE.write_text(reference.render(results))
     for line in improvements:
