@@ -72,3 +72,12 @@ def test_yolo_best_box_iou_and_class():
     got[0, :4, 1] = [11, 10, 4, 4]  # shifted by 1: IoU 12/20
     out = metrics.measure(Metric.YOLO, [ref], [got], {})
     assert out["class_match"] == 1.0 and out["box_iou"] == pytest.approx(0.6)
+
+
+def test_yolo_metric_takes_per_sample_outputs_with_their_batch_axis():
+    """The zoo feeds one sample at a time, so each sample's output keeps its batch axis of 1 (N, 1, 4+C, A)."""
+    ref = np.zeros((2, 1, 6, 3), np.float32)
+    ref[:, 0, :4, 1] = [10, 10, 4, 4]
+    ref[:, 0, 5, 1] = 0.9
+    out = metrics.measure(Metric.YOLO, [ref], [ref.copy()], {})
+    assert out["class_match"] == 1.0 and out["box_iou"] == pytest.approx(1.0)

@@ -42,6 +42,7 @@ def yolo(ref: list, got: list, feeds: dict) -> dict:
     """Raw YOLOv8 head (N, 4+C, A): each side's most confident box; same class? their IoU."""
     match, ious = [], []
     for r, g in zip(ref[0], got[0]):
+        r, g = r.reshape(r.shape[-2:]), g.reshape(g.shape[-2:])  # per-sample runs keep a batch axis of 1
         ra, ga = np.unravel_index(np.argmax(r[4:]), r[4:].shape), np.unravel_index(np.argmax(g[4:]), g[4:].shape)
         match.append(ra[0] == ga[0])
         ious.append(box_iou(r[:4, ra[1]], g[:4, ga[1]]))
