@@ -49,21 +49,15 @@ def peak_rss_mb() -> float:
     return kib / (1024.0 * 1024.0) if sys.platform == "darwin" else kib / 1024.0
 
 
-def delegation(ops: list[dict], delegate_name: str) -> list[DelegateCoverage]:
-    """Nodes each delegate kernel replaced, from the interpreter's node list after allocation.
-
-    The node list keeps the original nodes and appends one DELEGATE node per partition. The original
-    nodes a partition replaced are those found walking back from the partition's outputs to its inputs.
-    """
+def delegated_nodes(ops: list[dict]) -> set[int]:
+    """Indices of the original nodes the DELEGATE nodes replaced: walking back from each partition's outputs
+    to its inputs."""
     originals = [o for o in ops if o["op_name"] != "DELEGATE"]
-    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
-    if not kernels:
-        return []
     producer = {t: o["index"] for o in originals for t in o["outputs"]}
     by_index = {o["index"]: o for o in originals}
     taken: set[int] = set()
-    for k in kernels:
-        stop = set(int(t) for t in k["inputs"])
+    for k in (o for o in ops if o["op_name"] == "DELEGATE"):
+        stop = {int(t) for t in k["inputs"]}
         todo = [int(t) for t in k["outputs"]]
         seen_t: set[int] = set()
         while todo:
@@ -75,6 +69,20 @@ def delegation(ops: list[dict], delegate_name: str) -> list[DelegateCoverage]:
             if node not in taken:
                 taken.add(node)
                 todo.extend(int(i) for i in by_index[node]["inputs"] if i >= 0)
+    return taken
+
+
+def delegation(ops: list[dict], delegate_name: str) -> list[DelegateCoverage]:
+    """Nodes each delegate kernel replaced, from the interpreter's node list after allocation.
+
+    The node list keeps the original nodes and appends one DELEGATE node per partition. The original
+    nodes a partition replaced are those found walking back from the partition's outputs to its inputs.
+    """
+    originals = [o for o in ops if o["op_name"] != "DELEGATE"]
+    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
+    if not kernels:
+        return []
+    taken = delegated_nodes(ops)
     left = tuple(sorted({o["op_name"] for o in originals if o["index"] not in taken}))
     return [DelegateCoverage(delegate=delegate_name, nodes_delegated=len(taken), nodes_total=len(originals),
                              partitions=len(kernels), not_delegated=left)]

@@ -64,7 +64,7 @@ class Coverage:
 
 def coverage(content: bytes) -> Coverage:
     """Allocate ``content`` with the XNNPACK delegate and count the nodes it replaced."""
-    from edgeq.bench.host_worker import delegation
+    from edgeq.bench.host_worker import delegated_nodes, delegation
     from edgeq.modelinfo import open_interpreter
     from edgeq.nativeio import quiet_native_output
 
@@ -75,7 +75,7 @@ def coverage(content: bytes) -> Coverage:
     dtype = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
     originals = [o for o in ops if o["op_name"] != "DELEGATE"]
     found = delegation(ops, "XNNPACK")
-    taken = _taken(ops) if found else set()
+    taken = delegated_nodes(ops) if found else set()
     left: dict[str, int] = {}
     for o in originals:
         if o["index"] not in taken:
@@ -83,24 +83,3 @@ def coverage(content: bytes) -> Coverage:
             left[key] = left.get(key, 0) + 1
     return Coverage(len(taken), len(originals), found[0].partitions or 0 if found else 0, left)
 
-
-def _taken(ops: list[dict]) -> set[int]:
-    """Indices of the original nodes the DELEGATE nodes replaced (walking back from their outputs)."""
-    originals = [o for o in ops if o["op_name"] != "DELEGATE"]
-    producer = {t: o["index"] for o in originals for t in o["outputs"]}
-    by_index = {o["index"]: o for o in originals}
-    taken: set[int] = set()
-    for k in (o for o in ops if o["op_name"] == "DELEGATE"):
-        stop = {int(t) for t in k["inputs"]}
-        todo = [int(t) for t in k["outputs"]]
-        seen: set[int] = set()
-        while todo:
-            t = todo.pop()
-            if t in seen or t in stop or t not in producer:
-                continue
-            seen.add(t)
-            node = producer[t]
-            if node not in taken:
-                taken.add(node)
-                todo.extend(int(i) for i in by_index[node]["inputs"] if i >= 0)
-    return taken
