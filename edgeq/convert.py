@@ -176,6 +176,13 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             if n:
                 rewrite_notes.append(f"{n} RELU_0_TO_1 rewritten as MAXIMUM/MINIMUM (same numbers; XNNPACK has "
                                      "no RELU_0_TO_1 kernel, so each split the graph)")
+        if options.mode.needs_calibration:  # integer activations: no float CAST for a boolean mask
+            from edgeq.tflite.transforms.bool_select import bool_casts_as_select
+
+            content, n = bool_casts_as_select(content)
+            if n:
+                rewrite_notes.append(f"{n} CAST(bool -> float) + QUANTIZE rewritten as SELECT_V2 of the two "
+                                     "quantized values (same numbers, integer ops only)")
         info = inspect_tflite(content=content)
         check_result(info, options, source)
         extra["xnnpack"] = _xnnpack(content)

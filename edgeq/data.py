@@ -190,14 +190,16 @@ def _fit_shape(where: str, spec: TensorSpec, a: np.ndarray, layout: Layout | Non
     if a.ndim != len(want):
         raise DataError(f"{where} has shape {a.shape} but the model expects {expected}; reshape the data")
     fits = lambda shape: all(w is None or w == d for w, d in zip(want[1:], shape[1:]))  # noqa: E731
-    if a.ndim == 4:
-        nchw_as_nhwc = (a.shape[0], a.shape[2], a.shape[3], a.shape[1])
-        if layout is Layout.NCHW or (layout is None and not fits(a.shape) and fits(nchw_as_nhwc)):
-            if not fits(nchw_as_nhwc):
+    if a.ndim >= 3:  # channel-first data for a model that takes it channel-last (onnx2tf: NCHW->NHWC, NCW->NWC)
+        last = (0, *range(2, a.ndim), 1)
+        moved = tuple(a.shape[i] for i in last)
+        if (layout is Layout.NCHW and a.ndim == 4) or (layout is None and not fits(a.shape) and fits(moved)):
+            if not fits(moved):
                 raise DataError(f"{where} has shape {a.shape}, which read as NCHW does not fit the model's "
                                 f"NHWC {expected}; check `layout`")
-            notes.append(f"input '{spec.name}': data given as NCHW {tuple(a.shape)}, transposed to NHWC")
-            return a.transpose(0, 2, 3, 1)
+            first, chlast = ("NCHW", "NHWC") if a.ndim == 4 else ("channel-first", "channel-last")
+            notes.append(f"input '{spec.name}': data given as {first} {tuple(a.shape)}, transposed to {chlast}")
+            return a.transpose(last)
     if not fits(a.shape):
         raise DataError(f"{where} has shape {a.shape} but the model expects {expected}; reshape the data")
     return a

@@ -157,6 +157,8 @@ def inspect_tflite(path: Path | None = None, content: bytes | None = None, xnnpa
     graph_outputs = {d["index"] for d in interp.get_output_details()}
     dtype_of = {i: np.dtype(t["dtype"]).name for i, t in tensors.items()}
     constant = {i for i in tensors if i not in produced and i not in graph_inputs}
+    # Tensors no op reads or writes (left behind by a rewrite) are not part of the model's compute.
+    used = {i for op in ops for i in (*op["inputs"], *op["outputs"]) if i >= 0} | graph_inputs | graph_outputs
 
     weights: list[WeightInfo] = []
     const_bytes: Counter[str] = Counter()
@@ -195,7 +197,7 @@ def inspect_tflite(path: Path | None = None, content: bytes | None = None, xnnpa
         path=str(path) if path is not None else "<bytes>", size_bytes=size, xnnpack=delegated,
         inputs=[_io(d) for d in interp.get_input_details()], outputs=[_io(d) for d in interp.get_output_details()],
         op_counts=dict(Counter(o.op for o in op_infos).most_common()),
-        tensors_by_dtype=dict(Counter(dtype_of.values()).most_common()),
+        tensors_by_dtype=dict(Counter(dtype_of[i] for i in used).most_common()),
         weights=weights, size_by_group=groups, float_ops=float_ops,
         kernel_hazards=_kernel_hazards(ops, tensors, constant))
 

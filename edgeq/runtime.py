@@ -24,6 +24,14 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def join_rows(parts: list[np.ndarray], per_sample: bool) -> np.ndarray:
+    """Per-batch outputs as one array with samples on axis 0. In one-sample-per-run mode, an output without
+    a batch axis (a recurrent state ``[2, 1, 128]``) gets one rather than being concatenated."""
+    if per_sample and any(p.ndim == 0 or p.shape[0] != 1 for p in parts):
+        return np.stack(parts)
+    return np.concatenate(parts)
+
+
 class TFLiteRunner:
     """A LiteRT interpreter that takes named float batches and returns float outputs."""
 
@@ -90,7 +98,8 @@ class TFLiteRunner:
             start += b
             if progress_step is not None:
                 progress_step.advance(b)
-        return [np.concatenate([r[i] for r in results]) for i in range(len(self._outputs))]
+        per_sample = batch_size == 1
+        return [join_rows([r[i] for r in results], per_sample) for i in range(len(self._outputs))]
 
     def _static_batch_one(self) -> bool:
         """True when the model was converted with a fixed batch of 1 (edgeq's default for deployment)."""

@@ -44,6 +44,8 @@ def _key(name: str) -> str:
 
 def fit(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     """``x`` rearranged to ``shape``: as is, channel-last (NCHW->NHWC style), or a reshape of the same size."""
+    if x.ndim == len(shape) - 1 and shape[0] == 1:
+        x = x[None]  # an input without a batch axis (a recurrent state) that edgeq gave one
     if x.shape == tuple(shape):
         return x
     if x.ndim == len(shape) and x.ndim >= 3:

@@ -99,6 +99,25 @@ def _set_input_dims(model, specs: list[TensorSpec], fixed_names: set[str], renam
                 dim.dim_value = int(value)
 
 
+def _lift_note(lifted: list[str]) -> list[str]:
+    return [f"tensor(s) {', '.join(lifted)} have no leading batch axis in the ONNX model; the TFLite model "
+            "takes them with one of size 1"] if lifted else []
+
+
+def _probe_feeds(specs: list[TensorSpec], renamed: dict[str, str]) -> list[dict[str, np.ndarray]]:
+    """Two differing inputs of the fixed shapes (zeros, seeded noise; integer inputs zero in both), for
+    evaluating conditions that must not depend on the data."""
+    rng = np.random.default_rng(0)
+    feeds = [{}, {}]
+    for s in specs:
+        shape = tuple(1 if d is None else d for d in s.shape)
+        name = renamed.get(s.name, s.name)
+        feeds[0][name] = np.zeros(shape, s.dtype)
+        feeds[1][name] = (rng.standard_normal(shape).astype(s.dtype) if s.dtype.startswith("float")
+                          else np.zeros(shape, s.dtype))
+    return feeds
+
+
 def _channel_last(shape: tuple) -> tuple:
     return (shape[0], *shape[2:], shape[1]) if len(shape) >= 3 else shape
 
@@ -115,6 +134,11 @@ def ort_session(model_bytes: bytes, path: Path | str):
     opts.log_severity_level = 4  # fatal only: a refused graph is reported below, in one line
     try:
         return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - onnxruntime's own graph optimizations can fail on a valid graph
+        pass  # (1.26 constant-folding silero-vad's If nodes at static shapes): retry without them
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's messages lead with a C++ signature: keep what follows it
         why = re.sub(r"^.*?\[with [^\]]*\]\s*", "", " ".join(first_line(exc).split()))
         raise ModelLoadError(f"{path}: onnxruntime rejects the graph ({why[:160]}); the file is damaged or "
@@ -124,10 +148,15 @@ def ort_session(model_bytes: bytes, path: Path | str):
 def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[TensorSpec],
                  tf_out: list[TensorSpec], out_order: list[str]):
     """onnxruntime on the original model, fed channel-last data like every FloatModel."""
+    from edgeq.runtime import join_rows
+
     session = ort_session(model_bytes, "<onnx model>")
     # onnx2tf moves axis 1 to the end for rank >= 3 inputs (NCHW -> NHWC); the TF shape says whether it did.
     to_onnx = {o.name: o.shape != t.shape and _fits(_channel_last(o.shape), t.shape) for o, t in zip(onnx_in, tf_in)}
-    batch_one = any(i.shape and i.shape[0] == 1 for i in session.get_inputs())
+    # Row by row when either side has a fixed batch of 1: a graph that reduces over the batch axis (a
+    # melspectrogram's top-dB clip takes the max over everything) means per sample what the TFLite model does.
+    batch_one = (any(i.shape and i.shape[0] == 1 for i in session.get_inputs())
+                 or bool(tf_in) and all(t.shape and t.shape[0] == 1 for t in tf_in))
 
     def predict(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         ort_feeds = {}
@@ -137,9 +166,9 @@ def make_predict(model_bytes: bytes, onnx_in: list[TensorSpec], tf_in: list[Tens
                 x = np.moveaxis(x, -1, 1)
             ort_feeds[o.name] = np.ascontiguousarray(x.astype(o.dtype, copy=False))
         n = len(next(iter(ort_feeds.values()))) if ort_feeds else 0
-        if batch_one and n > 1:  # the export fixed batch 1: run the rows one by one
+        if batch_one:  # the export fixed batch 1: run the rows one by one
             runs = [session.run(None, {k: v[i:i + 1] for k, v in ort_feeds.items()}) for i in range(n)]
-            values = [np.concatenate(parts) for parts in zip(*runs)]
+            values = [join_rows(list(parts), True) for parts in zip(*runs)]
         else:
             values = session.run(None, ort_feeds)
         res = dict(zip([o.name for o in session.get_outputs()], values))
@@ -164,6 +193,9 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     attention-mask constants, so the encoder's graph has integer kernels and a quantizable score range.
     ``calibration`` (int8 activations) lets ``rewrites.layernorm_split`` find LayerNorm outlier channels.
     """
+    from edgeq.sources.onnx.rewrites.batch_axis import lift_inputs
+    from edgeq.sources.onnx.rewrites.clip_floor import clip_floors_to_max
+    from edgeq.sources.onnx.rewrites.control_flow import remove_if_nodes
     from edgeq.sources.onnx.rewrites.names import sanitize_names
     from edgeq.sources.onnx.rewrites.erf_gelu import reorder_erf_gelu
     from edgeq.sources.onnx.to_tf import export_savedmodel, safe_name, unsupported_ops
@@ -177,9 +209,13 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
                               "model (re-export with other ops or a newer opset)")
     declared = onnx_specs(model, model.graph.input)
     onnx_in = fix_shapes(path, declared, input_shapes, batch)
+    onnx_in, lifted = lift_inputs(model, declared, onnx_in)
+    if lifted:  # exact (Squeeze/Unsqueeze): the lifted graph is the reference, so both take the same data
+        original = model.SerializeToString()
     changed = {s.name for s, d in zip(onnx_in, declared) if s.shape != d.shape}
     onnx_out = onnx_specs(model, model.graph.output)
     rewrite = reorder_erf_gelu(model)
+    floors = clip_floors_to_max(model)
     quant_notes = []
     if quantized_activations:
         from edgeq.sources.onnx.rewrites.int8 import rewrite_for_quantization
@@ -192,6 +228,9 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
                                                   {s.name: s.dtype for s in onnx_in})
     renamed = sanitize_names(model)  # after the rewrites: they and the user's --input-shape use ONNX names
     _set_input_dims(model, onnx_in, changed, renamed)
+    control = remove_if_nodes(model, _probe_feeds(onnx_in, renamed))
+    control_notes = control.notes() + _lift_note(lifted) + (
+        [f"{floors} Clip(x, c > 0, inf) written as Relu(x - c) + c (onnx2tf drops the floor)"] if floors else [])
     overwrite = [f"{renamed.get(s.name, s.name)}:{','.join('1' if d is None else str(d) for d in s.shape)}"
                  for s in onnx_in if s.name in changed]
     tmp = Path(tempfile.mkdtemp(prefix="edgeq-onnx-"))
@@ -212,7 +251,7 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
                 raise
             fm = _from_direct_tflite(model, original, path, tmp, onnx_in, onnx_out, renamed, exc,
                                      fidelity_tolerance)
-            fm.notes += quant_notes
+            fm.notes += control_notes + quant_notes
             return fm
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -223,7 +262,7 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
     order = sorted(range(len(out_names)), key=lambda i: out_names[i])
     tf_out = [TensorSpec(out_names[i], shape_of(keras_model.outputs[i]), "float32") for i in order]
     predict = make_predict(original, onnx_in, tf_in, tf_out, [onnx_out[i].name for i in order])
-    notes = [how] if how else []
+    notes = ([how] if how else []) + control_notes
     moved = [s.name for s, t in zip(onnx_in, tf_in)
              if len(s.shape) >= 3 and s.shape[1:] != t.shape[1:] and _fits(_channel_last(s.shape), t.shape)]
     if moved:
@@ -253,7 +292,7 @@ def load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        alt.notes += quant_notes
+        alt.notes += control_notes + quant_notes
         return alt
 
     fm.extra["flatbuffer_fallback"] = flatbuffer_fallback
