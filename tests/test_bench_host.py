@@ -191,3 +191,22 @@ def test_compare_measures_accuracy_with_eval_and_takes_saved_device_results(vari
     assert by["cnn_int8"]["accuracy"]["value"] == pytest.approx(100 * rep8["accuracy"]["top1"], abs=1e-6)
     assert by["cnn_fp32"]["accuracy"]["value"] == pytest.approx(100 * rep32["accuracy"]["top1"], abs=1e-6)
     assert by["cnn_int8"]["latency"]["android-cpu"]["p50_ms"] == 4.0
+
+
+def test_token_id_inputs_get_valid_ids_when_no_inputs_are_given(tmp_path):
+    """An encoder's int ids feed an embedding lookup: random int32/int64 values would read out of its table
+    (MiniLM: 'gather index out of bounds'); without --inputs the bench gives ids and masks of 0/1."""
+    import numpy as np
+    import tensorflow as tf
+
+    table = tf.constant(np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.int32)])
+    def embed(ids):
+        return tf.reduce_mean(tf.gather(table, ids), axis=1)
+
+    model = tmp_path / "embed.tflite"
+    model.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([embed.get_concrete_function()], embed)
+                      .convert())
+    [r] = bench_host([model], HostBenchOptions(runs=3, warmup=1))
+    assert r.ok, r.error

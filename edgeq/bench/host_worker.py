@@ -89,7 +89,8 @@ def delegation(ops: list[dict], delegate_name: str) -> list[DelegateCoverage]:
 
 
 def _feeds(interp, spec: WorkerSpec) -> dict[int, np.ndarray]:
-    """Input arrays by tensor index: the first sample of --inputs, or random data in each input's range."""
+    """Input arrays by tensor index: the first sample of --inputs, or random data in each input's range
+    (unquantized integer inputs are ids or masks: 0/1, so an embedding lookup never reads out of bounds)."""
     from edgeq.runtime import quantize
 
     from edgeq.errors import DataError
@@ -124,9 +125,11 @@ def _feeds(interp, spec: WorkerSpec) -> dict[int, np.ndarray]:
             if dtype.kind in "iu" and a.dtype.kind == "f" and scale:
                 a = quantize(a, scale, zp, dtype)
             feeds[d["index"]] = a.astype(dtype).reshape(shape)
-        elif dtype.kind in "iu":
+        elif dtype.kind in "iu" and d["quantization"][0]:  # quantized values: any of the type's range
             info = np.iinfo(dtype)
             feeds[d["index"]] = rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype)
+        elif dtype.kind in "iu":  # token ids, masks, indices: 0 and 1 are valid for any table or mask
+            feeds[d["index"]] = rng.integers(0, 2, size=shape).astype(dtype)
         elif dtype.kind == "b":
             feeds[d["index"]] = rng.integers(0, 2, size=shape).astype(bool)
         else:
