@@ -66,6 +66,7 @@ zoo-fetch-fast: $(STAMP)
 # Every zoo model x fp32/fp16/dynamic/int8/int16x8 (+ plain onnx2tf); fails on a regression vs reference.toml.
 zoo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.zoo.run
+	$(BIN)/python -m benchmarks.zoo.report benchmarks/results/zoo.json --docs docs/zoo.md
 
 # Every number README and docs quote, with the results file it comes from (make test fails on a mismatch).
 numbers: $(STAMP)

@@ -70,14 +70,53 @@ def render_markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- zoo-results:begin -->", "<!-- zoo-results:end -->"
+LABEL = "<!-- numbers: copied verbatim by script from benchmarks/results/zoo.md, rendered from zoo.json -->"
+
+
+def docs_block(zoo_md: str) -> str:
+    """zoo.md as a docs section: its title dropped, headings moved under the docs' level, every paragraph and
+    table labelled for benchmarks/check_numbers.py as copied from the results."""
+    blocks, out = [b for b in zoo_md.strip().split("\n\n") if b.strip()], []
+    for b in blocks[1:] if blocks and blocks[0].startswith("# ") else blocks:
+        if b.startswith("## "):
+            out.append("##" + b)
+        else:
+            out.append(f"{LABEL}\n{b}")
+    return "\n\n".join(out)
+
+
+def sync_docs(zoo_md_path, docs_path) -> None:
+    """Replace what lies between the zoo-results markers of ``docs_path`` with ``zoo_md_path`` (atomically)."""
+    from pathlib import Path
+
+    from edgeq.fileio import atomic_write_text
+
+    docs = Path(docs_path).read_text()
+    if BEGIN not in docs or END not in docs:
+        raise SystemExit(f"{docs_path}: no {BEGIN} ... {END} markers to put the results between")
+    head, rest = docs.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    atomic_write_text(Path(docs_path), f"{head}{BEGIN}\n{docs_block(Path(zoo_md_path).read_text())}\n{END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.zoo.report zoo.json``: rewrite zoo.md beside it from the JSON."""
+    """``python -m benchmarks.zoo.report zoo.json [--docs docs/zoo.md]``: rewrite zoo.md beside the JSON, and
+    the results section of the docs page from it."""
     import json
     import sys
     from pathlib import Path
 
-    path = Path((sys.argv[1:] if argv is None else argv)[0])
+    args = list(sys.argv[1:] if argv is None else argv)
+    docs = None
+    if "--docs" in args:
+        k = args.index("--docs")
+        docs = args[k + 1]
+        del args[k:k + 2]
+    path = Path(args[0])
     path.with_suffix(".md").write_text(render_markdown(json.loads(path.read_text())))
+    if docs:
+        sync_docs(path.with_suffix(".md"), docs)
     return 0
 
 
