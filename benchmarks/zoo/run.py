@@ -77,8 +77,20 @@ def environment() -> dict:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "packages": versions}
 
 
+def _earlier(path: Path, rerun: set) -> tuple[list[dict], list[dict]]:
+    """The rows of an existing results file that this run does not redo (each with the commit it ran on),
+    and the runs they came from."""
+    doc = json.loads(path.read_text())
+    commit = doc["environment"]["git_commit"]
+    kept = [{**r, "commit": r.get("commit", commit)} for r in doc["results"] if (r["model"], r["mode"]) not in rerun]
+    runs = doc.get("runs") or [{"commit": commit, "started": doc.get("started"), "modes": doc.get("modes"),
+                                "models": "all"}]
+    used = {r["commit"] for r in kept}
+    return kept, [x for x in runs if x["commit"] in used]
+
+
 def write(out: Path, env: dict, started: float, a, m, models, results: list[dict], total: int,
-          meta: dict | None = None):
+          meta: dict | None = None, runs: list[dict] | None = None):
     """zoo.json + zoo.md for the results so far (``partial`` until all ``total`` items are in); ``meta`` is
     the provenance block (commit, versions, source hashes) every results file carries, stamped before the run."""
     regressions, improvements = reference.check(results, reference.load())
@@ -89,7 +101,7 @@ def write(out: Path, env: dict, started: float, a, m, models, results: list[dict
            "subset": "fast" if a.fast else ("models" if a.models else "all"), "modes": a.modes,
            "models": [{"name": z.name, "family": z.family, "wheel": m.wheels[z.wheel].pin, "file": z.file,
                        "license": z.license, "redistributable": z.redistributable} for z in models],
-           "results": results, "regressions": regressions, "improvements": improvements}
+           "results": results, "regressions": regressions, "improvements": improvements, "runs": runs or []}
     if meta is not None:
         doc["_meta"] = {**meta, "seconds": doc["wall_s"], "date": time.strftime("%Y-%m-%d %H:%M")}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "zoo")
     ap.add_argument("--work", type=Path, default=None, help="where .tflite files go (default: <cache>/work)")
     ap.add_argument("--update-reference", action="store_true", help="record this run as reference.toml")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other items of the existing --out results (each row records its commit)")
     a = ap.parse_args(argv)
     cache = manifest.cache_dir()
     m = manifest.load()
@@ -127,7 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     meta = provenance.stamp("zoo/run")
     print(f"zoo: {len(items)} items, {a.jobs} at a time", file=sys.stderr, flush=True)
     results: list[dict] = []
-    order = {(z.name, mode): i for i, (z, mode) in enumerate(items)}
+    runs = [{"commit": env["git_commit"], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+             "modes": sorted({mode for _, mode in items}), "models": "all" if not a.models else a.models}]
+    if a.merge and a.out.with_suffix(".json").exists():
+        results, earlier = _earlier(a.out.with_suffix(".json"), {(z.name, mode) for z, mode in items})
+        runs = earlier + runs
+    everything = [(z, mode) for mode in ORDER for z in m.models if mode != ONNX2TF or z.format is manifest.Format.ONNX]
+    order = {(z.name, mode): i for i, (z, mode) in enumerate(everything)}
+    total = len(items) + len(results)
     with ThreadPoolExecutor(a.jobs) as pool:
         futs = {pool.submit(run_item, z.name, mode, cache, work, a.runs): (z, mode) for z, mode in items}
         for f in as_completed(futs):
@@ -135,13 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             r = f.result()
             r["primary"] = PRIMARY[z.metric]
             r["family"] = z.family
+            r["commit"] = env["git_commit"]
             results.append(r)
             v = (r.get("metrics") or {}).get(r["primary"])
             print(f"  [{len(results)}/{len(items)}] {z.name:20s} {mode:8s} {r['status']:5s} "
                   f"{r['primary']}={v} {r.get('error', '')[:120]} ({r.get('seconds')} s)", file=sys.stderr, flush=True)
             results.sort(key=lambda r: order[(r["model"], r["mode"])])
-            write(a.out, env, started, a, m, models, results, len(items), meta)
-    regressions, improvements = write(a.out, env, started, a, m, models, results, len(items), meta)
+            write(a.out, env, started, a, m, models, results, total, meta, runs)
+    regressions, improvements = write(a.out, env, started, a, m, models, results, total, meta, runs)
     if a.update_reference:
         reference.REFERENCE.write_text(reference.render(results))
     for line in improvements:
