@@ -57,10 +57,10 @@ def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset
             extra["mixed"] = section
         return content
     settings = ConverterSettings(mode=options.mode, io=options.io_type, per_channel=options.per_channel)
-    if options.mode is Mode.INT8 and calib is not None and options.ptq is PtqChoice.AUTO:
+    if options.mode is Mode.INT8 and calib is not None and options.ptq in (PtqChoice.AUTO, PtqChoice.FAST):
         from edgeq.quantize.prepare.ptq import prepare_and_quantize  # graph preparation, measured per step
 
-        content, plan = prepare_and_quantize(fm, settings, calib, progress)
+        content, plan = prepare_and_quantize(fm, settings, calib, progress, options.ptq)
         if extra is not None:
             extra["ptq"] = plan.to_dict()
         return content

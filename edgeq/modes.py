@@ -62,7 +62,8 @@ class Fallback(str, Enum):
 class PtqChoice(str, Enum):
     """How full-INT8 prepares the float graph before the converter calibrates it."""
 
-    AUTO = "auto"  # BN folding, equalization, bias correction, range clipping: each kept only if it helps
+    AUTO = "auto"  # FAST's steps, then learned weight rounding (adaround) judged on held-back calibration data
+    FAST = "fast"  # BN folding, equalization, bias correction, range clipping: each kept only if it helps
     PLAIN = "plain"  # the converter's own min/max calibration, nothing else
 
 

@@ -195,12 +195,12 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
     evalds.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
     scorer = Scorer(evalds.inputs, reference, evalds.labels, options.metric)
     auto = None
-    if getattr(options, "ptq", None) is PtqChoice.AUTO:
+    if getattr(options, "ptq", None) in (PtqChoice.AUTO, PtqChoice.FAST):
         from edgeq.quantize.converter import ConverterSettings
         from edgeq.quantize.prepare.ptq import prepare_and_quantize
 
         settings = ConverterSettings(mode=Mode.INT8, io=options.io_type, per_channel=options.per_channel)
-        content, ptq = prepare_and_quantize(fm, settings, calib, progress)
+        content, ptq = prepare_and_quantize(fm, settings, calib, progress, options.ptq)
         auto = (scorer.loss(scorer.outputs(content)), content, ptq.to_dict()["summary"])
     if auto is not None and auto[0] <= options.max_drop:
         plan = _int8_plan(scorer, options, auto)

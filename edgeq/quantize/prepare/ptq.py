@@ -3,11 +3,15 @@
 Every step is measured the same way: convert to full INT8 with the same TFLiteConverter settings, run
 the result in LiteRT on the calibration data and compare with the *original* float model's outputs
 (SQNR of the outputs, top-1 agreement). A step is kept only when it raises SQNR by more than
-``MIN_GAIN_DB``; the report lists every step with what it gained, kept or not.
+``MIN_GAIN_DB``; the report lists every step with what it gained, kept or not, and its time.
+
+Steps that fit many parameters to the data (learned rounding) are fitted on 3/4 of the calibration
+samples and judged on the held-back quarter, so they cannot be kept for fitting the data they are scored on.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +40,8 @@ class PtqStep:
     applied: bool
     score: Score | None = None
     gain_db: float | None = None  # SQNR gained over the best model before this step
+    seconds: float | None = None  # time the step took (fitting, converting, scoring)
+    judged_on: str = "calibration"  # "calibration" or "held-back" (samples the step did not fit on)
 
 
 @dataclass
@@ -57,7 +63,9 @@ class PtqPlan:
         if self.choice is PtqChoice.PLAIN:
             return "plain (TFLiteConverter calibration only, --ptq plain)"
         parts = [f"{s.name} {'kept' if s.applied else 'skipped' if s.score else 'n/a'}"
-                 + (f" {s.gain_db:+.1f} dB" if s.gain_db is not None else "") for s in self.steps]
+                 + (f" {s.gain_db:+.1f} dB" if s.gain_db is not None else "")
+                 + (" held-back" if s.judged_on != "calibration" and s.gain_db is not None else "")
+                 + (f" {s.seconds:.0f}s" if s.seconds is not None else "") for s in self.steps]
         head = (f"calib SQNR {self.baseline.sqnr_db:.1f} -> {self.final.sqnr_db:.1f} dB, agreement "
                 f"{100 * self.baseline.agreement:.1f} -> {100 * self.final.agreement:.1f}%"
                 if self.baseline and self.final else "not measured")
@@ -94,6 +102,19 @@ class _Measure:
         return Score(sqnr_db=round(float(metrics.sqnr_db(r, o)), 3),
                      agreement=round(float(metrics.agreement(self.reference[0], outs[0])), 4))
 
+    def split(self) -> tuple[dict[str, np.ndarray], "_Measure"] | None:
+        """(fit inputs, a measure on the held-back samples): every 4th sample is held back (deterministic).
+        None when there are too few samples to hold any back."""
+        n = len(next(iter(self.calib.inputs.values())))
+        if n < 8:
+            return None
+        held = np.arange(n) % 4 == 3
+        fit = {k: v[~held] for k, v in self.calib.inputs.items()}
+        calib = replace(self.calib, inputs={k: v[held] for k, v in self.calib.inputs.items()},
+                        labels=None if self.calib.labels is None else self.calib.labels[held])
+        return fit, _Measure(self.settings, calib, [r[held] for r in self.reference], self.source, self.progress,
+                             self.batch)
+
     def convert_saved_model(self, saved_model_dir) -> bytes:
         from edgeq.convert import representative_data
         from edgeq.quantize.converter import make_converter, run_converter
@@ -118,8 +139,11 @@ class _Measure:
             return self.convert_saved_model(fm.saved_model_dir)
 
 
-def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) -> tuple[bytes, PtqPlan]:
-    """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan)."""
+def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
+                         choice: PtqChoice = PtqChoice.AUTO) -> tuple[bytes, PtqPlan]:
+    """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan).
+
+    ``PtqChoice.FAST`` stops before learned rounding (the slow step)."""
     from edgeq.quantize.prepare.bias_absorb import absorb_biases
     from edgeq.quantize.prepare.bias_correction import correct_biases
     from edgeq.quantize.prepare.bn_fold import fold_batchnorm
@@ -128,7 +152,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
     from edgeq.quantize.prepare.graph import clone
 
     progress = progress or Silent()
-    plan = PtqPlan(PtqChoice.AUTO)
+    plan = PtqPlan(choice)
     reference = fm.predict(calib.inputs)
     m = _Measure(settings, calib, reference, fm.source, progress, fm.batch)
     with progress.task("PTQ: plain conversion (baseline)"):
@@ -157,6 +181,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
         ]
         accepted = current
         for name, step, text in candidates:
+            t0 = time.monotonic()
             with progress.task(f"PTQ: {name}"):
                 try:
                     trial, n = step(clone(accepted))
@@ -170,22 +195,27 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None) 
                     plan.steps.append(PtqStep(name, f"not applicable: {first_line(exc)[:120]}", False))
                     continue
             gain, keep = _judge(score, best)
-            plan.steps.append(PtqStep(name, text.format(n=n), keep, score, gain))
+            plan.steps.append(PtqStep(name, text.format(n=n), keep, score, gain, _since(t0)))
             if keep:
                 accepted, best, best_bytes = trial, score, content
         plan.notes.insert(0, f"BN folded into {n_bn} layers before equalization")
         prepared = accepted if any(s.applied for s in plan.steps) else None
     else:
         prepared = None
-    best_bytes, best = _tune_ranges(fm, prepared, m, settings, plan, best_bytes, best, progress)
+    best_bytes, best, cal = _tune_ranges(fm, prepared, m, settings, plan, best_bytes, best, progress)
+    if choice is PtqChoice.AUTO and cal is not None:
+        with progress.task("PTQ: adaround (learned weight rounding)"):
+            best_bytes, best = _adaround(cal, m, plan, best_bytes, best)
     plan.final = best
     return best_bytes, plan
 
 
 def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes: bytes, best: Score,
-                 progress: Progress) -> tuple[bytes, Score]:
+                 progress: Progress):
     """On the calibrated float model: fold per-channel MUL/ADD into weights, equalize channels between
-    layers, then clip activation ranges (percentile or MSE); each kept only if it helps."""
+    layers, then clip activation ranges (percentile or MSE); each kept only if it helps.
+
+    Returns (best bytes, best score, the calibrated model they were quantized from, or None)."""
     from contextlib import nullcontext
 
     from edgeq.convert import representative_data
@@ -201,27 +231,81 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
                                                   settings.per_channel, settings.io, str(fm.source))
         except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
             plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
-            return best_bytes, best
+            return best_bytes, best, None
+    t0 = time.monotonic()
     with progress.task("PTQ: fold_affine"):
+        n_steps = len(plan.steps)
         cal, best_bytes, best = _fold_affine(cal, m, plan, best_bytes, best)
+        _stamp(plan, n_steps, t0)
+    t0 = time.monotonic()
     with progress.task("PTQ: equalize_calibrated"):
+        n_steps = len(plan.steps)
         cal, best_bytes, best = _equalize_calibrated(cal, m, plan, best_bytes, best)
+        _stamp(plan, n_steps, t0)
+    t0 = time.monotonic()
     with progress.task("PTQ: activation ranges"):
         try:
-            trials = [(method, content, m.score(content)) for method, content in clipped_models(cal, m.calib.inputs)]
+            trials = [(method, edited, content, m.score(content))
+                      for method, edited, content in clipped_models(cal, m.calib.inputs)]
         except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
             plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
-            return best_bytes, best
-    trials = [t for t in trials if _same_io(t[1], best_bytes)]
+            return best_bytes, best, cal
+    trials = [t for t in trials if _same_io(t[2], best_bytes)]
     if not trials:  # the calibrated-model quantizer could not give the requested I/O type (e.g. uint8)
         plan.steps.append(PtqStep("ranges", f"not applicable with {settings.io.value} I/O", False))
-        return best_bytes, best
-    method, content, score = max(trials, key=lambda t: t[2].sqnr_db)
+        return best_bytes, best, cal
+    method, edited, content, score = max(trials, key=lambda t: t[3].sqnr_db)
     gain, keep = _judge(score, best)
-    tried = ", ".join(f"{t[0].value} {t[2].sqnr_db:.1f} dB" for t in trials)
+    tried = ", ".join(f"{t[0].value} {t[3].sqnr_db:.1f} dB" for t in trials)
     plan.steps.append(PtqStep("ranges", f"{method.value} clipping of activation ranges (tried {tried})", keep,
-                              score, gain))
-    return (content, score) if keep else (best_bytes, best)
+                              score, gain, _since(t0)))
+    # cal (calibrated from the kept graph, with the kept flatbuffer steps) quantizes to the best model so far
+    return (content, score, edited) if keep else (best_bytes, best, cal)
+
+
+def _adaround(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score) -> tuple[bytes, Score]:
+    """Learned weight rounding of ``cal``: fitted on 3/4 of the calibration samples, kept only when it beats
+    the best model so far on the held-back quarter."""
+    from edgeq.quantize.prepare.adaround import adaround
+
+    t0 = time.monotonic()
+    split = m.split()
+    if split is None:
+        plan.steps.append(PtqStep("adaround", "not applicable: fewer than 8 calibration samples", False))
+        return best_bytes, best
+    fit, held = split
+    try:
+        start = cal.quantize()
+        content, learned = adaround(cal.content, start, fit)
+        if not learned:
+            plan.steps.append(PtqStep("adaround", "nothing to do", False, seconds=_since(t0)))
+            return best_bytes, best
+        quantized = type(cal)(content, cal.per_channel, cal.io, cal.source).quantize()
+        score, before = held.score(quantized), held.score(best_bytes)
+    except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
+        plan.steps.append(PtqStep("adaround", f"not applicable: {first_line(exc)[:120]}", False,
+                                  seconds=_since(t0)))
+        return best_bytes, best
+    if not _same_io(quantized, best_bytes):
+        plan.steps.append(PtqStep("adaround", f"not applicable with {cal.io.value} I/O", False))
+        return best_bytes, best
+    gain, keep = _judge(score, before)
+    n_fit = len(next(iter(fit.values())))
+    plan.steps.append(PtqStep("adaround", f"learned rounding of {len(learned)} layers, fitted on {n_fit} samples, "
+                              f"held-back SQNR {before.sqnr_db:.1f} -> {score.sqnr_db:.1f} dB, agreement "
+                              f"{100 * before.agreement:.1f} -> {100 * score.agreement:.1f}%", keep, score, gain,
+                              _since(t0), "held-back"))
+    return (quantized, m.score(quantized)) if keep else (best_bytes, best)
+
+
+def _since(t0: float) -> float:
+    return round(time.monotonic() - t0, 2)
+
+
+def _stamp(plan: PtqPlan, n_before: int, t0: float) -> None:
+    """Give the step(s) appended since ``n_before`` their time."""
+    for k in range(n_before, len(plan.steps)):
+        plan.steps[k] = replace(plan.steps[k], seconds=_since(t0))
 
 
 def _fold_affine(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score):

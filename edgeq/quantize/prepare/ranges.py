@@ -118,10 +118,11 @@ def with_ranges(calibrated: bytes, ranges: dict[str, tuple[float, float]]) -> by
 
 
 def clipped_models(calibrated, feeds: dict[str, np.ndarray]):
-    """Yield (method, INT8 model bytes) for each clipping method, quantized by the converter's own quantizer."""
+    """Yield (method, edited calibrated model, INT8 model bytes) for each clipping method, quantized by the
+    converter's own quantizer (the calibrated model is what later flatbuffer steps start from)."""
     samples = activation_samples(calibrated.content, feeds)
     for method in (RangeMethod.PERCENTILE, RangeMethod.MSE):
         ranges = {name: choose_range(v, method) for name, v in samples.items()}
         edited = type(calibrated)(with_ranges(calibrated.content, ranges), calibrated.per_channel, calibrated.io,
                                   calibrated.source)
-        yield method, edited.quantize()
+        yield method, edited, edited.quantize()

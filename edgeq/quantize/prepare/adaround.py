@@ -1,0 +1,292 @@
+"""Learned weight rounding (AdaRound, Nagel et al. 2020) in the calibrated flatbuffer, so every source gets it.
+
+The converter rounds each int8 weight to the nearest step of its per-channel grid (scale = max|w|/127).
+Nearest is best per weight, not per layer output. For each conv, depthwise and dense layer this module
+chooses, per weight, floor or ceil so that the layer's *output* error on calibration inputs is smallest:
+
+    min over h in {0,1}:  E || W x_f - s (floor(W/s) + h) x_q ||^2
+
+with x_f the float model's input to the layer. By default x_q = x_f (every layer fitted independently,
+in one pass). ``asymmetric=True`` takes x_q from the plain INT8 model so rounding also compensates the
+error accumulated upstream (AdaRound's asymmetric reconstruction) - but all layers are fitted in one pass
+against the *plain* model, so a layer also "corrects" upstream error that the upstream layers' own new
+rounding already removed: on fashion_dwnet it lowered held-back SQNR (8.8 -> 7.3 dB), so it is off.
+The loss is quadratic in the weights, so it needs only E[x_q x_q^T] and E[x_q (x_f - x_q)^T] per layer.
+h is relaxed to a rectified sigmoid and annealed to 0/1 (AdaRound's regularizer) with Adam in numpy.
+
+The learned integers are written back as float weights lying exactly on the grid (``s * int``). The
+largest weight of every channel keeps its value, so the quantizer recomputes the same scale and its own
+nearest rounding returns exactly the learned integers: the result is the converter's all-integer model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import repeat
+
+import numpy as np
+
+from edgeq.tflite import flatbuffer as fb
+
+LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+POSITIONS = 256  # output positions sampled per calibration sample and conv layer
+ITERS = 300  # 200 in float32 kept only 0.4 of lite0's 2.5 dB eval gain (measured, docs/ptq.md)
+LAMBDA = 0.01  # weight of the rounding regularizer (AdaRound's default)
+ZETA, GAMMA = 1.1, -0.1  # rectified sigmoid stretch
+
+
+@dataclass
+class Layer:
+    """One weight layer: its op, weight tensor and where its grid comes from."""
+
+    op: int
+    kind: str
+    weight: int  # tensor index in the calibrated model
+    inp: str  # input tensor name (same in the calibrated and the quantized model)
+    out: str  # output tensor name: how the quantized model's weight is found
+    scale: np.ndarray | None = None  # per output channel (or one) grid step, from the quantized model
+
+
+def find_layers(model) -> list[Layer]:
+    """Conv/depthwise/dense ops with a constant float weight read by that op only."""
+    sg, names = model.subgraphs[0], fb.op_names(model)
+    readers = fb.readers(sg)
+    found = []
+    for k, op in enumerate(sg.operators):
+        kind = names[op.opcodeIndex]
+        if kind not in LAYERS or len(op.inputs) < 2 or fb.const(model, sg, int(op.inputs[1])) is None:
+            continue
+        if len(readers.get(int(op.inputs[1]), [])) != 1:
+            continue  # a shared weight would be rounded for two layers at once
+        if kind == "DEPTHWISE_CONV_2D" and op.builtinOptions.depthMultiplier not in (0, 1):
+            continue
+        found.append(Layer(k, kind, int(op.inputs[1]), fb.tensor_name(sg, int(op.inputs[0])),
+                           fb.tensor_name(sg, int(op.outputs[0]))))
+    return found
+
+
+def grid_scales(quantized: bytes, layers: list[Layer]) -> list[Layer]:
+    """Each layer's weight grid as the converter chose it (read from the plain INT8 model); layers whose
+    weight is not int8 with one scale per output channel (or one per tensor) are dropped."""
+    model = fb.load(quantized)
+    sg, names = model.subgraphs[0], fb.op_names(model)
+    by_out = {fb.tensor_name(sg, int(op.outputs[0])): op for op in sg.operators if len(op.outputs)}
+    kept = []
+    for layer in layers:
+        op = by_out.get(layer.out)
+        if op is None or names[op.opcodeIndex] != layer.kind:
+            continue
+        q = sg.tensors[int(op.inputs[1])].quantization
+        if sg.tensors[int(op.inputs[1])].type != 9 or q is None or q.scale is None:  # 9: INT8
+            continue
+        layer.scale = np.asarray(q.scale, np.float64)
+        kept.append(layer)
+    return kept
+
+
+def _flat(w: np.ndarray, kind: str) -> np.ndarray:
+    """Weights as rows = output channels, columns = one input patch element each."""
+    return w.reshape(-1, w.shape[3]).T if kind == "DEPTHWISE_CONV_2D" else w.reshape(w.shape[0], -1)
+
+
+def _unflat(rows: np.ndarray, shape, kind: str) -> np.ndarray:
+    return rows.T.reshape(shape) if kind == "DEPTHWISE_CONV_2D" else rows.reshape(shape)
+
+
+def _pad_same(x: np.ndarray, k: int, stride: int, dil: int, axis: int) -> tuple[np.ndarray, int]:
+    n = x.shape[axis]
+    out = -(-n // stride)
+    total = max((out - 1) * stride + (k - 1) * dil + 1 - n, 0)
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (total // 2, total - total // 2)
+    return np.pad(x, pad), out
+
+
+def patches(x: np.ndarray, op, kind: str, w_shape, pos: np.ndarray | None) -> np.ndarray:
+    """Input patches (positions x kh*kw*cin, or positions x kh*kw x c for depthwise) of one sample."""
+    if kind == "FULLY_CONNECTED":
+        return x.reshape(-1, w_shape[1])
+    o = op.builtinOptions
+    kh, kw = (w_shape[1], w_shape[2])
+    sh, sw, dh, dw = o.strideH, o.strideW, max(o.dilationHFactor, 1), max(o.dilationWFactor, 1)
+    x = x[0]
+    if o.padding == 0:  # SAME
+        x, oh = _pad_same(x, kh, sh, dh, 0)
+        x, ow = _pad_same(x, kw, sw, dw, 1)
+    else:
+        oh, ow = (x.shape[0] - (kh - 1) * dh - 1) // sh + 1, (x.shape[1] - (kw - 1) * dw - 1) // sw + 1
+    if pos is None:
+        pos = np.arange(oh * ow)
+    pos = pos[pos < oh * ow]
+    r, c = (pos // ow) * sh, (pos % ow) * sw
+    rows = [x[r + i * dh, c + j * dw] for i in range(kh) for j in range(kw)]
+    p = np.stack(rows, 1)  # positions x kh*kw x cin
+    return p if kind == "DEPTHWISE_CONV_2D" else p.reshape(len(pos), -1)
+
+
+class Stats:
+    """E[x_q x_q^T] and E[x_q (x_f - x_q)^T] of one layer (per channel for depthwise)."""
+
+    def __init__(self):
+        self.h = self.c = None
+        self.n = 0
+
+    def add(self, pf: np.ndarray, pq: np.ndarray) -> None:
+        same = pf is pq  # symmetric fitting: the cross term is zero, skip its matmul (half the time)
+        pf, pq = pf.astype(np.float64), pq.astype(np.float64)
+        if pf.ndim == 3:  # depthwise: positions x k x channels -> per channel k x k
+            qt = pq.transpose(2, 1, 0)  # channels x k x positions: batched BLAS, not a slow einsum loop
+            h = qt @ pq.transpose(2, 0, 1)
+            c = np.zeros_like(h) if same else qt @ (pf - pq).transpose(2, 0, 1)
+        else:
+            h = pq.T @ pq
+            c = np.zeros_like(h) if same else pq.T @ (pf - pq)
+        self.h = h if self.h is None else self.h + h
+        self.c = c if self.c is None else self.c + c
+        self.n += len(pf)
+
+
+def collect(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], layers: list[Layer],
+            asymmetric: bool = False, seed: int = 0) -> dict[int, Stats]:
+    """Run the calibrated float model and the plain INT8 model side by side; accumulate each layer's stats."""
+    from edgeq.quantize.prepare.ranges import run_each_sample
+
+    model = fb.load(calibrated)
+    sg = model.subgraphs[0]
+    index = {fb.tensor_name(sg, i): i for i in range(len(sg.tensors))}
+    q_index, q_quant = _tensor_info(quantized)
+    f_wanted = sorted({index[layer.inp] for layer in layers})
+    q_wanted = sorted({q_index[layer.inp] for layer in layers if layer.inp in q_index})
+    rng = np.random.default_rng(seed)
+    stats = {layer.op: Stats() for layer in layers}
+    # symmetric: the quantized model's activations are not needed, so it is not run
+    q_runs = run_each_sample(quantized, _int_feeds(quantized, feeds), q_wanted) if asymmetric else repeat({})
+    for fv, qv in zip(run_each_sample(calibrated, feeds, f_wanted), q_runs):
+        for layer in layers:
+            op = sg.operators[layer.op]
+            shape = sg.tensors[layer.weight].shape
+            xf = fv[index[layer.inp]].astype(np.float32)
+            qi = q_index.get(layer.inp)
+            if asymmetric and qi is not None and qv[qi].dtype == np.int8:
+                scale, zero = q_quant[qi]
+                xq = (qv[qi].astype(np.float32) - zero) * scale
+            else:  # no int8 twin (e.g. the model input): the layer sees the float values
+                xq = xf
+            pos = None
+            if layer.kind != "FULLY_CONNECTED" and xf.shape[1] * xf.shape[2] > POSITIONS:
+                pos = rng.choice(xf.shape[1] * xf.shape[2], POSITIONS, replace=False)  # ~output positions
+            pf = patches(xf, op, layer.kind, shape, pos)
+            stats[layer.op].add(pf, pf if xq is xf else patches(xq, op, layer.kind, shape, pos))
+    return stats
+
+
+def _int_feeds(quantized: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` quantized to the int8 inputs of ``quantized`` (float inputs pass unchanged)."""
+    from edgeq.modelinfo import open_interpreter
+
+    inputs = open_interpreter(content=quantized).get_input_details()
+    if len(inputs) != len(feeds):
+        return feeds
+    out = {}
+    for (name, x), d in zip(feeds.items(), inputs if len(inputs) == 1 else
+                            [next(d for d in inputs if k in d["name"]) for k in feeds]):
+        scale, zero = d["quantization"]
+        out[name] = x if d["dtype"] != np.int8 or not scale else np.clip(np.round(x / scale + zero), -128, 127)
+    return out
+
+
+def _tensor_info(content: bytes):
+    model = fb.load(content)
+    sg = model.subgraphs[0]
+    index, quant = {}, {}
+    for i, t in enumerate(sg.tensors):
+        index[fb.name_of(t)] = i
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale) == 1:
+            quant[i] = (float(q.scale[0]), float(q.zeroPoint[0]) if q.zeroPoint is not None else 0.0)
+    return index, quant
+
+
+def _hsig(v):
+    return np.clip(1 / (1 + np.exp(-v)) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+
+def learn_rounding(w: np.ndarray, s: np.ndarray, h: np.ndarray, c: np.ndarray, iters: int = ITERS,
+                   ) -> np.ndarray:
+    """Integers (rows x cols) minimizing the layer output error; w rows = output channels, s per row.
+
+    ``h`` (k x k, or rows x k x k per channel) and ``c`` as in ``Stats``."""
+    per_row = h.ndim == 3
+    x = w / s[:, None]
+    base = np.floor(x)
+    frac = x - base
+    lin = (np.einsum("rkl,rl->rk", c, w) if per_row else w @ c.T) / s[:, None]
+    norm = (np.einsum("rkk->r", h) if per_row else np.full(len(w), np.trace(h))) / w.shape[1] + 1e-12
+
+    def grad_of(delta):  # d/d delta of (delta H delta^T - 2 delta lin) in grid units, per-row normalized
+        hd = (h @ delta[:, :, None])[:, :, 0] if per_row else delta @ h
+        return 2 * (hd - lin) / norm[:, None]
+
+    p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
+    v = np.log(p / (1 - p))  # h(v) starts at the float value itself
+    m1, m2 = np.zeros_like(v), np.zeros_like(v)
+    lr, warm = 0.01, iters // 5
+    for t in range(1, iters + 1):
+        sig = 1 / (1 + np.exp(-v))
+        soft = np.clip(sig * (ZETA - GAMMA) + GAMMA, 0, 1)
+        g = grad_of(base + soft - x)
+        if t > warm:  # anneal beta 20 -> 2: pushes every soft rounding to 0 or 1
+            beta = 20 - 18 * (t - warm) / (iters - warm)
+            u = 2 * soft - 1
+            g = g + LAMBDA * (-beta * np.abs(u) ** (beta - 1) * np.sign(u) * 2)
+        inside = (soft > 0) & (soft < 1)
+        g = g * sig * (1 - sig) * (ZETA - GAMMA) * inside
+        m1 = 0.9 * m1 + 0.1 * g
+        m2 = 0.999 * m2 + 0.001 * g * g
+        v -= lr * (m1 / (1 - 0.9 ** t)) / (np.sqrt(m2 / (1 - 0.999 ** t)) + 1e-8)
+    q = base + (_hsig(v) >= 0.5)
+    return _keep_grid(q, x)
+
+
+def _keep_grid(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Clip to [-127, 127] and keep each row's largest weight at its nearest integer (+-127), so the
+    quantizer recomputes the same per-channel scale."""
+    q = np.clip(q, -127, 127)
+    rows = np.arange(len(x))
+    peak = np.abs(x).argmax(1)
+    q[rows, peak] = np.round(x[rows, peak])
+    return q
+
+
+def objective(q: np.ndarray, w: np.ndarray, s: np.ndarray, h: np.ndarray, c: np.ndarray) -> float:
+    """Summed layer output error (up to a constant) of integers ``q``."""
+    d = q * s[:, None] - w
+    if h.ndim == 3:  # batched matmuls: a three-operand einsum here took longer than the fitting
+        return float(np.sum((h @ d[:, :, None])[:, :, 0] * d) - 2 * np.sum((c @ w[:, :, None])[:, :, 0] * d))
+    return float(np.sum((d @ h) * d) - 2 * np.sum((w @ c.T) * d))
+
+
+def adaround(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], iters: int = ITERS,
+             asymmetric: bool = False) -> tuple[bytes, dict[str, np.ndarray]]:
+    """``calibrated`` with learned-rounding weights; returns (bytes, output tensor name -> learned integers
+    as the converter lays them out). A layer keeps nearest rounding when learning does not lower its error."""
+    model = fb.load(calibrated)
+    sg = model.subgraphs[0]
+    layers = grid_scales(quantized, find_layers(model))
+    stats = collect(calibrated, quantized, feeds, layers, asymmetric)
+    learned = {}
+    for layer in layers:
+        st = stats[layer.op]
+        w4 = fb.const(model, sg, layer.weight).astype(np.float64)
+        w = _flat(w4, layer.kind)
+        s = np.broadcast_to(layer.scale, (len(w),)).astype(np.float64) if layer.scale.size in (1, len(w)) else None
+        if s is None or st.n == 0 or np.any(s <= 0):
+            continue
+        h, c = st.h / st.n, st.c / st.n
+        q = learn_rounding(w, s, h, c, iters)
+        nearest = _keep_grid(np.round(w / s[:, None]), w / s[:, None])
+        if objective(q, w, s, h, c) >= objective(nearest, w, s, h, c):
+            continue
+        new = _unflat(q * s[:, None], w4.shape, layer.kind).astype(np.float32)
+        sg.operators[layer.op].inputs[1] = fb.new_const(model, sg, layer.weight, new, "/adaround")
+        learned[layer.out] = _unflat(q, w4.shape, layer.kind).astype(np.int8)
+    return fb.dump(model), learned
