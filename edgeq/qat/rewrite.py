@@ -109,6 +109,11 @@ class _Rewriter:
         if bn and nxt is not None and type(nxt).__name__ == "BatchNormalization" and len(nxt._inbound_nodes) == 1:
             bn_layer, t = nxt, nxt._inbound_nodes[0].output_tensors[0]  # noqa: SLF001
             nxt = self._sole_consumer(t)
+        # An Identity (what BN folding leaves of a folded BatchNormalization) is skipped: the converter drops it
+        # and fuses the ReLU after it into the conv, so the simulation must not put a range before that ReLU.
+        while nxt is not None and type(nxt).__name__ == "Identity" and len(nxt._inbound_nodes) == 1:  # noqa: SLF001
+            t = nxt._inbound_nodes[0].output_tensors[0]  # noqa: SLF001
+            nxt = self._sole_consumer(t)
         if nxt is not None and type(nxt).__name__ in ("ReLU", "Activation") and \
                 activation_name(nxt) in ("relu", "relu6") and len(nxt._inbound_nodes) == 1:  # noqa: SLF001
             act_layer, t = nxt, nxt._inbound_nodes[0].output_tensors[0]  # noqa: SLF001
