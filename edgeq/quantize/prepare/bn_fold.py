@@ -54,8 +54,8 @@ def fold_batchnorm(model) -> tuple[object, int]:
         conv = g.layer(conv_name)
         kind = g.classes[conv_name]
         kernel = np.asarray(conv.pointwise_kernel if kind == "SeparableConv2D" else conv.kernel)
-        bias = np.asarray(conv.bias) if conv.use_bias else np.zeros(kernel.shape[-1] if kind != "DepthwiseConv2D"
-                                                                      else kernel.shape[2] * kernel.shape[3], np.float32)
+        channels = kernel.shape[2] * kernel.shape[3] if kind == "DepthwiseConv2D" else kernel.shape[-1]
+        bias = np.asarray(conv.bias) if conv.use_bias else np.zeros(channels, np.float32)
         scale, shift = _bn_scale_shift(g.layer(bn_name))
         if kind == "DepthwiseConv2D":
             kh, kw, cin, mult = kernel.shape
