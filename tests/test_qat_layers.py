@@ -174,4 +174,15 @@ def test_start_from_ptq_folded_bn_fuses_the_relu_as_before(images):
     ds = Dataset({"image": images}, None, Path("x.npz"))
     for q in (a, b):
         calibrate(q, ds, TrainConfig(batch_size=32), Silent())
-    np.testing.assert_allclose(b.model.predict(images, verbose=0), a.model.predict(images, verbose=0), atol=3 / 256)
+    fq = b.model.predict(images, verbose=0)
+    np.testing.assert_allclose(fq, a.model.predict(images, verbose=0), atol=3 / 256)
+    from edgeq.modes import IOType
+    from edgeq.qat.export import inspect_export, to_tflite
+    from edgeq.runtime import TFLiteRunner
+
+    content = to_tflite(b.model, IOType.INT8, Path("folded.keras"))
+    info = inspect_export(content, IOType.INT8, Path("folded.keras"))
+    assert info.fully_integer and "RELU" not in info.op_counts  # the ReLUs fused into the convs, as simulated
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(info.op_counts) and "MUL" not in info.op_counts
+    tfl = TFLiteRunner(content=content).run({"image": images})[0]
+    assert np.abs(tfl - fq).max() <= 4 / 256
