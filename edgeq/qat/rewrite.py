@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from edgeq.errors import EdgeqError
 from edgeq.qat.layers import (FIXED_RANGE, STANDALONE, ActivationQuantizer,  # imports TensorFlow quietly, first
-                              FoldedQuantLayer, SimulatedActivation)
+                              FoldedQuantLayer, SimulatedActivation, SoftmaxOutputRange)
 from edgeq.quantize.prepare.flatten import FlatModel, FlattenError, flatten
 
 import keras  # noqa: E402
@@ -180,7 +180,10 @@ class _Rewriter:
             y = FoldedQuantLayer(core, bn, act, ema=self.ema, name=f"{core.name}_q")(args[0])
             if post_act is not None:
                 return self._activation(post_act, y, f"{core.name}_{post_act}")
-            return keras.layers.Softmax(name=f"{core.name}_softmax")(y) if softmax else y
+            if softmax:
+                return SoftmaxOutputRange(name=f"{core.name}_softmax_q")(
+                    keras.layers.Softmax(name=f"{core.name}_softmax")(y))
+            return y
         if name == "BatchNormalization":
             raise _refuse(layer, "does not directly follow a Conv2D, DepthwiseConv2D or Dense layer whose only "
                                  "consumer it is, so it cannot be folded")
@@ -201,7 +204,9 @@ class _Rewriter:
             return y
         if name in ("ReLU", "Activation", "Softmax"):
             act = activation_name(layer)
-            if act is None or act == "softmax":  # TFLite fixes softmax output to scale 1/256: no range to learn
+            if act == "softmax":  # TFLite fixes softmax output to scale 1/256: no range to learn, but the grid
+                return SoftmaxOutputRange(name=f"{layer.name}_q")(y)
+            if act is None:
                 return y
         return self._quantizer(layer.name)(y)
 
