@@ -97,23 +97,11 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         val_reference = _keras_outputs(qat, val_ds)  # the input model's outputs, in its own head order
         start_model, replayed = prepared_start(keras_model, (ptq.extra.get("ptq") or {}).get("applied", []),
                                                calib_x)
-        # Two starts when PTQ kept Keras steps: its prepared graph, and the model with BN folded only in the
-        # simulation. PTQ judged its steps on its own calibration images; the start that agrees better with float
-        # on val is kept, by the rule early stopping uses (ties go to PTQ's start). On fer the replayed bias
-        # correction raised SQNR but lowered agreement: a start fine-tuning then had to recover.
-        by_labels = distill_weight(options.train, train_ds) < 1.0
-        candidates = [(qat, [])]
         if replayed:
             seed_everything(options.train.seed)
-            candidates.insert(0, (rewrite(start_model), replayed))
-        scored = []
-        for cand, steps in candidates:
-            calibrate(cand, train_ds, options.train, progress)
-            scored.append((agreement_with_float(cand, val_ds, val_reference), cand, steps))
-        start_choices = {("ptq_start" if steps else "bn_fold_only"): {"agreement": a.agreement,
-                                                                      "sqnr_db": round(a.sqnr_db, 3)}
-                         for a, _, steps in scored}
-        start, qat, replayed = max(scored, key=lambda c: c[0].key(by_labels))  # max keeps the first of ties
+            qat = rewrite(start_model)
+        calibrate(qat, train_ds, options.train, progress)
+        start = agreement_with_float(qat, val_ds, val_reference)
         start_top1 = simulated_top1(qat, val_ds)
         history = train(qat, train_ds, val_ds, options.train, progress, on_epoch, val_reference=val_reference)
         timings["finetune"] = time.perf_counter() - t
@@ -134,7 +122,6 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
     qat_section = _qat_section(options, len(train_ds), history, start_top1, tuned_float, ptq, accuracy,
                                timings["finetune"], keras_path, qat.fused)
     qat_section.update(start_agreement=start.agreement, start_sqnr_db=round(start.sqnr_db, 3),
-                       start_choices=start_choices,
                        started_from=["bn folded in the simulation"] + replayed,
                        signal=_signal(options, train_ds), nested_models_inlined=qat.flat.nested if qat.flat else 0,
                        best_epoch=max([h.epoch for h in history if h.best], default=0))
