@@ -123,7 +123,6 @@ def measure(name: str, model: Path, train: Path, held: Path, work: Path, with_la
         row[key] = {"agreement": _agreement(r), "sqnr_db": r.accuracy.vs_float.sqnr_db, "size_bytes": r.size_bytes,
                     "fully_integer": r.model.fully_integer, "signal": q["signal"], "epochs_run": q["epochs"],
                     "best_epoch": q["best_epoch"], "start_agreement": q["start_agreement"],
-                    "start_choices": q.get("start_choices"),
                     "started_from": q["started_from"], "ptq_agreement": q["ptq_agreement"],
                     "nested_models_inlined": q["nested_models_inlined"],
                     "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in q["history"]])), 1),
