@@ -49,6 +49,41 @@ def test_fold_equalize_absorb_keep_the_float_function_and_balance_ranges(dw_mode
     assert max(before) > 100 and max(after) < max(before) / 10  # orders of magnitude -> balanced
 
 
+def _bn_with_stats(layer, rng, c):
+    """Non-trivial BN statistics, so that a wrong fold shows."""
+    layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.5, c), rng.normal(0, 0.5, c), rng.uniform(0.2, 3, c)])
+
+
+def test_batchnorm_after_separable_conv_folds_into_the_pointwise_kernel():
+    """mini-Xception's pattern (fer's emotion CNN: 8 of its 14 BNs): SeparableConv2D -> BN [-> ReLU]."""
+    from edgeq.quantize.prepare.bn_fold import fold_batchnorm
+
+    rng = np.random.default_rng(0)
+    inp = keras.Input((8, 8, 3))
+    a = keras.layers.SeparableConv2D(6, 3, padding="same", use_bias=False, name="sep_a")(inp)
+    a = keras.layers.BatchNormalization(name="bn_a")(a)
+    a = keras.layers.ReLU(name="relu_a")(a)
+    b = keras.layers.SeparableConv2D(6, 3, padding="same", depth_multiplier=2, name="sep_b")(a)  # with a bias
+    b = keras.layers.BatchNormalization(name="bn_b")(b)
+    res = keras.layers.Conv2D(6, 1, use_bias=False, name="res")(inp)
+    res = keras.layers.BatchNormalization(name="bn_res")(res)
+    model = keras.Model(inp, keras.layers.Add()([b, res]))
+    for name, c in (("bn_a", 6), ("bn_b", 6), ("bn_res", 6)):
+        _bn_with_stats(model.get_layer(name), rng, c)
+    sep_b = model.get_layer("sep_b")
+    sep_b.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in sep_b.get_weights()[:2]]
+                      + [rng.normal(0, 0.3, 6).astype(np.float32)])
+    x = rng.normal(size=(16, 8, 8, 3)).astype(np.float32)
+    ref = model.predict(x, verbose=0)
+    folded, n_bn = fold_batchnorm(model)
+    assert n_bn == 3
+    assert not any(type(lay).__name__ == "BatchNormalization" for lay in folded.layers)
+    assert folded.get_layer("sep_a").use_bias
+    np.testing.assert_array_equal(np.asarray(folded.get_layer("sep_b").depthwise_kernel),
+                                  np.asarray(sep_b.depthwise_kernel))  # only the pointwise part changes
+    np.testing.assert_allclose(folded.predict(x, verbose=0), ref, atol=1e-4)
+
+
 def test_equalization_keeps_relu6_exact_on_calibration_data():
     from edgeq.quantize.prepare.bn_fold import fold_batchnorm
     from edgeq.quantize.prepare.equalize import equalize

@@ -155,3 +155,26 @@ def test_same_seed_same_weights_other_seed_other_weights(images):
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
     assert not all(np.array_equal(x, y) for x, y in zip(a, model.get_weights()))  # it did train
+
+
+def test_distillation_loss_is_kl_and_temperature_trains():
+    """Unlabelled: the reported loss is KL from the float model (0 when they match, not the float model's entropy);
+    a temperature softens both sides and still trains."""
+    from edgeq.progress import Silent
+    from edgeq.qat.rewrite import rewrite
+    from edgeq.qat.train import TrainConfig, calibrate, seed_everything, train
+
+    x = np.random.default_rng(2).uniform(0, 1, (64, 12, 12, 1)).astype(np.float32)
+    ds = Dataset({"image": x}, None, Path("train.npz"))
+    model = tiny_functional()
+    p = model.predict(x, verbose=0)
+    entropy = float(np.mean(-np.sum(p * np.log(np.clip(p, 1e-12, 1)), -1)))
+    for temp in (1.0, 3.0):
+        seed_everything(0)
+        qat = rewrite(model)
+        cfg = TrainConfig(epochs=1, batch_size=32, learning_rate=1e-3, temperature=temp)
+        calibrate(qat, ds, cfg, Silent())
+        before = [w.copy() for w in qat.float_model.get_weights()]
+        (h,) = train(qat, ds, None, cfg)
+        assert -1e-4 < h.loss < 0.5 * entropy  # KL of a close student, far below the teacher's entropy
+        assert not all(np.array_equal(a, b) for a, b in zip(before, qat.float_model.get_weights()))

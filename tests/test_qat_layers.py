@@ -147,3 +147,42 @@ def test_unlabelled_images_train_both_heads_by_distillation_and_early_stopping_k
     qat, start, hist = run(3.0, 5)  # diverges: stops after `patience` bad epochs, restores the start
     assert len(hist) == 1 and not any(h.best for h in hist)  # patience 1
     assert agreement_with_float(qat, val_ds, ref).key(False) == start.key(False)
+
+
+def test_start_from_ptq_folded_bn_fuses_the_relu_as_before(images):
+    """PTQ's BN folding leaves an Identity between conv and ReLU (also after SeparableConv2D): the simulation must
+    still fuse conv+ReLU as the converter does, with no extra range before the ReLU."""
+    from edgeq.progress import Silent
+    from edgeq.qat.rewrite import rewrite
+    from edgeq.qat.train import TrainConfig, calibrate
+    from edgeq.quantize.prepare.bn_fold import fold_batchnorm
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 16, 1), name="image")
+    x = layers.Conv2D(8, 3, use_bias=False, name="c")(i)
+    x = layers.BatchNormalization(name="c_bn")(x)
+    x = layers.Activation("relu", name="c_relu")(x)
+    x = layers.SeparableConv2D(8, 3, use_bias=False, name="s")(x)
+    x = layers.BatchNormalization(name="s_bn")(x)
+    x = layers.ReLU(name="s_relu")(x)
+    model = keras.Model(i, layers.Dense(4, activation="softmax", name="head")(layers.GlobalAveragePooling2D()(x)))
+    folded, n_bn = fold_batchnorm(model)
+    assert n_bn == 2
+    a, b = rewrite(model), rewrite(folded)
+    assert {"c+c_bn+c_relu", "s+s_bn+s_relu"} <= set(a.fused) and {"c+c_relu", "s+s_relu"} <= set(b.fused)
+    assert len(a.quantizers()) == len(b.quantizers())
+    ds = Dataset({"image": images}, None, Path("x.npz"))
+    for q in (a, b):
+        calibrate(q, ds, TrainConfig(batch_size=32), Silent())
+    fq = b.model.predict(images, verbose=0)
+    np.testing.assert_allclose(fq, a.model.predict(images, verbose=0), atol=3 / 256)
+    from edgeq.modes import IOType
+    from edgeq.qat.export import inspect_export, to_tflite
+    from edgeq.runtime import TFLiteRunner
+
+    content = to_tflite(b.model, IOType.INT8, Path("folded.keras"))
+    info = inspect_export(content, IOType.INT8, Path("folded.keras"))
+    assert info.fully_integer and "RELU" not in info.op_counts  # the ReLUs fused into the convs, as simulated
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(info.op_counts) and "MUL" not in info.op_counts
+    tfl = TFLiteRunner(content=content).run({"image": images})[0]
+    assert np.abs(tfl - fq).max() <= 4 / 256

@@ -22,7 +22,8 @@ from edgeq.evaluate import evaluate
 from edgeq.modes import ConvertOptions, IOType, Mode
 from edgeq.progress import Progress, Silent
 from edgeq.qat import export
-from edgeq.qat.train import EpochStats, TrainConfig, calibrate, seed_everything, simulated_top1, train
+from edgeq.qat.train import (EpochStats, TrainConfig, calibrate, exported_agreement, seed_everything,
+                              simulated_top1, train)
 from edgeq.report import ConversionReport
 from edgeq.sources import load_float_model, source_kind
 
@@ -101,9 +102,11 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
             seed_everything(options.train.seed)
             qat = rewrite(start_model)
         calibrate(qat, train_ds, options.train, progress)
-        start = agreement_with_float(qat, val_ds, val_reference)
+        to_int8 = lambda m: export.to_tflite(m, options.io, source)  # noqa: E731 - what ships, judged per epoch
+        start = exported_agreement(qat, val_ds, val_reference, to_int8)
         start_top1 = simulated_top1(qat, val_ds)
-        history = train(qat, train_ds, val_ds, options.train, progress, on_epoch, val_reference=val_reference)
+        history = train(qat, train_ds, val_ds, options.train, progress, on_epoch, val_reference=val_reference,
+                        export=to_int8)
         timings["finetune"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from edgeq.errors import EdgeqError
 from edgeq.qat.layers import (FIXED_RANGE, STANDALONE, ActivationQuantizer,  # imports TensorFlow quietly, first
-                              FoldedQuantLayer, SimulatedActivation)
+                              FoldedQuantLayer, SimulatedActivation, SoftmaxOutputRange)
 from edgeq.quantize.prepare.flatten import FlatModel, FlattenError, flatten
 
 import keras  # noqa: E402
@@ -109,6 +109,11 @@ class _Rewriter:
         if bn and nxt is not None and type(nxt).__name__ == "BatchNormalization" and len(nxt._inbound_nodes) == 1:
             bn_layer, t = nxt, nxt._inbound_nodes[0].output_tensors[0]  # noqa: SLF001
             nxt = self._sole_consumer(t)
+        # An Identity (what BN folding leaves of a folded BatchNormalization) is skipped: the converter drops it
+        # and fuses the ReLU after it into the conv, so the simulation must not put a range before that ReLU.
+        while nxt is not None and type(nxt).__name__ == "Identity" and len(nxt._inbound_nodes) == 1:  # noqa: SLF001
+            t = nxt._inbound_nodes[0].output_tensors[0]  # noqa: SLF001
+            nxt = self._sole_consumer(t)
         if nxt is not None and type(nxt).__name__ in ("ReLU", "Activation") and \
                 activation_name(nxt) in ("relu", "relu6") and len(nxt._inbound_nodes) == 1:  # noqa: SLF001
             act_layer, t = nxt, nxt._inbound_nodes[0].output_tensors[0]  # noqa: SLF001
@@ -175,7 +180,10 @@ class _Rewriter:
             y = FoldedQuantLayer(core, bn, act, ema=self.ema, name=f"{core.name}_q")(args[0])
             if post_act is not None:
                 return self._activation(post_act, y, f"{core.name}_{post_act}")
-            return keras.layers.Softmax(name=f"{core.name}_softmax")(y) if softmax else y
+            if softmax:
+                return SoftmaxOutputRange(name=f"{core.name}_softmax_q")(
+                    keras.layers.Softmax(name=f"{core.name}_softmax")(y))
+            return y
         if name == "BatchNormalization":
             raise _refuse(layer, "does not directly follow a Conv2D, DepthwiseConv2D or Dense layer whose only "
                                  "consumer it is, so it cannot be folded")
@@ -196,7 +204,9 @@ class _Rewriter:
             return y
         if name in ("ReLU", "Activation", "Softmax"):
             act = activation_name(layer)
-            if act is None or act == "softmax":  # TFLite fixes softmax output to scale 1/256: no range to learn
+            if act == "softmax":  # TFLite fixes softmax output to scale 1/256: no range to learn, but the grid
+                return SoftmaxOutputRange(name=f"{layer.name}_q")(y)
+            if act is None:
                 return y
         return self._quantizer(layer.name)(y)
 

@@ -9,6 +9,11 @@ import numpy as np
 
 from edgeq.quantize.prepare.graph import CONV_LIKE, Graph, rebuild
 
+# SeparableConv2D folds too: the converter lowers it to DEPTHWISE_CONV_2D + a 1x1 CONV_2D, and the BN goes into
+# that pointwise conv (kernel and bias), the depthwise part unchanged. It is not in CONV_LIKE, which the other
+# steps (equalization, bias correction) use for layers they know how to edit.
+FOLDS_INTO = CONV_LIKE + ("SeparableConv2D",)
+
 
 def _bn_scale_shift(bn) -> tuple[np.ndarray, np.ndarray]:
     w = {v.path.split("/")[-1]: np.asarray(v) for v in bn.weights}
@@ -26,7 +31,7 @@ def foldable_pairs(g: Graph) -> list[tuple[str, str]]:
         if cls != "BatchNormalization":
             continue
         prod = g.producers[name]
-        if len(prod) != 1 or g.classes.get(prod[0]) not in CONV_LIKE or g.sole_consumer(prod[0]) != name:
+        if len(prod) != 1 or g.classes.get(prod[0]) not in FOLDS_INTO or g.sole_consumer(prod[0]) != name:
             continue
         bn_cfg, conv_cfg = g.layer_config(name), g.layer_config(prod[0])
         axis = bn_cfg.get("axis", -1)
@@ -47,16 +52,20 @@ def fold_batchnorm(model) -> tuple[object, int]:
     weights: dict[str, list[np.ndarray]] = {}
     for conv_name, bn_name in pairs:
         conv = g.layer(conv_name)
-        kernel = np.asarray(conv.kernel)
-        bias = np.asarray(conv.bias) if conv.use_bias else np.zeros(kernel.shape[-1] if g.classes[conv_name] != "DepthwiseConv2D"
-                                                                      else kernel.shape[2] * kernel.shape[3], np.float32)
+        kind = g.classes[conv_name]
+        kernel = np.asarray(conv.pointwise_kernel if kind == "SeparableConv2D" else conv.kernel)
+        channels = kernel.shape[2] * kernel.shape[3] if kind == "DepthwiseConv2D" else kernel.shape[-1]
+        bias = np.asarray(conv.bias) if conv.use_bias else np.zeros(channels, np.float32)
         scale, shift = _bn_scale_shift(g.layer(bn_name))
-        if g.classes[conv_name] == "DepthwiseConv2D":
+        if kind == "DepthwiseConv2D":
             kh, kw, cin, mult = kernel.shape
             kernel = kernel * scale.reshape(cin, mult)
         else:
             kernel = kernel * scale
-        weights[conv_name] = [kernel.astype(np.float32), (bias * scale + shift).astype(np.float32)]
+        folded_wb = [kernel.astype(np.float32), (bias * scale + shift).astype(np.float32)]
+        # SeparableConv2D's weights are [depthwise, pointwise, bias]: the depthwise kernel stays as it is
+        weights[conv_name] = ([np.asarray(conv.depthwise_kernel, np.float32)] if kind == "SeparableConv2D" else []) \
+            + folded_wb
     folded = {c for c, _ in pairs}
     bns = {b for _, b in pairs}
 
