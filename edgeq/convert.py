@@ -57,7 +57,7 @@ def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset
             extra["mixed"] = section
         return content
     settings = ConverterSettings(mode=options.mode, io=options.io_type, per_channel=options.per_channel)
-    if options.mode is Mode.INT8 and calib is not None and options.ptq in (PtqChoice.AUTO, PtqChoice.FAST):
+    if options.mode is Mode.INT8 and calib is not None and options.ptq in (PtqChoice.AUTO, PtqChoice.LEARNED):
         from edgeq.quantize.prepare.ptq import prepare_and_quantize  # graph preparation, measured per step
 
         content, plan = prepare_and_quantize(fm, settings, calib, progress, options.ptq)

@@ -1,4 +1,4 @@
-"""Learned weight rounding (``--ptq auto``'s adaround step): the converter writes exactly the learned
+"""Learned weight rounding (``--ptq learned``'s adaround step): the converter writes exactly the learned
 integers, the model stays all-integer with int8 I/O, and the step is judged on calibration samples it
 did not fit on."""
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_step_is_judged_on_held_back_samples_and_never_lowers_them(small):
     m = _Measure(None, Dataset(inputs={name: x}, labels=None, source=Path("calib.npz")),
                  [model.predict(x, verbose=0)], Path("test.keras"), Silent())
     plain = cal.quantize()
-    plan = PtqPlan(PtqChoice.AUTO)
+    plan = PtqPlan(PtqChoice.LEARNED)
     content, _ = _adaround(cal, m, plan, plain, m.score(plain))
     step = plan.steps[-1]
     assert step.name == "adaround" and step.judged_on == "held-back" and step.seconds is not None
@@ -101,3 +101,21 @@ def test_step_is_judged_on_held_back_samples_and_never_lowers_them(small):
     assert len(held.reference[0]) == 8  # every 4th of 32 samples
     assert held.score(content).sqnr_db >= held.score(plain).sqnr_db
     assert "s" in plan.summary.split("adaround")[1]  # the summary shows the step's time
+
+
+def test_ptq_learned_through_the_cli_reports_the_step_and_stays_all_integer(cli, cnn, tmp_path):
+    """``--ptq learned`` end to end: the report's ptq plan ends with the adaround step, judged on held-back
+    samples with its seconds, and the model is full INT8 with int8 I/O; ``--ptq auto`` has no such step."""
+    import json
+
+    out = tmp_path / "learned.tflite"
+    res = cli("convert", cnn.keras, "--mode", "int8", "--ptq", "learned", "--calib", cnn.calib,
+              "--calib-samples", "64", "--out", out, "--json")
+    assert res.code == 0, res.err
+    rep = json.loads(res.out)
+    steps = rep["ptq"]["steps"]
+    assert steps[-1]["name"] == "adaround" and steps[-1]["judged_on"] == "held-back" and steps[-1]["seconds"] > 0
+    assert rep["fully_integer"] and [t["dtype"] for t in rep["inputs"]] == ["int8"]
+    res = cli("convert", cnn.keras, "--mode", "int8", "--calib", cnn.calib, "--calib-samples", "64",
+              "--out", tmp_path / "auto.tflite", "--json")
+    assert res.code == 0 and "adaround" not in [s["name"] for s in json.loads(res.out)["ptq"]["steps"]]

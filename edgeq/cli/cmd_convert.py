@@ -109,9 +109,10 @@ def convert(
         "fp32 (for runtimes without float16, e.g. microcontrollers).")),
     ptq: PtqChoice = typer.Option(PtqChoice.AUTO, "--ptq", help=(
         "--mode int8: auto (BN folding, cross-layer equalization, bias correction, activation-range clipping, "
-        "each kept only when it measurably helps on the calibration data; the report lists what each gained; then "
-        "learned weight rounding, fitted on 3/4 of the calibration data and kept only if it helps on the rest), "
-        "fast (auto without the learned rounding: minutes faster on big models) or plain (the converter's own min/max calibration, for comparison).")),
+        "each kept only when it measurably helps on the calibration data; the report lists what each gained), "
+        "learned (auto, then learned weight rounding fitted on 3/4 of the calibration data and kept only if it "
+        "helps on the rest: minutes slower on big models) or plain (the converter's own min/max calibration, for "
+        "comparison).")),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),

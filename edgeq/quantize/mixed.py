@@ -195,7 +195,7 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
     evalds.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
     scorer = Scorer(evalds.inputs, reference, evalds.labels, options.metric)
     auto = None
-    if getattr(options, "ptq", None) in (PtqChoice.AUTO, PtqChoice.FAST):
+    if getattr(options, "ptq", None) in (PtqChoice.AUTO, PtqChoice.LEARNED):
         from edgeq.quantize.converter import ConverterSettings
         from edgeq.quantize.prepare.ptq import prepare_and_quantize
 

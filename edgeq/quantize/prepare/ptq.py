@@ -143,7 +143,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
                          choice: PtqChoice = PtqChoice.AUTO) -> tuple[bytes, PtqPlan]:
     """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan).
 
-    ``PtqChoice.FAST`` stops before learned rounding (the slow step)."""
+    ``PtqChoice.LEARNED`` adds learned weight rounding at the end (the slow step)."""
     from edgeq.quantize.prepare.bias_absorb import absorb_biases
     from edgeq.quantize.prepare.bias_correction import correct_biases
     from edgeq.quantize.prepare.bn_fold import fold_batchnorm
@@ -203,7 +203,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     else:
         prepared = None
     best_bytes, best, cal = _tune_ranges(fm, prepared, m, settings, plan, best_bytes, best, progress)
-    if choice is PtqChoice.AUTO and cal is not None:
+    if choice is PtqChoice.LEARNED and cal is not None:
         with progress.task("PTQ: adaround (learned weight rounding)"):
             best_bytes, best = _adaround(cal, m, plan, best_bytes, best)
     plan.final = best
