@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-reference", action="store_true", help="record this run as reference.toml")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other items of the existing --out results (each row records its commit)")
+    ap.add_argument("--merge-from", type=Path, nargs="*", default=[],
+                    help="also keep the rows of these results files that this run does not redo")
     a = ap.parse_args(argv)
     cache = manifest.cache_dir()
     m = manifest.load()
@@ -143,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     runs = [{"commit": env["git_commit"], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
              "modes": sorted({mode for _, mode in items}), "models": "all" if not a.models else a.models}]
-    if a.merge and a.out.with_suffix(".json").exists():
-        results, earlier = _earlier(a.out.with_suffix(".json"), {(z.name, mode) for z, mode in items})
-        runs = earlier + runs
+    sources = ([a.out.with_suffix(".json")] if a.merge and a.out.with_suffix(".json").exists() else []) + a.merge_from
+    for src in sources:  # a row in several files: the first one that has it wins
+        kept, earlier = _earlier(src, {(z.name, mode) for z, mode in items} | {(r["model"], r["mode"]) for r in results})
+        results, runs = results + kept, earlier + runs
     everything = [(z, mode) for mode in ORDER for z in m.models if mode != ONNX2TF or z.format is manifest.Format.ONNX]
     order = {(z.name, mode): i for i, (z, mode) in enumerate(everything)}
     total = len(items) + len(results)
