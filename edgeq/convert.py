@@ -179,6 +179,13 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             if n:
                 rewrite_notes.append(f"{n} RELU_0_TO_1 rewritten as MAXIMUM/MINIMUM (same numbers; XNNPACK has "
                                      "no RELU_0_TO_1 kernel, so each split the graph)")
+        from edgeq.tflite.transforms.xnnpack_exact import xnnpack_exact_rewrites
+
+        content, counts = xnnpack_exact_rewrites(content)  # copies only: every mode, float or integer
+        if counts:
+            rewrite_notes.append(" and ".join(f"{n} {op}" for op, n in counts.items()) + " rewritten into forms "
+                                 "XNNPACK delegates (explicit slice sizes; nearest upsampling as concatenation "
+                                 "and reshape): same numbers")
         if options.mode.needs_calibration:  # integer activations: no float CAST for a boolean mask
             from edgeq.tflite.transforms.bool_select import bool_casts_as_select
 

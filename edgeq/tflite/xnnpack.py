@@ -20,6 +20,9 @@ REASONS = {
     "GATHER": "no XNNPACK kernel (embedding lookups stay on the CPU)",
     "CAST": "no XNNPACK kernel for this type conversion",
     "RESHAPE": "a reshape whose new shape is computed at run time (dynamic batch: --batch 1)",
+    "SLICE": "a slice 'to the end' (size -1) of a dynamic shape (edgeq writes static ones with explicit sizes)",
+    "RESIZE_NEAREST_NEIGHBOR": "no XNNPACK kernel; edgeq rewrites integer-factor upsampling without align_corners "
+                               "as concatenation + reshape, so this one is another factor or aligns corners",
 }
 # (op, output dtype) -> why: kernels XNNPACK has in float but not in integer form
 TYPED_REASONS = {

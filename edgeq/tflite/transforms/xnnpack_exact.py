@@ -1,0 +1,155 @@
+"""Exact rewrites of ops XNNPACK refuses in the form converters write them, into forms it takes.
+
+* ``SLICE`` with a size of -1 ("to the end"): onnx2tf writes every ONNX Split this way (YOLOv8's C2f blocks,
+  PicoDet). XNNPACK's delegate needs explicit sizes; with a static input shape the size is ``dim - begin``.
+  On YOLOv8n that moved 18 SLICEs into the delegate (251 -> 269 of 271 nodes, 12 -> 3 partitions).
+* ``RESIZE_NEAREST_NEIGHBOR`` by an integer factor without ``align_corners`` (FPN/PAN upsampling, x2):
+  XNNPACK has no nearest-neighbour resize. Each output pixel is input pixel ``(i // f, j // f)`` (with or
+  without half-pixel centers, for an integer factor), which is a copy: CONCATENATION of ``f`` copies along
+  the channel axis and a RESHAPE widen the rows, the same along a new axis and a RESHAPE repeat them.
+
+Both keep every number (copies only) and every tensor type, so they apply to float and quantized models.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from edgeq.tflite import flatbuffer as fb
+
+
+def _int32_const(model, sg, value, like: int, suffix: str) -> int:
+    buf = fb.schema().BufferT()
+    buf.data = np.frombuffer(np.asarray(value, np.int32).tobytes(), np.uint8)
+    model.buffers.append(buf)
+    t = copy.deepcopy(sg.tensors[like]) if like >= 0 else fb.schema().TensorT()
+    t.type, t.buffer, t.quantization = fb.INT32, len(model.buffers) - 1, None
+    t.shape = np.array([len(value)], np.int32)
+    t.shapeSignature = None
+    t.name = (fb.tensor_name(sg, like) if like >= 0 else "xnnpack_exact") + suffix
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def _activation(sg, like: int, shape, suffix: str) -> int:
+    t = copy.deepcopy(sg.tensors[like])
+    t.buffer, t.shape, t.shapeSignature = 0, np.array(shape, np.int32), None
+    t.name = fb.tensor_name(sg, like) + suffix
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
+def _factors(f: int) -> list[int]:
+    """``f`` as factors of 2 and one remainder (8 -> [2, 2, 2], 6 -> [2, 3], 1 -> [])."""
+    out = []
+    while f > 1 and f % 2 == 0:
+        out.append(2)
+        f //= 2
+    return out + ([f] if f > 1 else [])
+
+
+def _static(sg) -> bool:
+    """Every graph input has a fixed shape, so every tensor's ``shape`` is what it is at run time."""
+    return all(sg.tensors[int(i)].shapeSignature is None or (np.asarray(sg.tensors[int(i)].shapeSignature) >= 0).all()
+               for i in sg.inputs)
+
+
+def explicit_slice_sizes(model, sg, names) -> int:
+    """SLICE ops whose size has -1 entries get explicit sizes (static input shapes only)."""
+    done, static = 0, _static(sg)
+    for op in sg.operators:
+        if names[op.opcodeIndex] != "SLICE" or len(op.inputs) < 3:
+            continue
+        x, b, s = (int(i) for i in op.inputs[:3])
+        begin, size = fb.int32_const(model, sg, b), fb.int32_const(model, sg, s)
+        shape = sg.tensors[x].shape
+        if begin is None or size is None or shape is None or (size >= 0).all() or not static:
+            continue  # with a dynamic input shape "to the end" is not a constant
+        op.inputs[2] = _int32_const(model, sg, np.where(size < 0, np.asarray(shape) - begin, size), s, "/explicit")
+        done += 1
+    return done
+
+
+def nearest_upsampling_as_copies(model, sg, names) -> int:
+    """RESIZE_NEAREST_NEIGHBOR by integer factors (no align_corners, NHWC, static) as CONCATENATION+RESHAPE."""
+    sc = fb.schema()
+    done, new_ops = 0, []
+    for op in sg.operators:
+        if names[op.opcodeIndex] != "RESIZE_NEAREST_NEIGHBOR":
+            new_ops.append(op)
+            continue
+        x, out = int(op.inputs[0]), int(op.outputs[0])
+        xs, ys = sg.tensors[x].shape, sg.tensors[out].shape
+        opts = op.builtinOptions
+        q_in, q_out = sg.tensors[x].quantization, sg.tensors[out].quantization
+        same_q = (q_in is None or q_in.scale is None) == (q_out is None or q_out.scale is None) and (
+            q_in is None or q_in.scale is None
+            or (np.allclose(q_in.scale, q_out.scale) and np.array_equal(q_in.zeroPoint, q_out.zeroPoint)))
+        if (xs is None or ys is None or len(xs) != 4 or getattr(opts, "alignCorners", False) or not same_q
+                or not _static(sg)
+                or ys[1] % xs[1] or ys[2] % xs[2] or ys[0] != xs[0] or ys[3] != xs[3]):
+            new_ops.append(op)
+            continue
+        n, h, w, c = (int(d) for d in xs)
+        fh, fw = int(ys[1]) // h, int(ys[2]) // w
+        if fh < 1 or fw < 1 or fh * fw == 1:
+            new_ops.append(op)
+            continue
+        cat = sc.BuiltinOperator.CONCATENATION
+        reshape = sc.BuiltinOperator.RESHAPE
+
+        def concat(inp: int, times: int, axis: int, shape, suffix: str) -> int:
+            res = _activation(sg, x, shape, suffix)
+            o = sc.OperatorT()
+            o.opcodeIndex = fb.opcode_index(model, cat)
+            o.inputs, o.outputs = np.array([inp] * times, np.int32), np.array([res], np.int32)
+            o.builtinOptionsType = sc.BuiltinOptions.ConcatenationOptions
+            o.builtinOptions = sc.ConcatenationOptionsT()
+            o.builtinOptions.axis = axis
+            new_ops.append(o)
+            return res
+
+        def reshaped(inp: int, shape, suffix: str, target: int | None = None) -> int:
+            res = target if target is not None else _activation(sg, x, shape, suffix)
+            o = sc.OperatorT()
+            o.opcodeIndex = fb.opcode_index(model, reshape)
+            o.inputs = np.array([inp, _int32_const(model, sg, list(shape), -1, f"/{suffix}_shape")], np.int32)
+            o.outputs = np.array([res], np.int32)
+            o.builtinOptionsType = sc.BuiltinOptions.ReshapeOptions
+            o.builtinOptions = sc.ReshapeOptionsT()
+            o.builtinOptions.newShape = np.array(shape, np.int32)
+            new_ops.append(o)
+            return res
+
+        # factors of 2 where possible: XNNPACK's concatenation takes few inputs (4 copies were refused)
+        steps = [("w", k) for k in _factors(fw)] + [("h", k) for k in _factors(fh)]
+        cur, hh, ww = x, h, w
+        for i, (axis, k) in enumerate(steps):
+            last = out if i == len(steps) - 1 else None
+            if axis == "w":  # [n,H,W,c] -> concat on channels [n,H,W,k*c] -> [n,H,W*k,c]: each pixel k times
+                cur = reshaped(concat(cur, k, 3, (n, hh, ww, k * c), f"/nn_w{i}_cat"), (n, hh, ww * k, c),
+                               f"/nn_w{i}", target=last)
+                ww *= k
+            else:  # [n,H,W,c] -> [n,H,1,W*c] -> concat [n,H,k,W*c] -> [n,H*k,W,c]: each row k times
+                flat = reshaped(cur, (n, hh, 1, ww * c), f"/nn_h{i}_flat")
+                cur = reshaped(concat(flat, k, 2, (n, hh, k, ww * c), f"/nn_h{i}_cat"), (n, hh * k, ww, c),
+                               f"/nn_h{i}", target=last)
+                hh *= k
+        done += 1
+    sg.operators = new_ops
+    return done
+
+
+def xnnpack_exact_rewrites(content: bytes) -> tuple[bytes, dict[str, int]]:
+    """Apply both rewrites; returns (model, {rewrite: count}) and the input unchanged when nothing applied."""
+    model = fb.load(content)
+    names = fb.op_names(model)
+    if "SLICE" not in names and "RESIZE_NEAREST_NEIGHBOR" not in names:
+        return content, {}
+    counts = {"SLICE": 0, "RESIZE_NEAREST_NEIGHBOR": 0}
+    for sg in model.subgraphs:
+        counts["SLICE"] += explicit_slice_sizes(model, sg, names)
+        counts["RESIZE_NEAREST_NEIGHBOR"] += nearest_upsampling_as_copies(model, sg, names)
+    counts = {k: v for k, v in counts.items() if v}
+    return (fb.dump(model), counts) if counts else (content, {})

@@ -1,0 +1,73 @@
+"""Exact rewrites into ops XNNPACK delegates: SLICE 'to the end' with explicit sizes, nearest-neighbour
+upsampling by integer factors as concatenation + reshape. Same numbers bit for bit, float and int8, and
+the delegate then takes the graph whole."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorflow as tf  # a hard dependency: broken, it must fail the tests, not skip them
+
+from edgeq.tflite.transforms.xnnpack_exact import xnnpack_exact_rewrites
+from edgeq.tflite.xnnpack import coverage
+
+
+def _model(int8: bool) -> bytes:
+    """YOLO-neck-like: a split by slices 'to the end', x2 and x4 nearest upsampling, a conv after."""
+    w = tf.constant(np.random.default_rng(0).normal(0, 0.3, (3, 3, 8, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6, 5, 8], tf.float32)])
+    def f(x):
+        a = tf.slice(x, [0, 0, 0, 0], [-1, -1, -1, 4])
+        b = tf.slice(x, [0, 0, 0, 4], [-1, -1, -1, -1])
+        up2 = tf.image.resize(tf.concat([b, a], -1), (12, 10), method="nearest")
+        up4 = tf.compat.v1.image.resize_nearest_neighbor(x, (24, 20), half_pixel_centers=True)
+        y = tf.nn.conv2d(up2, w, 1, "SAME") + tf.nn.max_pool2d(tf.nn.conv2d(up4, w, 1, "SAME"), 2, 2, "VALID")
+        return tf.nn.relu(y)
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    if int8:
+        rng = np.random.default_rng(1)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 6, 5, 8)).astype(np.float32)]
+                                               for _ in range(16))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _run(content: bytes, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_slices_and_nearest_upsampling_become_delegated_with_the_same_numbers(int8):
+    content = _model(int8)
+    before = coverage(content).to_dict()
+    assert not before["whole"] and any(k.startswith("RESIZE_NEAREST_NEIGHBOR") for k in before["left_on_cpu"]), before
+    assert any(k.startswith("SLICE") for k in before["left_on_cpu"]), before
+    new, counts = xnnpack_exact_rewrites(content)
+    assert counts.get("RESIZE_NEAREST_NEIGHBOR") == 2 and counts.get("SLICE", 0) >= 1, counts
+    after = coverage(new).to_dict()
+    assert after["whole"] and after["partitions"] == 1, after["summary"]
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        x = rng.uniform(-1, 1, (1, 6, 5, 8)).astype(np.float32)
+        if int8:
+            x = rng.integers(-128, 128, (1, 6, 5, 8)).astype(np.int8)
+        np.testing.assert_array_equal(_run(new, x), _run(content, x))
+
+
+def test_a_model_without_those_ops_is_returned_unchanged():
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def f(x):
+        return tf.nn.relu(x)
+
+    content = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    assert xnnpack_exact_rewrites(content) == (content, {})
