@@ -8,7 +8,8 @@
   without half-pixel centers, for an integer factor), which is a copy: CONCATENATION of ``f`` copies along
   the channel axis and a RESHAPE widen the rows, the same along a new axis and a RESHAPE repeat them.
 
-Both keep every number (copies only) and every tensor type, so they apply to float and quantized models.
+Both keep every number (copies only) and every tensor type, so they apply to float and quantized models; the
+result is kept only when LiteRT with XNNPACK runs it and gives the original's outputs.
 """
 from __future__ import annotations
 
@@ -49,21 +50,42 @@ def _factors(f: int) -> list[int]:
     return out + ([f] if f > 1 else [])
 
 
+def _runtime_shapes(content: bytes) -> dict[int, tuple[int, ...]] | None:
+    """Tensor index -> shape after LiteRT allocated the first subgraph (None if it cannot).
+
+    The shapes stored in the flatbuffer can be placeholders: onnx2tf's flatbuffer_direct models and the
+    quantizer's output keep ``[1, 1, 1, C]`` with a signature of ``[-1, -1, -1, C]`` for intermediate tensors,
+    and an explicit slice size computed from those broke YOLOv8n's int8 model."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgeq.nativeio import quiet_native_output
+
+    try:
+        with quiet_native_output():
+            it = Interpreter(model_content=content,
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            it.allocate_tensors()
+        return {t["index"]: tuple(int(d) for d in t["shape"]) for t in it.get_tensor_details()}
+    except Exception:  # noqa: BLE001 - a model LiteRT cannot allocate is left as it is
+        return None
+
+
 def _static(sg) -> bool:
     """Every graph input has a fixed shape, so every tensor's ``shape`` is what it is at run time."""
     return all(sg.tensors[int(i)].shapeSignature is None or (np.asarray(sg.tensors[int(i)].shapeSignature) >= 0).all()
                for i in sg.inputs)
 
 
-def explicit_slice_sizes(model, sg, names) -> int:
-    """SLICE ops whose size has -1 entries get explicit sizes (static input shapes only)."""
+def explicit_slice_sizes(model, sg, names, shapes: dict[int, tuple]) -> int:
+    """SLICE ops whose size has -1 entries get explicit sizes (static input shapes only), from the
+    allocated ``shapes``."""
     done, static = 0, _static(sg)
     for op in sg.operators:
         if names[op.opcodeIndex] != "SLICE" or len(op.inputs) < 3:
             continue
         x, b, s = (int(i) for i in op.inputs[:3])
         begin, size = fb.int32_const(model, sg, b), fb.int32_const(model, sg, s)
-        shape = sg.tensors[x].shape
+        shape = shapes.get(x)
         if begin is None or size is None or shape is None or (size >= 0).all() or not static:
             continue  # with a dynamic input shape "to the end" is not a constant
         op.inputs[2] = _int32_const(model, sg, np.where(size < 0, np.asarray(shape) - begin, size), s, "/explicit")
@@ -71,7 +93,7 @@ def explicit_slice_sizes(model, sg, names) -> int:
     return done
 
 
-def nearest_upsampling_as_copies(model, sg, names) -> int:
+def nearest_upsampling_as_copies(model, sg, names, shapes: dict[int, tuple]) -> int:
     """RESIZE_NEAREST_NEIGHBOR by integer factors (no align_corners, NHWC, static) as CONCATENATION+RESHAPE."""
     sc = fb.schema()
     done, new_ops = 0, []
@@ -80,7 +102,7 @@ def nearest_upsampling_as_copies(model, sg, names) -> int:
             new_ops.append(op)
             continue
         x, out = int(op.inputs[0]), int(op.outputs[0])
-        xs, ys = sg.tensors[x].shape, sg.tensors[out].shape
+        xs, ys = shapes.get(x), shapes.get(out)
         opts = op.builtinOptions
         q_in, q_out = sg.tensors[x].quantization, sg.tensors[out].quantization
         same_q = (q_in is None or q_in.scale is None) == (q_out is None or q_out.scale is None) and (
@@ -147,9 +169,55 @@ def xnnpack_exact_rewrites(content: bytes) -> tuple[bytes, dict[str, int]]:
     names = fb.op_names(model)
     if "SLICE" not in names and "RESIZE_NEAREST_NEIGHBOR" not in names:
         return content, {}
+    shapes = _runtime_shapes(content)
+    if shapes is None:
+        return content, {}
     counts = {"SLICE": 0, "RESIZE_NEAREST_NEIGHBOR": 0}
-    for sg in model.subgraphs:
-        counts["SLICE"] += explicit_slice_sizes(model, sg, names)
-        counts["RESIZE_NEAREST_NEIGHBOR"] += nearest_upsampling_as_copies(model, sg, names)
+    sg = model.subgraphs[0]  # the allocated shapes are the first subgraph's
+    counts["SLICE"] += explicit_slice_sizes(model, sg, names, shapes)
+    counts["RESIZE_NEAREST_NEIGHBOR"] += nearest_upsampling_as_copies(model, sg, names, shapes)
     counts = {k: v for k, v in counts.items() if v}
-    return (fb.dump(model), counts) if counts else (content, {})
+    if not counts:
+        return content, {}
+    new = fb.dump(model)
+    # kept only when LiteRT (with XNNPACK) runs it and gives the original's numbers: on YOLOv8n's int8 model,
+    # whose intermediate tensors keep placeholder shapes, XNNPACK could not reshape the merged partition
+    return (new, counts) if _same_outputs(content, new) else (content, {})
+
+
+def _same_outputs(old: bytes, new: bytes) -> bool:
+    """Both models run in LiteRT with XNNPACK and agree on two random inputs (integers exactly)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeq.nativeio import quiet_native_output
+
+    def run(content: bytes, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        with quiet_native_output():
+            it = Interpreter(model_content=content)
+            it.allocate_tensors()
+            for d, x in zip(it.get_input_details(), feeds):
+                it.set_tensor(d["index"], x)
+            it.invoke()
+        return [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]
+
+    try:
+        details = Interpreter(model_content=old).get_input_details()
+        rng = np.random.default_rng(0)
+        for _ in range(2):
+            feeds = []
+            for d in details:
+                dt, shape = np.dtype(d["dtype"]), d["shape"]
+                if dt.kind == "f":
+                    feeds.append(rng.uniform(-1, 1, shape).astype(dt))
+                elif dt.kind in "iu" and d["quantization"][0]:
+                    info = np.iinfo(dt)
+                    feeds.append(rng.integers(info.min, int(info.max) + 1, shape).astype(dt))
+                else:  # ids, masks, booleans
+                    feeds.append(rng.integers(0, 2, shape).astype(dt))
+            for a, b in zip(run(old, feeds), run(new, feeds)):
+                if a.shape != b.shape or (a.dtype.kind == "f" and not np.allclose(a, b, rtol=1e-5, atol=1e-6)) \
+                        or (a.dtype.kind != "f" and not np.array_equal(a, b)):
+                    return False
+        return True
+    except Exception:  # noqa: BLE001 - the rewrite made a model LiteRT refuses: keep the original
+        return False
