@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     everything = [(z, mode) for mode in ORDER for z in m.models if mode != ONNX2TF or z.format is manifest.Format.ONNX]
     order = {(z.name, mode): i for i, (z, mode) in enumerate(everything)}
     total = len(items) + len(results)
+    if sources:  # a merged table is partial unless every model x mode is in it
+        total = max(total, len({(z.name, mode) for z, mode in everything}))
     with ThreadPoolExecutor(a.jobs) as pool:
         futs = {pool.submit(run_item, z.name, mode, cache, work, a.runs): (z, mode) for z, mode in items}
         for f in as_completed(futs):
