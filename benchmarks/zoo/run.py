@@ -101,7 +101,8 @@ def write(out: Path, env: dict, started: float, a, m, models, results: list[dict
            "subset": "fast" if a.fast else ("models" if a.models else "all"), "modes": a.modes,
            "models": [{"name": z.name, "family": z.family, "wheel": m.wheels[z.wheel].pin, "file": z.file,
                        "license": z.license, "redistributable": z.redistributable} for z in models],
-           "results": results, "regressions": regressions, "improvements": improvements, "runs": runs or []}
+           "results": results, "regressions": regressions, "improvements": improvements, "runs": runs or [],
+           "combined": not any(x.get("modes") for x in (runs or [])[-1:])}
     if meta is not None:
         doc["_meta"] = {**meta, "seconds": doc["wall_s"], "date": time.strftime("%Y-%m-%d %H:%M")}
     out.parent.mkdir(parents=True, exist_ok=True)
