@@ -156,7 +156,11 @@ class Agreement:
 
 def agreement_with_float(qat: QATModel, ds: Dataset, reference: list[np.ndarray]) -> Agreement:
     """Top-1 agreement (first head), SQNR (all heads) against ``reference``, and top-1 with labels."""
-    outs = _outputs(qat.model, _single_input(qat, ds))
+    return _compare(_outputs(qat.model, _single_input(qat, ds)), reference, ds)
+
+
+def _compare(outs: list[np.ndarray], reference: list[np.ndarray], ds: Dataset) -> Agreement:
+    """Top-1 agreement (first head), SQNR (all heads) of ``outs`` against ``reference``; top-1 with labels."""
     agree = metrics.agreement(reference[0], outs[0]) if reference[0].reshape(len(outs[0]), -1).shape[1] > 1 \
         else None
     r = np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1) for o in reference], 1)
@@ -185,13 +189,7 @@ def exported_agreement(qat: QATModel, ds: Dataset, reference: list[np.ndarray], 
     per epoch."""
     from edgeq.runtime import TFLiteRunner
 
-    outs = TFLiteRunner(content=export(qat.model)).run(ds.inputs)
-    agree = metrics.agreement(reference[0], outs[0]) if reference[0].reshape(len(outs[0]), -1).shape[1] > 1 \
-        else None
-    r = np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1) for o in reference], 1)
-    o = np.concatenate([np.asarray(x, np.float64).reshape(len(x), -1) for x in outs], 1)
-    top1 = metrics.top1(outs[0], ds.labels) if ds.labels is not None else None
-    return Agreement(agree, float(metrics.sqnr_db(r, o)), top1)
+    return _compare(TFLiteRunner(content=export(qat.model)).run(ds.inputs), reference, ds)
 
 
 def train(qat: QATModel, train_ds: Dataset, val_ds: Dataset | None, config: TrainConfig,
