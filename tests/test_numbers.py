@@ -66,3 +66,28 @@ def test_staleness_names_the_changed_file():
     assert "edgeq/quantize/prepare/equalize.py" in meta["sources"]  # reached through imports, not listed by hand
     edited = dict(meta, sources=dict(meta["sources"], **{"edgeq/convert.py": "0" * 16}))
     assert provenance.stale(edited) == ["edgeq/convert.py"]
+
+
+def test_docs_tables_are_the_benchmarks_tables():
+    from benchmarks import sync_tables
+
+    candidates = sync_tables.result_tables()
+    copied = [(p, s, m) for p in sync_tables.DOCS for s, t in sync_tables.tables(p.read_text())
+              if (m := sync_tables.match(t, candidates)) is not None]
+    assert len(copied) >= 8  # bench_host, _devices, _mixed, _onnx, _ptq, _qat tables in docs
+    stale = [f"{p.name}:{s + 1} vs {m.source}" for p, s, m in copied
+             if m.lines != next(t for s2, t in sync_tables.tables(p.read_text()) if s2 == s).lines]
+    assert not stale, f"run `python -m benchmarks.sync_tables`: {stale}"
+
+
+def test_sync_tables_replaces_a_stale_copy_and_leaves_other_tables(tmp_path, monkeypatch):
+    from benchmarks import sync_tables
+
+    [fresh] = [t for t in sync_tables.result_tables() if t.source == "bench_ptq"][:1]
+    stale_rows = [fresh.lines[2].replace("|", "| 9.99 |", 1)] + list(fresh.lines[3:])  # one row edited
+    other = "| a | b |\n|---|---|\n| x | 1.5 |"
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n\n" + "\n".join([*fresh.lines[:2], *stale_rows]) + "\n\ntext\n\n" + other + "\n")
+    monkeypatch.setattr(sync_tables, "ROOT", tmp_path)
+    assert sync_tables.sync(doc, [fresh]) == ["doc.md:3: table from bench_ptq"]
+    assert "\n".join(fresh.lines) in doc.read_text() and other in doc.read_text() and "9.99" not in doc.read_text()
