@@ -185,7 +185,7 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
         if counts:
             rewrite_notes.append(" and ".join(f"{n} {op}" for op, n in counts.items()) + " rewritten into forms "
                                  "XNNPACK delegates (explicit slice sizes; nearest upsampling as concatenation "
-                                 "and reshape): same numbers")
+                                 "and reshape; int8 ops that return their input removed): same numbers")
         if options.mode.needs_calibration:  # integer activations: no float CAST for a boolean mask
             from edgeq.tflite.transforms.bool_select import bool_casts_as_select
 

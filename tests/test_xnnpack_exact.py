@@ -71,3 +71,33 @@ def test_a_model_without_those_ops_is_returned_unchanged():
 
     content = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
     assert xnnpack_exact_rewrites(content) == (content, {})
+
+
+def test_int8_ops_that_return_their_input_are_removed_and_the_graph_is_delegated_whole():
+    """oww_embedding's int8 MAXIMUM(x, -128) after every LeakyReLU (19 of them): the identity on int8, but a
+    float-only op for XNNPACK, so each split the graph. A real clamp (MAXIMUM with 0) is kept."""
+    from edgeq.tflite import flatbuffer as fb
+
+    w = tf.constant(np.random.default_rng(0).normal(0, 0.3, (8, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def f(x):
+        y = tf.matmul(tf.maximum(tf.matmul(x, w), -1e6), w)  # the constant quantizes to -128
+        return tf.matmul(tf.maximum(y, 0.25), w)  # a clamp inside the range: not a no-op
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    rng = np.random.default_rng(1)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(16))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    content = conv.convert()
+    model = fb.load(content)
+    names = fb.op_names(model)
+    assert [names[op.opcodeIndex] for op in model.subgraphs[0].operators].count("MAXIMUM") == 2
+    new, counts = xnnpack_exact_rewrites(content)
+    assert counts == {"no-op MAXIMUM": 1}, counts
+    assert coverage(new).left == {"MAXIMUM int8": 1}, coverage(new).summary
+    for _ in range(3):
+        x = rng.integers(-128, 128, (1, 8)).astype(np.int8)
+        np.testing.assert_array_equal(_run(new, x), _run(content, x))

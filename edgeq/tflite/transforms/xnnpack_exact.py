@@ -8,8 +8,15 @@
   without half-pixel centers, for an integer factor), which is a copy: CONCATENATION of ``f`` copies along
   the channel axis and a RESHAPE widen the rows, the same along a new axis and a RESHAPE repeat them.
 
-Both keep every number (copies only) and every tensor type, so they apply to float and quantized models; the
-result is kept only when LiteRT with XNNPACK runs it and gives the original's outputs.
+* int8 ops that are the identity: ``MAXIMUM(x, -128)``, ``MINIMUM(x, 127)``, ``ADD``/``SUB`` of a constant 0
+  and a RELU-family clamp whose bounds lie outside the output's range, each with the input's scale and zero
+  point on its output. Quantizers and onnx2tf leave them (oww_embedding: 19 MAXIMUM(x, -128) after LeakyReLU;
+  epsilons that quantize to 0 in log-mel and layer norms), and XNNPACK takes none of them (float-only ops, or
+  an epsilon's scale ratio out of its range). An op is removed only when LiteRT's own kernel maps every one
+  of the 256 input values to itself.
+
+All keep every number and every tensor type; the result is kept only when LiteRT with XNNPACK runs it and
+gives the original's outputs.
 """
 from __future__ import annotations
 
@@ -163,11 +170,104 @@ def nearest_upsampling_as_copies(model, sg, names, shapes: dict[int, tuple]) -> 
     return done
 
 
+_NO_OP_CANDIDATES = ("ADD", "SUB", "MAXIMUM", "MINIMUM", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1")
+
+
+def _same_quantization(a, b) -> bool:
+    qa, qb = a.quantization, b.quantization
+    return (a.type == b.type and qa is not None and qb is not None and qa.scale is not None and qb.scale is not None
+            and len(qa.scale) == len(qb.scale) == 1 and qa.scale[0] == qb.scale[0]
+            and int(qa.zeroPoint[0]) == int(qb.zeroPoint[0]))
+
+
+def _maps_every_value_to_itself(model, sg, op, x: int, c: int | None, value) -> bool:
+    """Run ``op`` alone in LiteRT's reference kernels on all 256 values of ``x``'s 8-bit type (the constant
+    operand, all of whose elements are ``value``, as a scalar): True when each comes out unchanged."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgeq.nativeio import quiet_native_output
+
+    sc = fb.schema()
+    m = sc.ModelT()
+    m.version, m.operatorCodes, m.buffers = 3, [copy.deepcopy(model.operatorCodes[op.opcodeIndex])], [sc.BufferT()]
+    dt = np.int8 if sg.tensors[x].type == sc.TensorType.INT8 else np.uint8
+    xs, out = copy.deepcopy(sg.tensors[x]), copy.deepcopy(sg.tensors[int(op.outputs[0])])
+    for t in (xs, out):
+        t.shape, t.shapeSignature, t.buffer = np.array([256], np.int32), None, 0
+    tensors, inputs = [xs, out], [0] * len(op.inputs)
+    if c is not None:
+        buf = sc.BufferT()
+        buf.data = np.frombuffer(np.asarray([value], dt).tobytes(), np.uint8)
+        m.buffers.append(buf)
+        ct = copy.deepcopy(sg.tensors[c])
+        ct.shape, ct.shapeSignature, ct.buffer = np.array([], np.int32), None, 1
+        tensors.append(ct)
+        inputs = [2 if int(i) == c else 0 for i in op.inputs]
+    one = copy.deepcopy(op)
+    one.opcodeIndex = 0
+    one.inputs, one.outputs = np.array(inputs, np.int32), np.array([1], np.int32)
+    g = sc.SubGraphT()
+    g.tensors, g.operators = tensors, [one]
+    g.inputs, g.outputs = np.array([0], np.int32), np.array([1], np.int32)
+    m.subgraphs = [g]
+    everything = np.arange(np.iinfo(dt).min, int(np.iinfo(dt).max) + 1).astype(dt)
+    try:
+        with quiet_native_output():
+            it = Interpreter(model_content=fb.dump(m),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            it.allocate_tensors()
+            it.set_tensor(it.get_input_details()[0]["index"], everything)
+            it.invoke()
+        return np.array_equal(it.get_tensor(it.get_output_details()[0]["index"]), everything)
+    except Exception:  # noqa: BLE001 - an op LiteRT cannot run alone is kept
+        return False
+
+
+def no_op_removal(model, sg, names, shapes: dict[int, tuple]) -> dict[str, int]:
+    """Drop 8-bit elementwise ops that give back their input bit for bit (see the module docstring)."""
+    done: dict[str, int] = {}
+    graph_outputs = {int(i) for i in sg.outputs}
+    keep, renamed = [], {}
+    for op in sg.operators:
+        if renamed and op.inputs is not None:
+            op.inputs = np.array([renamed.get(int(i), int(i)) for i in op.inputs], np.int32)
+        name = names[op.opcodeIndex]
+        ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+        out = int(op.outputs[0]) if op.outputs is not None and len(op.outputs) == 1 else -1
+        consts = {i: fb.raw_data(model, sg.tensors[i]) for i in ins if i >= 0}
+        dynamic = [i for i in ins if consts.get(i) is None]
+        c = next((i for i in ins if consts.get(i) is not None), None)
+        if (name not in _NO_OP_CANDIDATES or out < 0 or out in graph_outputs or len(dynamic) != 1
+                or (name == "SUB" and ins[0] != dynamic[0]) or len(ins) != (1 if name.startswith("RELU") else 2)):
+            keep.append(op)
+            continue
+        x = dynamic[0]
+        if (sg.tensors[x].type not in (fb.schema().TensorType.INT8, fb.schema().TensorType.UINT8)
+                or not _same_quantization(sg.tensors[x], sg.tensors[out]) or shapes.get(x) != shapes.get(out)):
+            keep.append(op)
+            continue
+        value = None
+        if c is not None:
+            dt = np.int8 if sg.tensors[c].type == fb.schema().TensorType.INT8 else np.uint8
+            vals = np.frombuffer(consts[c].tobytes(), dt) if sg.tensors[c].type == sg.tensors[x].type else None
+            if vals is None or vals.size == 0 or (vals != vals[0]).any():
+                keep.append(op)
+                continue
+            value = vals[0]
+        if not _maps_every_value_to_itself(model, sg, op, x, c, value):
+            keep.append(op)
+            continue
+        renamed[out] = x  # readers of the op's output read its input instead
+        done[f"no-op {name}"] = done.get(f"no-op {name}", 0) + 1
+    sg.operators = keep
+    return done
+
+
 def xnnpack_exact_rewrites(content: bytes) -> tuple[bytes, dict[str, int]]:
-    """Apply both rewrites; returns (model, {rewrite: count}) and the input unchanged when nothing applied."""
+    """Apply the rewrites; returns (model, {rewrite: count}) and the input unchanged when nothing applied."""
     model = fb.load(content)
     names = fb.op_names(model)
-    if "SLICE" not in names and "RESIZE_NEAREST_NEIGHBOR" not in names:
+    if not {"SLICE", "RESIZE_NEAREST_NEIGHBOR", *_NO_OP_CANDIDATES} & set(names):
         return content, {}
     shapes = _runtime_shapes(content)
     if shapes is None:
@@ -176,6 +276,7 @@ def xnnpack_exact_rewrites(content: bytes) -> tuple[bytes, dict[str, int]]:
     sg = model.subgraphs[0]  # the allocated shapes are the first subgraph's
     counts["SLICE"] += explicit_slice_sizes(model, sg, names, shapes)
     counts["RESIZE_NEAREST_NEIGHBOR"] += nearest_upsampling_as_copies(model, sg, names, shapes)
+    counts.update(no_op_removal(model, sg, fb.op_names(model), shapes))  # the upsampling added op codes
     counts = {k: v for k, v in counts.items() if v}
     if not counts:
         return content, {}
