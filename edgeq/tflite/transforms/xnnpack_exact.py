@@ -62,7 +62,8 @@ def _runtime_shapes(content: bytes) -> dict[int, tuple[int, ...]] | None:
 
     The shapes stored in the flatbuffer can be placeholders: onnx2tf's flatbuffer_direct models and the
     quantizer's output keep ``[1, 1, 1, C]`` with a signature of ``[-1, -1, -1, C]`` for intermediate tensors,
-    and an explicit slice size computed from those broke YOLOv8n's int8 model."""
+    and an explicit slice size computed from those broke YOLOv8n's int8 model. Allocation alone leaves the
+    tensors LiteRT sizes while it runs (dynamic ones) at those placeholders, so it runs once on zeros."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from edgeq.nativeio import quiet_native_output
@@ -72,6 +73,9 @@ def _runtime_shapes(content: bytes) -> dict[int, tuple[int, ...]] | None:
             it = Interpreter(model_content=content,
                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             it.allocate_tensors()
+            for d in it.get_input_details():
+                it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+            it.invoke()
         return {t["index"]: tuple(int(d) for d in t["shape"]) for t in it.get_tensor_details()}
     except Exception:  # noqa: BLE001 - a model LiteRT cannot allocate is left as it is
         return None
