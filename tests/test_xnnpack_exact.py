@@ -101,3 +101,65 @@ def test_int8_ops_that_return_their_input_are_removed_and_the_graph_is_delegated
     for _ in range(3):
         x = rng.integers(-128, 128, (1, 8)).astype(np.int8)
         np.testing.assert_array_equal(_run(new, x), _run(content, x))
+
+
+def _run_time_sized_model() -> bytes:
+    """x -> SHAPE -> RESHAPE(x, shape) -> SLICE(to the end) -> SLICE(to the end): LiteRT sizes the slices'
+    outputs only when it runs, so after allocation the first slice's output keeps its stored placeholder
+    [1, 1, 1, 6] (as YOLOv8n's int8 model from the quantizer does)."""
+    from edgeq.tflite import flatbuffer as fb
+
+    sc = fb.schema()
+    m = sc.ModelT()
+    m.version, m.buffers = 3, [sc.BufferT()]
+
+    def tensor(shape, ttype, name, value=None, sig=None):
+        t = sc.TensorT()
+        t.shape, t.type, t.name, t.buffer = np.array(shape, np.int32), ttype, name, 0
+        t.shapeSignature = None if sig is None else np.array(sig, np.int32)
+        if value is not None:
+            b = sc.BufferT()
+            b.data = np.frombuffer(np.asarray(value, np.int32).tobytes(), np.uint8)
+            m.buffers.append(b)
+            t.buffer = len(m.buffers) - 1
+        return t
+
+    f32, i32 = sc.TensorType.FLOAT32, sc.TensorType.INT32
+    g = sc.SubGraphT()
+    g.tensors = [tensor([1, 4, 4, 8], f32, "x"), tensor([4], i32, "shape"),
+                 tensor([1, 1, 1, 8], f32, "reshaped", sig=[-1, -1, -1, 8]),
+                 tensor([4], i32, "begin", [0, 0, 0, 2]), tensor([4], i32, "size", [-1, -1, -1, -1]),
+                 tensor([1, 1, 1, 6], f32, "y", sig=[-1, -1, -1, 6]), tensor([4], i32, "begin2", [0, 0, 0, 1]),
+                 tensor([1, 1, 1, 5], f32, "z", sig=[-1, -1, -1, 5])]
+    m.operatorCodes = []
+    for b in (sc.BuiltinOperator.SHAPE, sc.BuiltinOperator.RESHAPE, sc.BuiltinOperator.SLICE):
+        c = sc.OperatorCodeT()
+        c.builtinCode = c.deprecatedBuiltinCode = b
+        c.version = 1
+        m.operatorCodes.append(c)
+
+    def op(code, ins, outs):
+        o = sc.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = code, np.array(ins, np.int32), np.array(outs, np.int32)
+        return o
+
+    shape = op(0, [0], [1])
+    shape.builtinOptionsType, shape.builtinOptions = sc.BuiltinOptions.ShapeOptions, sc.ShapeOptionsT()
+    shape.builtinOptions.outType = i32
+    g.operators = [shape, op(1, [0, 1], [2]), op(2, [2, 3, 4], [5]), op(2, [5, 6, 4], [7])]
+    g.inputs, g.outputs = np.array([0], np.int32), np.array([7], np.int32)
+    m.subgraphs = [g]
+    return fb.dump(m)
+
+
+def test_slice_sizes_come_from_the_shapes_litert_computes_while_running():
+    from edgeq.tflite import flatbuffer as fb
+
+    content = _run_time_sized_model()
+    new, counts = xnnpack_exact_rewrites(content)
+    assert counts == {"SLICE": 2}  # sizes from the placeholder would give [1, 1, 1, 5]: wrong, so dropped
+    model = fb.load(new)
+    sg = model.subgraphs[0]
+    assert fb.int32_const(model, sg, int(sg.operators[3].inputs[2])).tolist() == [1, 4, 4, 5]
+    x = np.random.default_rng(0).normal(size=(1, 4, 4, 8)).astype(np.float32)
+    assert np.array_equal(_run(new, x), _run(content, x)) and _run(new, x).shape == (1, 4, 4, 5)
