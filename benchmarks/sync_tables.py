@@ -1,9 +1,12 @@
-"""Copy the tables each benchmark wrote into README.md and docs/*.md, so a rerun of `make bench` refreshes them.
+"""Copy the tables and example outputs each benchmark wrote into README.md and docs/*.md, so a rerun of
+`make bench` refreshes them.
 
 Docs quote a benchmark's table verbatim (its ``"markdown"`` in ``benchmarks/results/bench_*.json``). A table
 in a document is refreshed when its header line and at least half of its row keys (first cells) match one
-table of one results file; it is replaced by that table, whole. Prose numbers around the tables are not
-touched: ``python -m benchmarks.check_numbers`` lists the ones a rerun made wrong.
+table of one results file; it is replaced by that table, whole. A recorded command (any ``{"command",
+"output"}`` in a results file) quoted in a code block as ``$ COMMAND`` gets the recorded output after it.
+Prose numbers around them are not touched: ``python -m benchmarks.check_numbers`` lists the ones a rerun
+made wrong.
 
 ``python -m benchmarks.sync_tables [--check]``: rewrite the documents (atomically), or only say which tables
 differ (exit 1 when any does).
@@ -55,6 +58,46 @@ def result_tables() -> list[Table]:
     return out
 
 
+def recorded_outputs() -> dict[str, tuple[str, str]]:
+    """command -> (results file stem, output) for every command a benchmark recorded with its output."""
+    found: dict[str, tuple[str, str]] = {}
+
+    def walk(o, stem: str) -> None:
+        if isinstance(o, dict):
+            if isinstance(o.get("command"), str) and isinstance(o.get("output"), str):
+                found[o["command"].strip()] = (stem, o["output"].rstrip("\n"))
+            for v in o.values():
+                walk(v, stem)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v, stem)
+
+    for path in sorted(RESULTS.glob("bench_*.json")):
+        walk(json.loads(path.read_text()), path.stem)
+    return found
+
+
+def refresh_outputs(lines: list[str], outputs: dict[str, tuple[str, str]]) -> list[str]:
+    """Replace what follows each ``$ COMMAND`` line of a recorded command, up to the closing fence."""
+    out, i, changed = [], 0, []
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        rec = outputs.get(line[2:].strip()) if line.startswith("$ ") else None
+        if rec is None:
+            continue
+        end = i
+        while end < len(lines) and not lines[end].startswith("```"):
+            end += 1
+        if lines[i:end] != rec[1].splitlines():
+            changed.append(f"{i}: output of `{line[2:60].strip()}...` from {rec[0]}")
+        out += rec[1].splitlines()
+        i = end
+    refresh_outputs.changed = changed  # type: ignore[attr-defined]  # for the caller's summary
+    return out
+
+
 def match(table: Table, candidates: list[Table]) -> Table | None:
     """The results table ``table`` is a copy of: same header, and most of its row keys."""
     best, best_shared = None, 0
@@ -67,19 +110,23 @@ def match(table: Table, candidates: list[Table]) -> Table | None:
     return best if best is not None and 2 * best_shared >= max(len(table.keys), 1) else None
 
 
-def sync(path: Path, candidates: list[Table]) -> list[str]:
-    """Refresh the tables of one document; returns "file: table from source" for each that changed."""
+def sync(path: Path, candidates: list[Table], outputs: dict[str, tuple[str, str]] | None = None) -> list[str]:
+    """Refresh the tables and recorded outputs of one document; returns a line for each that changed."""
     text = path.read_text()
     lines = text.splitlines()
     changed = []
-    for start, table in reversed(tables(text)):  # from the end: earlier line indexes stay valid
+    if outputs:
+        lines = refresh_outputs(lines, outputs)
+        changed += [f"{path.relative_to(ROOT)}:{c}" for c in refresh_outputs.changed]  # type: ignore[attr-defined]
+    for start, table in reversed(tables("\n".join(lines))):  # from the end: earlier line indexes stay valid
         new = match(table, candidates)
         if new is not None and new.lines != table.lines:
             lines[start:start + len(table.lines)] = new.lines
             changed.append(f"{path.relative_to(ROOT)}:{start + 1}: table from {new.source}")
-    if changed:
-        _write(path, "\n".join(lines) + ("\n" if text.endswith("\n") else ""))
-    return changed[::-1]
+    new_text = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+    if new_text != text:
+        _write(path, new_text)
+    return changed
 
 
 def _write(path: Path, text: str) -> None:
@@ -90,14 +137,18 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    candidates = result_tables()
+    candidates, outputs = result_tables(), recorded_outputs()
     if argv == ["--check"]:
         stale = [f"{p.relative_to(ROOT)}:{s + 1}: differs from {m.source}"
                  for p in DOCS for s, t in tables(p.read_text())
                  if (m := match(t, candidates)) is not None and m.lines != t.lines]
-        print("\n".join(stale) or "every table matches its results")
+        for p in DOCS:
+            lines = p.read_text().splitlines()
+            refresh_outputs(lines, outputs)
+            stale += [f"{p.relative_to(ROOT)}:{c}" for c in refresh_outputs.changed]  # type: ignore[attr-defined]
+        print("\n".join(stale) or "every table and recorded output matches its results")
         return 1 if stale else 0
-    changed = [c for p in DOCS for c in sync(p, candidates)]
+    changed = [c for p in DOCS for c in sync(p, candidates, outputs)]
     print("\n".join(changed) or "every table already matches its results")
     return 0
 

@@ -78,6 +78,15 @@ def test_docs_tables_are_the_benchmarks_tables():
     stale = [f"{p.name}:{s + 1} vs {m.source}" for p, s, m in copied
              if m.lines != next(t for s2, t in sync_tables.tables(p.read_text()) if s2 == s).lines]
     assert not stale, f"run `python -m benchmarks.sync_tables`: {stale}"
+    outputs = sync_tables.recorded_outputs()
+    assert len(outputs) >= 2  # bench_host records `edgeq bench` and `edgeq compare` with their output
+    quoted = 0
+    for p in sync_tables.DOCS:
+        lines = p.read_text().splitlines()
+        quoted += sum(1 for line in lines if line.startswith("$ ") and line[2:].strip() in outputs)
+        sync_tables.refresh_outputs(lines, outputs)
+        assert not sync_tables.refresh_outputs.changed, f"run `python -m benchmarks.sync_tables`: {p.name}"
+    assert quoted >= 2
 
 
 def test_sync_tables_replaces_a_stale_copy_and_leaves_other_tables(tmp_path, monkeypatch):
@@ -91,3 +100,6 @@ def test_sync_tables_replaces_a_stale_copy_and_leaves_other_tables(tmp_path, mon
     monkeypatch.setattr(sync_tables, "ROOT", tmp_path)
     assert sync_tables.sync(doc, [fresh]) == ["doc.md:3: table from bench_ptq"]
     assert "\n".join(fresh.lines) in doc.read_text() and other in doc.read_text() and "9.99" not in doc.read_text()
+    doc.write_text("```\n$ edgeq bench m.tflite\nold line\n```\n")
+    assert sync_tables.sync(doc, [], {"edgeq bench m.tflite": ("bench_host", "new 1\nnew 2")})
+    assert doc.read_text() == "```\n$ edgeq bench m.tflite\nnew 1\nnew 2\n```\n"
