@@ -83,6 +83,20 @@ def one_line_error(res: Result, *needles: str) -> None:
         assert n in lines[0], (n, lines[0])
 
 
+def tf_to_tflite(f, representative=None) -> bytes:
+    """A ``tf.function`` (with an input signature) as TFLite: float, or with ``representative`` (a callable
+    yielding input lists) full-INT8 with int8 I/O and builtin int8 ops only, as TFLiteConverter writes it."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    if representative is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
 def calibrate_keras(model, x: np.ndarray, int8_io: bool = False):
     """TFLiteConverter's calibrated float flatbuffer of a Keras model on ``x``: (Calibrated, feeds by input name)."""
     from edgeq.convert import representative_data

@@ -194,6 +194,7 @@ def test_bool_mask_cast_becomes_an_integer_select(tmp_path):
     from edgeq.modelinfo import inspect_tflite
     from edgeq.runtime import TFLiteRunner
     from edgeq.tflite.transforms.bool_select import bool_casts_as_select
+    from tests.conftest import tf_to_tflite
 
     w = tf.constant(np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32))
 
@@ -208,12 +209,7 @@ def test_bool_mask_cast_becomes_an_integer_select(tmp_path):
         for _ in range(32):
             yield [rng.normal(size=(1, 8)).astype(np.float32), rng.integers(0, 2, (1, 8)).astype(np.int32)]
 
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    content = conv.convert()
+    content = tf_to_tflite(f, rep)
     new, n = bool_casts_as_select(content)
     if n == 0:
         pytest.skip("this converter version wrote no CAST(bool->float) + QUANTIZE pair")  # pattern absent: nothing to pin

@@ -10,6 +10,7 @@ import tensorflow as tf  # a hard dependency: broken, it must fail the tests, no
 
 from edgeq.tflite.transforms.xnnpack_exact import xnnpack_exact_rewrites
 from edgeq.tflite.xnnpack import coverage
+from tests.conftest import tf_to_tflite
 
 
 def _model(int8: bool) -> bytes:
@@ -25,15 +26,9 @@ def _model(int8: bool) -> bytes:
         y = tf.nn.conv2d(up2, w, 1, "SAME") + tf.nn.max_pool2d(tf.nn.conv2d(up4, w, 1, "SAME"), 2, 2, "VALID")
         return tf.nn.relu(y)
 
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
-    if int8:
-        rng = np.random.default_rng(1)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 6, 5, 8)).astype(np.float32)]
-                                               for _ in range(16))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
+    rng = np.random.default_rng(1)
+    return tf_to_tflite(f, (lambda: ([rng.uniform(-1, 1, (1, 6, 5, 8)).astype(np.float32)] for _ in range(16)))
+                        if int8 else None)
 
 
 def _run(content: bytes, x: np.ndarray) -> np.ndarray:
@@ -85,13 +80,8 @@ def test_int8_ops_that_return_their_input_are_removed_and_the_graph_is_delegated
         y = tf.matmul(tf.maximum(tf.matmul(x, w), -1e6), w)  # the constant quantizes to -128
         return tf.matmul(tf.maximum(y, 0.25), w)  # a clamp inside the range: not a no-op
 
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
     rng = np.random.default_rng(1)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(16))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    content = conv.convert()
+    content = tf_to_tflite(f, lambda: ([rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(16)))
     model = fb.load(content)
     names = fb.op_names(model)
     assert [names[op.opcodeIndex] for op in model.subgraphs[0].operators].count("MAXIMUM") == 2

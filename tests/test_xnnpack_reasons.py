@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf  # a hard dependency: broken, it must fail the tests, not skip them
 
 from edgeq.tflite.xnnpack import coverage, reason
+from tests.conftest import tf_to_tflite
 
 
 def _int8_add(eps: float) -> bytes:
@@ -20,13 +21,8 @@ def _int8_add(eps: float) -> bytes:
         y = tf.matmul(x, w)
         return y + y * eps
 
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
     rng = np.random.default_rng(0)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 64)).astype(np.float32)] for _ in range(8))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
+    return tf_to_tflite(f, lambda: ([rng.uniform(-1, 1, (1, 64)).astype(np.float32)] for _ in range(8)))
 
 
 def test_an_int8_add_out_of_the_scale_ratio_range_is_named_with_its_ratio():
