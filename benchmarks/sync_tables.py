@@ -77,8 +77,9 @@ def recorded_outputs() -> dict[str, tuple[str, str]]:
     return found
 
 
-def refresh_outputs(lines: list[str], outputs: dict[str, tuple[str, str]]) -> list[str]:
-    """Replace what follows each ``$ COMMAND`` line of a recorded command, up to the closing fence."""
+def refresh_outputs(lines: list[str], outputs: dict[str, tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Replace what follows each ``$ COMMAND`` line of a recorded command, up to the closing fence: the new
+    lines, and "LINE: output of ... from SOURCE" for each output that changed."""
     out, i, changed = [], 0, []
     while i < len(lines):
         line = lines[i]
@@ -94,8 +95,7 @@ def refresh_outputs(lines: list[str], outputs: dict[str, tuple[str, str]]) -> li
             changed.append(f"{i}: output of `{line[2:60].strip()}...` from {rec[0]}")
         out += rec[1].splitlines()
         i = end
-    refresh_outputs.changed = changed  # type: ignore[attr-defined]  # for the caller's summary
-    return out
+    return out, changed
 
 
 def match(table: Table, candidates: list[Table]) -> Table | None:
@@ -116,8 +116,8 @@ def sync(path: Path, candidates: list[Table], outputs: dict[str, tuple[str, str]
     lines = text.splitlines()
     changed = []
     if outputs:
-        lines = refresh_outputs(lines, outputs)
-        changed += [f"{path.relative_to(ROOT)}:{c}" for c in refresh_outputs.changed]  # type: ignore[attr-defined]
+        lines, found = refresh_outputs(lines, outputs)
+        changed += [f"{path.relative_to(ROOT)}:{c}" for c in found]
     for start, table in reversed(tables("\n".join(lines))):  # from the end: earlier line indexes stay valid
         new = match(table, candidates)
         if new is not None and new.lines != table.lines:
@@ -143,9 +143,7 @@ def main(argv: list[str]) -> int:
                  for p in DOCS for s, t in tables(p.read_text())
                  if (m := match(t, candidates)) is not None and m.lines != t.lines]
         for p in DOCS:
-            lines = p.read_text().splitlines()
-            refresh_outputs(lines, outputs)
-            stale += [f"{p.relative_to(ROOT)}:{c}" for c in refresh_outputs.changed]  # type: ignore[attr-defined]
+            stale += [f"{p.relative_to(ROOT)}:{c}" for c in refresh_outputs(p.read_text().splitlines(), outputs)[1]]
         print("\n".join(stale) or "every table and recorded output matches its results")
         return 1 if stale else 0
     changed = [c for p in DOCS for c in sync(p, candidates, outputs)]
