@@ -277,10 +277,13 @@ def test_sigterm_during_conversion_cleans_up_like_ctrl_c(tmp_path):
                              "--calib", str(CNN / "calib.npz"), "--ptq", "plain", "--out", str(out)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith("edgeq-sm-") for p in tmpdir.iterdir()):  # the SavedModel export exists
+    # the SavedModel export is written (its saved_model.pb is the last file); signalled at once after it, in the
+    # conversion proper. Not earlier: a signal inside Keras' export tracing is swallowed by TensorFlow and comes
+    # out as an AttributeError (exit 1, "internal error"; a known bug in the CLI's signal handling, see
+    # CHANGELOG). Not later: a fixed wait let this small conversion finish first on a loaded machine.
+    while not list(tmpdir.glob("edgeq-sm-*/saved_model/saved_model.pb")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
-    # at once: a fixed wait let a small conversion finish first on a loaded machine (exit 0, a flaky failure)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
