@@ -87,6 +87,21 @@ def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None
                               "`mode=int8-fallback` to keep them in float")
 
 
+def _quantize_from_flatbuffer_if_split(fm: FloatModel, float_bytes: bytes) -> None:
+    """int8 activations from the FP32 flatbuffer, not TFLiteConverter's own run on the TF graph, when that
+    flatbuffer has an FC over a concatenation with a carried state (onnx2tf's LSTM cell): only the flatbuffer
+    route can split it per part before calibrating (:mod:`edgeq.tflite.transforms.state_concat`), and
+    without the split the quantizer leaves the cell's forget-gate MUL in float."""
+    from edgeq.tflite.transforms.state_concat import split_state_concats
+
+    n = split_state_concats(float_bytes)[1]
+    if n:
+        fm.float_tflite = float_bytes  # every int8 step (plain, PTQ, mixed) now quantizes this flatbuffer
+        fm.notes.append(f"{n} FULLY_CONNECTED over a concatenation with the carried state input split into one "
+                        "per part plus ADD before calibrating (same numbers; the state keeps its own int8 "
+                        "scale, so the cell has integer kernels)")
+
+
 def _xnnpack(content: bytes) -> dict:
     """XNNPACK's coverage for the report; a model the delegate cannot allocate is said so, not fatal."""
     from edgeq.tflite.xnnpack import coverage
@@ -167,6 +182,8 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             with progress.task("checking the float model against its source"):
                 extra["fidelity"] = check_float(float_bytes, calib or evalds,
                                                 "calibration" if calib is not None else "evaluation")
+        if int8_acts and fm.float_tflite is None:
+            _quantize_from_flatbuffer_if_split(fm, float_bytes)
         t = time.perf_counter()
         content = (float_bytes if options.mode is Mode.FP32
                    else quantize_float_model(fm, options, calib, progress, evalds, extra, float_bytes))
