@@ -196,6 +196,13 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             if n:
                 rewrite_notes.append(f"{n} RELU_0_TO_1 rewritten as MAXIMUM/MINIMUM (same numbers; XNNPACK has "
                                      "no RELU_0_TO_1 kernel, so each split the graph)")
+        if options.mode.needs_calibration:  # integer activations: an integer input kept alive as x * 0
+            from edgeq.tflite.transforms.zero_casts import zero_integer_casts
+
+            content, n = zero_integer_casts(content)
+            if n:
+                rewrite_notes.append(f"{n} QUANTIZE(CAST(integer * 0)) replaced by an integer constant zero (same "
+                                     "numbers; no float tensor, and the integer input stays in the signature)")
         from edgeq.tflite.transforms.xnnpack_exact import xnnpack_exact_rewrites
 
         content, counts = xnnpack_exact_rewrites(content)  # copies only: every mode, float or integer

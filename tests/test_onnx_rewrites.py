@@ -326,3 +326,52 @@ def test_lstm_cell_with_a_carried_state_quantizes_to_full_int8():
     r = np.stack(_run_cell(content, feeds)).ravel().astype(np.float64)
     g = np.stack(_run_cell(q, feeds)).ravel().astype(np.float64)
     assert r @ g / np.linalg.norm(r) / np.linalg.norm(g) > 0.99
+
+
+def test_an_integer_input_kept_alive_as_times_zero_leaves_no_float_tensor():
+    """silero-vad adds float(sr * 0) to its state so sr stays an input: CAST(int -> float) + QUANTIZE, a float
+    tensor in the int8 model. The quantized zero becomes a constant: same int8 outputs, integer-only, and the
+    integer input still in the signature."""
+    import tensorflow as tf
+
+    from edgeq.modelinfo import inspect_tflite
+    from edgeq.tflite.transforms.zero_casts import zero_integer_casts
+
+    w = tf.constant(np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32), tf.TensorSpec([1], tf.int32)])
+    def f(x, sr):
+        return tf.matmul(x, w) + tf.cast(sr * 0, tf.float32)
+
+    rng = np.random.default_rng(1)
+
+    def rep():
+        for _ in range(32):
+            yield [rng.normal(size=(1, 8)).astype(np.float32), np.array([16000], np.int32)]
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    content = conv.convert()
+    new, n = zero_integer_casts(content)
+    if n == 0:
+        pytest.skip("this converter version folded sr * 0 away")  # pattern absent: nothing to pin
+    assert not inspect_tflite(content=content).fully_integer and inspect_tflite(content=new).fully_integer
+    assert zero_integer_casts(new) == (new, 0)
+    from ai_edge_litert.interpreter import Interpreter
+
+    def run(c: bytes, x: np.ndarray, sr: np.ndarray) -> np.ndarray:
+        it = Interpreter(model_content=c)
+        it.allocate_tensors()
+        assert len(it.get_input_details()) == 2  # sr stays in the signature, unread
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], x if d["dtype"] == np.int8 else sr)
+        it.invoke()
+        return it.get_tensor(it.get_output_details()[0]["index"])
+
+    for k in range(8):
+        x = rng.integers(-128, 128, (1, 8)).astype(np.int8)
+        sr = np.array([8000 * k], np.int32)
+        np.testing.assert_array_equal(run(content, x, sr), run(new, x, sr))
