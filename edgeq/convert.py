@@ -81,7 +81,8 @@ def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None
     """Refuse to write a model that is not what the mode promises."""
     if options.mode is Mode.INT8 and info.float_ops:
         # the converter leaves an op float when LiteRT has no integer kernel for it, or when it could not
-        # quantize it (e.g. silero-vad's LSTM cell multiply): either way the model is not all-integer
+        # quantize it (a same-scale conflict, as silero-vad's LSTM cell had before state_concat): either way the
+        # model is not all-integer
         raise ConversionError(f"{source}: full-INT8 is impossible: the quantizer left op(s) in float (no integer "
                               f"kernel, or not quantizable here): {', '.join(info.float_ops[:6])}; use "
                               "`mode=int8-fallback` to keep them in float")
