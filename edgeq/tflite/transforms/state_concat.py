@@ -103,7 +103,8 @@ def split_state_concats(content: bytes) -> tuple[bytes, int]:
             acc = sums[0]
             for j, tj in enumerate(sums[1:], 1):
                 last = j == len(sums) - 1
-                dst = y if last else flatbuffer.tensor_like(sg, sg.tensors[y], f"{flatbuffer.tensor_name(sg, y)}/sum{j}")
+                dst = (y if last
+                       else flatbuffer.tensor_like(sg, sg.tensors[y], f"{flatbuffer.tensor_name(sg, y)}/sum{j}"))
                 add = sc.OperatorT()
                 add.opcodeIndex = flatbuffer.opcode_index(model, sc.BuiltinOperator.ADD)
                 add.inputs, add.outputs = np.array([acc, tj], np.int32), np.array([dst], np.int32)
