@@ -81,10 +81,26 @@ def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None
     """Refuse to write a model that is not what the mode promises."""
     if options.mode is Mode.INT8 and info.float_ops:
         # the converter leaves an op float when LiteRT has no integer kernel for it, or when it could not
-        # quantize it (e.g. silero-vad's LSTM cell multiply): either way the model is not all-integer
+        # quantize it (a same-scale conflict, as silero-vad's LSTM cell had before state_concat): either way the
+        # model is not all-integer
         raise ConversionError(f"{source}: full-INT8 is impossible: the quantizer left op(s) in float (no integer "
                               f"kernel, or not quantizable here): {', '.join(info.float_ops[:6])}; use "
                               "`mode=int8-fallback` to keep them in float")
+
+
+def _quantize_from_flatbuffer_if_split(fm: FloatModel, float_bytes: bytes) -> None:
+    """int8 activations from the FP32 flatbuffer, not TFLiteConverter's own run on the TF graph, when that
+    flatbuffer has an FC over a concatenation with a carried state (onnx2tf's LSTM cell): only the flatbuffer
+    route can split it per part before calibrating (:mod:`edgeq.tflite.transforms.state_concat`), and
+    without the split the quantizer leaves the cell's forget-gate MUL in float."""
+    from edgeq.tflite.transforms.state_concat import split_state_concats
+
+    n = split_state_concats(float_bytes)[1]
+    if n:
+        fm.float_tflite = float_bytes  # every int8 step (plain, PTQ, mixed) now quantizes this flatbuffer
+        fm.notes.append(f"{n} FULLY_CONNECTED over a concatenation with the carried state input split into one "
+                        "per part plus ADD before calibrating (same numbers; the state keeps its own int8 "
+                        "scale, so the cell has integer kernels)")
 
 
 def _xnnpack(content: bytes) -> dict:
@@ -167,6 +183,8 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             with progress.task("checking the float model against its source"):
                 extra["fidelity"] = check_float(float_bytes, calib or evalds,
                                                 "calibration" if calib is not None else "evaluation")
+        if int8_acts and fm.float_tflite is None:
+            _quantize_from_flatbuffer_if_split(fm, float_bytes)
         t = time.perf_counter()
         content = (float_bytes if options.mode is Mode.FP32
                    else quantize_float_model(fm, options, calib, progress, evalds, extra, float_bytes))
@@ -179,6 +197,13 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             if n:
                 rewrite_notes.append(f"{n} RELU_0_TO_1 rewritten as MAXIMUM/MINIMUM (same numbers; XNNPACK has "
                                      "no RELU_0_TO_1 kernel, so each split the graph)")
+        if options.mode.needs_calibration:  # integer activations: an integer input kept alive as x * 0
+            from edgeq.tflite.transforms.zero_casts import zero_integer_casts
+
+            content, n = zero_integer_casts(content)
+            if n:
+                rewrite_notes.append(f"{n} QUANTIZE(CAST(integer * 0)) replaced by an integer constant zero (same "
+                                     "numbers; no float tensor, and the integer input stays in the signature)")
         from edgeq.tflite.transforms.xnnpack_exact import xnnpack_exact_rewrites
 
         content, counts = xnnpack_exact_rewrites(content)  # copies only: every mode, float or integer

@@ -100,10 +100,17 @@ class Calibrated:
     def from_float_flatbuffer(cls, float_bytes: bytes, representative: RepresentativeData, per_channel: bool,
                               io: IOType, source: str) -> "Calibrated":
         """Run TFLite's calibrator on a float flatbuffer (a .tflite source): what ``from_saved_model`` does
-        after TFLiteConverter has made the float model."""
+        after TFLiteConverter has made the float model.
+
+        A FULLY_CONNECTED over a concatenation with a carried state (onnx2tf's LSTM cell) is first split
+        per part (:mod:`edgeq.tflite.transforms.state_concat`): same numbers, and the only form the
+        quantizer makes all-integer."""
         from tensorflow.lite.python.optimize import calibrator
 
+        from edgeq.tflite.transforms.state_concat import split_state_concats
+
         quiet_tf()
+        float_bytes = split_state_concats(float_bytes)[0]
         try:
             with quiet_native_output():
                 prepared = calibrator.add_intermediate_tensors(float_bytes)

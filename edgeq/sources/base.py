@@ -40,7 +40,8 @@ class FloatModel:
     notes: list[str] = field(default_factory=list)  # things the report should say (e.g. layout changes)
     _tmpdir: Path | None = None
     extra: dict = field(default_factory=dict)  # source-specific facts for reports (e.g. ONNX fidelity)
-    float_tflite: bytes | None = None  # the float flatbuffer itself, when there is no TensorFlow graph
+    # the float flatbuffer itself, when there is no TensorFlow graph (or int8 must quantize the flatbuffer)
+    float_tflite: bytes | None = None
     batch: int | None = None  # the batch size the graph was fixed to (None: dynamic, as the source had it)
 
     def predict(self, feeds: dict[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
