@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeq import metrics
 from edgeq.errors import DataError
-from edgeq.modes import Metric
+from edgeq.modes import Fallback, Metric
 from edgeq.progress import Progress, Silent
 from edgeq.quantize.selective import Calibrated, Layer
 
@@ -149,8 +149,13 @@ def layer_rmse_scale(cal: Calibrated, inputs: dict[str, np.ndarray]) -> dict[str
 
 
 def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
-            layers: list[Layer] | None = None, with_rmse: bool = True) -> Sensitivity:
-    """Score every layer: quantize with only it left float, run the scoring data, compare with all-INT8."""
+            layers: list[Layer] | None = None, with_rmse: bool = True,
+            fallback: Fallback = Fallback.FP32) -> Sensitivity:
+    """Score every layer: quantize with only it kept out of INT8, run the scoring data, compare with all-INT8.
+
+    ``fallback`` is the precision the group is kept in: float (FP32; FP16 ranks the same) or int16
+    activations (INT16: what 16 bits instead of 8 buy, with the weights still int8)."""
+    keep = Fallback.INT16 if fallback is Fallback.INT16 else Fallback.FP32
     progress = progress or Silent()
     t = time.perf_counter()
     layers = layers if layers is not None else cal.layers()
@@ -166,10 +171,11 @@ def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
             except Exception as exc:  # noqa: BLE001 - an optional diagnostic must not sink the analysis
                 notes.append(f"per-layer RMSE/scale unavailable: {type(exc).__name__}")
     result = []
-    with progress.task(f"scoring {len(layers)} layers left float one at a time", total=len(layers)) as step:
+    how = "moved to int16" if keep is Fallback.INT16 else "left float"
+    with progress.task(f"scoring {len(layers)} layers {how} one at a time", total=len(layers)) as step:
         for layer in layers:
             group = tuple(dict.fromkeys([layer.node, *readers.get(layer.node, [])]))
-            outs = scorer.outputs(cal.quantize(list(group)))
+            outs = scorer.outputs(cal.candidate(list(group), keep))
             share = 1.0 - scorer.nmse(outs) / nmse0 if nmse0 > 0 else 0.0
             result.append(LayerSensitivity(layer=layer.short, node=layer.node, op=layer.op, macs=layer.macs,
                                            error_share=round(share, 5), loss_alone=round(scorer.loss(outs), 4),
