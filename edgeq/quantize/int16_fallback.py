@@ -92,17 +92,18 @@ def to_int16(content: bytes, nodes: Iterable[str], biases: dict[str, np.ndarray]
     names = flatbuffer.op_names(model)
     wanted = set(nodes)
     const = {i for i, t in enumerate(sg.tensors) if flatbuffer.raw_data(model, t) is not None}
+    readers = flatbuffer.readers(sg)
+    label = {int(o): n for op in sg.operators for o in op.outputs if (n := _layer_name(sg, names, readers, int(o)))}
     chosen = [k for k, op in enumerate(sg.operators)
               if names[op.opcodeIndex] in INT16_OPS and len(op.outputs)
-              and any(flatbuffer.tensor_name(sg, int(o)) in wanted for o in op.outputs)
+              and any(label.get(int(o)) in wanted for o in op.outputs)
               and all(sg.tensors[int(i)].type == INT8 for i in [*op.inputs, *op.outputs]
                       if i >= 0 and int(i) not in const)]
     if not chosen:
         return Int16Rewrite(content, (), 0)
     chosen_set = set(chosen)
-    moved = tuple(flatbuffer.tensor_name(sg, int(sg.operators[k].outputs[0])) for k in chosen)
+    moved = tuple(label[int(sg.operators[k].outputs[0])] for k in chosen)
     graph_outputs = {int(o) for o in sg.outputs}
-    readers = flatbuffer.readers(sg)
     quant = flatbuffer.opcode_index(model, flatbuffer.schema().BuiltinOperator.QUANTIZE)
     model.operatorCodes[quant].version = max(model.operatorCodes[quant].version, 2)  # int16 requantization
     after: dict[int, list] = {}  # op index (-1: graph start) -> border ops to emit after it
@@ -116,7 +117,7 @@ def to_int16(content: bytes, nodes: Iterable[str], biases: dict[str, np.ndarray]
         for j, o in enumerate(op.outputs):
             o = int(o)
             fixed = FIXED_OUTPUT_SCALE.get(kind)
-            twin16[o] = _int16_tensor(sg, o, fixed, SUFFIX_16)
+            twin16[o] = _int16_tensor(sg, o, fixed, SUFFIX_16, label.get(o))
             op.outputs[j] = twin16[o]
             others = [r for r in readers.get(o, []) if r not in chosen_set]
             for r in others:
@@ -202,9 +203,20 @@ def _scale_zp(t) -> tuple[float, int]:
     return float(q.scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
 
 
-def _int16_tensor(sg, i: int, fixed_scale: float | None, suffix: str) -> int:
+def _layer_name(sg, names: list[str], readers: dict[int, list[int]], o: int) -> str:
+    """The name the calibrated float model gives tensor ``o`` (what ``nodes`` holds): its own, except for
+    a model output with float I/O, where the int8 tensor is renamed (a digit appended) and the DEQUANTIZE
+    after it carries the original name."""
+    name = flatbuffer.tensor_name(sg, o)
+    deq = [r for r in readers.get(o, []) if names[sg.operators[r].opcodeIndex] == "DEQUANTIZE"]
+    if deq and len(deq) == len(readers.get(o, [])):
+        return flatbuffer.tensor_name(sg, int(sg.operators[deq[0]].outputs[0]))
+    return name
+
+
+def _int16_tensor(sg, i: int, fixed_scale: float | None, suffix: str, name: str | None = None) -> int:
     t = sg.tensors[i]
-    new = flatbuffer.tensor_like(sg, t, flatbuffer.name_of(t) + suffix, INT16)
+    new = flatbuffer.tensor_like(sg, t, (name or flatbuffer.name_of(t)) + suffix, INT16)
     sg.tensors[new].quantization = _params([fixed_scale if fixed_scale else int16_scale(*_scale_zp(t))])
     return new
 
