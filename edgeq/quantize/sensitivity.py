@@ -104,9 +104,11 @@ class Sensitivity:
     layers: list[LayerSensitivity]
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    fallback: Fallback = Fallback.FP32  # what each layer was kept in while scored: float, or int16
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric.value, "samples": self.samples, "loss_int8": round(self.loss_int8, 4),
+        return {"metric": self.metric.value, "fallback": self.fallback.value, "samples": self.samples,
+                "loss_int8": round(self.loss_int8, 4),
                 "nmse_int8": self.nmse_int8, "seconds": round(self.seconds, 2), "notes": self.notes,
                 "layers": [asdict(s) for s in self.layers]}
 
@@ -183,7 +185,7 @@ def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
             step.advance()
     result.sort(key=lambda s: (-s.error_share, s.macs))
     return Sensitivity(metric=scorer.metric, samples=len(scorer), loss_int8=loss0, nmse_int8=nmse0,
-                       layers=result, seconds=time.perf_counter() - t, notes=notes)
+                       layers=result, seconds=time.perf_counter() - t, notes=notes, fallback=keep)
 
 
 def _lookup(rmse: dict[str, float], node: str) -> float | None:
@@ -195,7 +197,8 @@ def _lookup(rmse: dict[str, float], node: str) -> float | None:
 
 
 def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metric | None = None,
-            calib_samples: int | None = None, progress: Progress | None = None, layout=None) -> Sensitivity:
+            calib_samples: int | None = None, progress: Progress | None = None, layout=None,
+            fallback: Fallback = Fallback.FP32) -> Sensitivity:
     """``edgeq analyze``: per-layer INT8 sensitivity of a float model (.keras, SavedModel, .onnx).
 
     Without ``eval_data`` the calibration samples are scored against the float model (no labels needed,
@@ -222,7 +225,7 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
         with progress.task("calibrating"):
             cal = Calibrated.from_float_model(fm, representative_data(cal_ds, progress),
                                               per_channel, IOType.FLOAT32, str(model))
-        sens = measure(cal, scorer, progress)
+        sens = measure(cal, scorer, progress, fallback=fallback)
         if eval_data is None:
             sens.notes.append("scored on the calibration data (no --eval given)")
         return sens
