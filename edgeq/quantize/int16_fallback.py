@@ -40,7 +40,7 @@ BORDER = "_edgeq_border16"  # tensors of the CAST + ADD pair that widens an int8
 INT16_OPS: dict[str, int | None] = {
     "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2,
     "ADD": None, "SUB": None, "MUL": None, "MEAN": None, "AVERAGE_POOL_2D": None, "MAX_POOL_2D": None,
-    "SOFTMAX": None, "LOGISTIC": None, "TANH": None, "CONCATENATION": None, "RESHAPE": None,
+    "SOFTMAX": None, "LOGISTIC": None, "TANH": None, "CONCATENATION": None,
     "RELU": None, "RELU6": None, "PAD": None, "LEAKY_RELU": None, "RESIZE_BILINEAR": None, "STRIDED_SLICE": None,
 }
 WEIGHT_SLOT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
