@@ -245,8 +245,8 @@ def _bias64(model, sg, op, slot: int, biases: dict[str, np.ndarray], twin16: dic
         raw = flatbuffer.raw_data(model, t)
         ints = raw.view("<i4") if t.type == INT32 else raw.view("<i8")
         real = ints.astype(np.float64) * np.asarray(q.scale, np.float64)
-    scales = np.broadcast_to(in16 * w_scale, real.shape).astype(np.float64)
-    values = np.round(np.asarray(real, np.float64) / scales).astype("<i8")
+    scales = in16 * w_scale  # one per output channel, or one for per-tensor weights
+    values = np.round(np.asarray(real, np.float64) / np.broadcast_to(scales, real.shape)).astype("<i8")
     return _new_const(model, sg, t, values, INT64, _params(list(scales), 0))
 
 
