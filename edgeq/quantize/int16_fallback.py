@@ -257,6 +257,7 @@ def _new_const(model, sg, like, values: np.ndarray, dtype: int, params) -> int:
     model.buffers.append(buf)
     t = s.TensorT()
     t.shape = np.array(like.shape, np.int32)
-    t.type, t.buffer, t.name, t.quantization = dtype, len(model.buffers) - 1, flatbuffer.name_of(like) + SUFFIX_16, params
+    t.type, t.buffer, t.quantization = dtype, len(model.buffers) - 1, params
+    t.name = flatbuffer.name_of(like) + SUFFIX_16
     sg.tensors.append(t)
     return len(sg.tensors) - 1
