@@ -217,3 +217,18 @@ def test_cli_flags_reach_the_plan(cli, tmp_path):
     m = json.loads(res.out)["mixed"]
     assert (m["metric"], m["max_drop"], m["fallback"], m["met"], m["kept"]) == ("agreement", 100.0, "fp32", True, [])
     assert (tmp_path / "m.tflite").exists()
+
+
+def test_cli_int16_fallback_is_all_integer_with_int8_io(cli, tmp_path):
+    import json
+
+    with np.load(DWNET / "eval.npz") as z:
+        np.savez(tmp_path / "ev.npz", x=z["x"][:100])
+    res = cli("convert", DWNET / "model.keras", "--mode", "mixed", "--ptq", "plain", "--max-drop", "100",
+              "--fallback", "int16", "--calib", DWNET / "calib.npz", "--calib-samples", 20,
+              "--eval", tmp_path / "ev.npz", "--out", tmp_path / "m.tflite", "--json", "--no-progress")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    m = report["mixed"]
+    assert (m["fallback"], m["met"], m["all_integer"]) == ("int16", True, True)
+    assert report["io"] == "int8" and report["fully_integer"] is True
