@@ -18,7 +18,7 @@ class Mode(str, Enum):
     INT8 = "int8"  # full integer: every op int8, int8 I/O by default
     INT8_FALLBACK = "int8-fallback"  # int8 where an integer kernel exists, float elsewhere, float I/O
     INT16X8 = "int16x8"  # int16 activations, int8 weights
-    MIXED = "mixed"  # int8 except the layers an accuracy-budget search keeps in fp16/fp32
+    MIXED = "mixed"  # int8 except the layers an accuracy-budget search keeps in fp16/fp32/int16x8
 
     @property
     def needs_calibration(self) -> bool:
@@ -57,6 +57,11 @@ class Fallback(str, Enum):
 
     FP16 = "fp16"  # float16 weights, float32 compute: half the bytes of fp32
     FP32 = "fp32"  # for runtimes without float16 weights (microcontrollers)
+    INT16 = "int16"  # int16 activations, int8 weights (16x8 kernels): still all-integer, for NPUs/DSPs
+
+    @property
+    def is_float(self) -> bool:
+        return self is not Fallback.INT16
 
 
 class PtqChoice(str, Enum):
@@ -104,7 +109,7 @@ class ConvertOptions:
     """
 
     mode: Mode = Mode.INT8
-    io: IOType | None = None  # None: default_io(mode)
+    io: IOType | None = None  # None: default_io(mode); int8 for mixed with int16 fallback (all-integer)
     per_channel: bool = True
     calib: Path | Any | None = None  # a path, or in-memory data (see edgeq.data.load_dataset)
     calib_samples: int | None = None  # None: all of them
@@ -128,4 +133,6 @@ class ConvertOptions:
 
     @property
     def io_type(self) -> IOType:
+        if self.io is None and self.mode is Mode.MIXED and self.fallback is Fallback.INT16:
+            return IOType.INT8  # all-integer, like --mode int8: what the NPUs this fallback is for want
         return self.io or default_io(self.mode)

@@ -36,10 +36,12 @@ class AnalyzeOptions:
     per_channel: bool = True
     calib_samples: int | None = None  # None: every calibration sample
     layout: Layout | None = None  # 4-D data layout; None: NHWC, NCHW detected
+    fallback: Fallback = Fallback.FP32  # what a layer is kept in while scored: float, or int16 (16x8 kernels)
 
     def __post_init__(self) -> None:
         _set(self, "metric", as_optional_enum(Metric, self.metric, "metric"))
         _set(self, "layout", as_optional_enum(Layout, self.layout, "layout"))
+        _set(self, "fallback", as_enum(Fallback, self.fallback, "fallback"))
         _positive(self.calib_samples, "calib_samples")
 
 

@@ -132,6 +132,25 @@ def test_fp16_fallback_halves_weights_and_matches_fp32(calibrated):
     assert np.mean(a.argmax(-1) == b.argmax(-1)) > 0.97
 
 
+def test_int16_fallback_beats_plain_int8_and_stays_all_integer(calibrated):
+    """--fallback int16 on the converter's plain calibration: the kept layers run 16x8 kernels, no float op."""
+    from edgeq.modes import Fallback, Metric
+    from edgeq.quantize.macs import Precision
+    from edgeq.quantize.mixed import search
+    from edgeq.quantize.sensitivity import Scorer
+    from edgeq.runtime import TFLiteRunner
+
+    cal, inputs, ref, labels = calibrated
+    plan = search(cal, Scorer(inputs, ref, labels, Metric.TOP1), max_drop=BUDGET, fallback=Fallback.INT16,
+                  rank_samples=300)
+    assert plan.met and plan.loss <= BUDGET < plan.loss_int8
+    assert plan.all_integer is True and plan.to_dict()["all_integer"] is True and "all-integer" in plan.summary()
+    assert plan.kept and all(d.precision is Precision.INT16 for d in plan.kept)
+    assert 0.4 < plan.share.int8_macs_share < 1.0 and plan.share.macs_by_precision["int16"] > 0
+    out = TFLiteRunner(content=plan.content).run({k: v[:50] for k, v in inputs.items()})[0]
+    assert out.shape == (50, 10) and np.isfinite(out).all()
+
+
 def test_op_macs():
     from edgeq.quantize.macs import op_macs
 
@@ -198,3 +217,18 @@ def test_cli_flags_reach_the_plan(cli, tmp_path):
     m = json.loads(res.out)["mixed"]
     assert (m["metric"], m["max_drop"], m["fallback"], m["met"], m["kept"]) == ("agreement", 100.0, "fp32", True, [])
     assert (tmp_path / "m.tflite").exists()
+
+
+def test_cli_int16_fallback_is_all_integer_with_int8_io(cli, tmp_path):
+    import json
+
+    with np.load(DWNET / "eval.npz") as z:
+        np.savez(tmp_path / "ev.npz", x=z["x"][:100])
+    res = cli("convert", DWNET / "model.keras", "--mode", "mixed", "--ptq", "plain", "--max-drop", "100",
+              "--fallback", "int16", "--calib", DWNET / "calib.npz", "--calib-samples", 20,
+              "--eval", tmp_path / "ev.npz", "--out", tmp_path / "m.tflite", "--json", "--no-progress")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    m = report["mixed"]
+    assert (m["fallback"], m["met"], m["all_integer"]) == ("int16", True, True)
+    assert report["io"] == "int8" and report["fully_integer"] is True

@@ -8,20 +8,22 @@ import typer
 
 from edgeq.cli.main import app
 from edgeq.cli.output import emit, emit_json, progress
-from edgeq.modes import Layout, Metric
+from edgeq.modes import Fallback, Layout, Metric
 
 
 def render_sensitivity(sens, top: int | None = None) -> str:
     """The table people read: most harmful layer first."""
     rows = sens.layers[:top] if top else sens.layers
+    kept = "int16" if sens.fallback is Fallback.INT16 else "float"
     head = (f"full INT8 loses {sens.loss_int8:+.2f} {sens.metric.value} pt against the float model "
             f"on {sens.samples} samples ({sens.seconds:.1f} s)\n"
             "error share: part of the full-INT8 output error removed by keeping only that layer (and its output)"
-            " float\nrmse/scale: the layer's own error in quantization steps (QuantizationDebugger metric; "
+            + (" float" if kept == "float" else " at 16-bit activations (int8 weights, all-integer)")
+            + "\nrmse/scale: the layer's own error in quantization steps (QuantizationDebugger metric; "
             "~0.29 is ideal rounding, > 0.7 suspicious)\n")
     width = max([len(s.layer) for s in rows] + [5])
-    lines = [f"{'#':>3}  {'layer':<{width}}  {'op':<18} {'MACs':>10}  {'error share':>11}  {'drop if float':>13}  "
-             f"{'rmse/scale':>10}  float with (its readers)"]
+    lines = [f"{'#':>3}  {'layer':<{width}}  {'op':<18} {'MACs':>10}  {'error share':>11}  {'drop if ' + kept:>13}  "
+             f"{'rmse/scale':>10}  {kept} with (its readers)"]
     short = {s.node: s.layer for s in sens.layers}
     for i, s in enumerate(rows, 1):
         rmse = f"{s.rmse_scale:.3f}" if s.rmse_scale is not None else "-"
@@ -46,6 +48,9 @@ def analyze(
     top: Optional[int] = typer.Option(None, "--top", min=1, help="Show only the N most harmful layers."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG bar chart here."),
     layout: Optional[Layout] = typer.Option(None, "--layout", help="Layout of 4-D data arrays (default NHWC)."),
+    fallback: Fallback = typer.Option(Fallback.FP32, "--fallback", help=(
+        "What each layer is kept in while scored: fp32 (float; fp16 ranks the same) or int16 (16-bit "
+        "activations, int8 weights: the ranking `convert --mode mixed --fallback int16` uses).")),
     as_json: bool = typer.Option(False, "--json", help="Print every layer's numbers as JSON."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),
@@ -65,7 +70,8 @@ def analyze(
     from edgeq.api import analyze as run_analyze
     from edgeq.options import AnalyzeOptions
 
-    options = AnalyzeOptions(metric=metric, per_channel=not per_tensor, calib_samples=calib_samples, layout=layout)
+    options = AnalyzeOptions(metric=metric, per_channel=not per_tensor, calib_samples=calib_samples, layout=layout,
+                             fallback=fallback)
     sens = run_analyze(model, calib, eval_data, options, plot=plot, progress=progress(show_progress))
     if as_json:
         emit_json({"model": str(model), **sens.to_dict(), "plot": str(plot) if plot else None})

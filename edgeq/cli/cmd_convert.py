@@ -66,7 +66,7 @@ def convert(
         "fp32 | fp16 (half-size weights) | dynamic (int8 weights, float activations) | int8 (full integer, "
         "int8 I/O: NPUs, Edge TPU, microcontrollers) | int8-fallback (integer where possible, float elsewhere) "
         "| int16x8 (16-bit activations, 8-bit weights: for models int8 hurts) | mixed (int8 except the layers "
-        "an accuracy budget needs in fp16/fp32: see --max-drop; needs --eval).")),
+        "an accuracy budget needs in fp16/fp32/int16x8: see --max-drop and --fallback; needs --eval).")),
     calib: Optional[Path] = typer.Option(None, "--calib", "-c", help=(
         "Calibration data for int8/int8-fallback/int16x8: .npy, .npz (array 'x' or one per input name) "
         "or a folder of images. Use a few hundred *training* samples, not the eval set.")),
@@ -105,8 +105,9 @@ def convert(
         "(% of top-1 classes differing from the float model; default without labels), cosine (100*(1-cos)), "
         "sqnr (output noise in % of signal power).")),
     fallback: Fallback = typer.Option(Fallback.FP16, "--fallback", help=(
-        "--mode mixed: precision of the layers kept out of INT8: fp16 (float16 weights, half the bytes) or "
-        "fp32 (for runtimes without float16, e.g. microcontrollers).")),
+        "--mode mixed: precision of the layers kept out of INT8: fp16 (float16 weights, half the bytes), "
+        "fp32 (for runtimes without float16, e.g. microcontrollers) or int16 (16-bit activations, 8-bit "
+        "weights: the model stays all-integer, int8 I/O by default, for NPUs/DSPs with 16x8 kernels).")),
     ptq: PtqChoice = typer.Option(PtqChoice.AUTO, "--ptq", help=(
         "--mode int8: auto (BN folding, cross-layer equalization, bias correction, activation-range clipping, "
         "each kept only when it measurably helps on the calibration data; the report lists what each gained), "

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.modelinfo import open_interpreter
+from edgeq.quantize.int16_fallback import BORDER, SUFFIX_16
 
-# Ops the converter inserts at precision boundaries: they move data, they do not compute the model.
+# Ops the converter inserts at precision boundaries: they move data, they do not compute the model. The int16
+# fallback's int8 -> int16 widening (CAST + ADD, outputs named ...BORDER) counts as such a boundary too.
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 FLOAT_KINDS = {"float32", "float16", "float64", "bfloat16"}
 
@@ -77,13 +79,15 @@ def op_records(path: Path | None = None, content: bytes | None = None) -> list[O
     records = []
     for op in ops:
         name = op["op_name"]
-        if name in BOUNDARY_OPS:
+        out_name = tensors[op["outputs"][0]]["name"] if len(op["outputs"]) else "?"
+        if name in BOUNDARY_OPS or out_name.endswith(BORDER):  # the int16 fallback's CAST + ADD widening
             continue
         ins = [i for i in op["inputs"] if i >= 0]
         outs = list(op["outputs"])
         shapes = [tensors[i]["shape"] for i in ins]
         macs = op_macs(name, shapes, tensors[outs[0]]["shape"] if outs else None)
-        records.append(OpRecord(op["index"], name, tensors[outs[0]]["name"] if outs else "?", macs,
+        # An op moved to int16 writes '<layer>_edgeq_i16': report it under the layer's name.
+        records.append(OpRecord(op["index"], name, out_name.removesuffix(SUFFIX_16), macs,
                                 _precision(ins, outs, dtype, producer)))
     return records
 

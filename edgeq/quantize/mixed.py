@@ -5,7 +5,8 @@ The search follows NNCF's accuracy control, adapted to TFLite and made cheap:
 2. verify all-INT8 on the eval data: if it fits the budget, done;
 3. rank layers by measured harm (share of the INT8 output error that vanishes when only that layer is
    float, on a subset of the eval data): no hard-coded list of "sensitive" op types;
-4. keep the top-k most harmful layers out of INT8, finding the smallest k that fits with a doubling
+4. keep the top-k most harmful layers out of INT8 (float, or 16x8 kernels with ``Fallback.INT16``, ranked
+   by what that precision recovers), finding the smallest k that fits with a doubling
    then bisecting search, each step verified on the full eval data with the final fallback precision;
 5. prune: try returning each kept layer to INT8, biggest first, and keep the ones the budget allows.
 Verification uses the same data the budget is checked on (as NNCF does); confirm on a separate test
@@ -58,6 +59,7 @@ class MixedPlan:
     sensitivity: Sensitivity | None = None
     content: bytes = field(default=b"", repr=False)
     notes: list[str] = field(default_factory=list)
+    all_integer: bool | None = None  # no op computes in float (None: not checked)
 
     @property
     def unit(self) -> str:
@@ -73,7 +75,9 @@ class MixedPlan:
                 else "none (full INT8 fits)" if self.met else "none (nothing tried did better than full INT8)")
         return (f"{verdict} (full INT8 {self.loss_int8:+.2f}); kept in higher precision: {len(self.kept)} of "
                 f"{self.layers_total} layers: {kept}; INT8 runs {100 * self.share.int8_ops_share:.0f}% of ops "
-                f"and {100 * self.share.int8_macs_share:.1f}% of MACs; size {self.size_bytes / 1024:.1f} KiB; "
+                f"and {100 * self.share.int8_macs_share:.1f}% of MACs"
+                + ("" if self.all_integer is None else "; all-integer" if self.all_integer else "; NOT all-integer")
+                + f"; size {self.size_bytes / 1024:.1f} KiB; "
                 f"search {self.search_s:.1f} s" + (f" ({self.quantizations} quantizations, {self.evaluations} "
                                                     "evaluations, 1 calibration)" if self.sensitivity else "")
                 + "".join(f"; {n}" for n in self.notes))
@@ -85,23 +89,23 @@ class MixedPlan:
             "kept": [{**asdict(d), "precision": d.precision.value} for d in self.kept],
             "layers_total": self.layers_total, **self.share.to_dict(), "size_bytes": self.size_bytes,
             "search_s": round(self.search_s, 2), "quantizations": self.quantizations,
-            "evaluations": self.evaluations, "notes": self.notes,
+            "evaluations": self.evaluations, "notes": self.notes, "all_integer": self.all_integer,
             "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
         }
 
 
 class _Trials:
-    """Quantize + verify a set of float layers once; remember every answer."""
+    """Quantize + verify a set of kept layers once; remember every answer."""
 
-    def __init__(self, cal: Calibrated, scorer: Scorer, fp16: bool):
-        self.cal, self.scorer, self.fp16 = cal, scorer, fp16
+    def __init__(self, cal: Calibrated, scorer: Scorer, fallback: Fallback):
+        self.cal, self.scorer, self.fallback = cal, scorer, fallback
         self.cache: dict[frozenset, tuple[float, bytes]] = {}
         self.quantizations = 0
 
     def __call__(self, nodes: list[str]) -> tuple[float, bytes]:
         key = frozenset(nodes)
         if key not in self.cache:
-            content = self.cal.quantize(sorted(key), fp16_weights=self.fp16)
+            content = self.cal.candidate(sorted(key), self.fallback)
             self.quantizations += 1
             self.cache[key] = (self.scorer.loss(self.scorer.outputs(content)), content)
         return self.cache[key]
@@ -112,17 +116,17 @@ def search(cal: Calibrated, scorer: Scorer, max_drop: float, fallback: Fallback 
     """Find a small set of layers to keep out of INT8 so that the metric loss is at most ``max_drop``."""
     progress = progress or Silent()
     t0 = time.perf_counter()
-    trial = _Trials(cal, scorer, fp16=fallback is Fallback.FP16)
+    trial = _Trials(cal, scorer, fallback)
     layers = cal.layers()
     with progress.task("verifying full INT8 on the eval data"):
         loss0, content0 = trial([])
     sens, chosen, ranker = None, [], None
     if loss0 > max_drop:
         ranker = scorer.subset(rank_samples)
-        sens = measure(cal, ranker, progress, layers, with_rmse=False)
+        sens = measure(cal, ranker, progress, layers, with_rmse=False, fallback=fallback)
         trial.quantizations += len(layers) + 1
         ranked = [s.group for s in sens.layers if s.error_share > 0] or [s.group for s in sens.layers]
-        with progress.task("searching the smallest set of float layers that fits the budget"):
+        with progress.task(f"searching the smallest set of {fallback.value} layers that fits the budget"):
             chosen = _smallest_prefix(trial, ranked, max_drop)
             chosen = _prune(trial, chosen, max_drop, {s.node: s.macs for s in sens.layers})
     loss, content = trial(chosen) if chosen else (loss0, content0)
@@ -139,7 +143,15 @@ def search(cal: Calibrated, scorer: Scorer, max_drop: float, fallback: Fallback 
                      fallback=fallback, kept=kept, layers_total=len(layers), share=compute_share(records),
                      size_bytes=len(content), search_s=time.perf_counter() - t0, quantizations=trial.quantizations,
                      evaluations=scorer.evaluations + (ranker.evaluations if ranker is not None else 0),
-                     sensitivity=sens, content=content)
+                     sensitivity=sens, content=content,
+                     all_integer=all_integer(content) if fallback is Fallback.INT16 else None)
+
+
+def all_integer(content: bytes) -> bool:
+    """No op computes in float (float model I/O converted at the edges is fine), as `edgeq inspect` says."""
+    from edgeq.modelinfo import inspect_tflite
+
+    return not inspect_tflite(content=content).float_ops
 
 
 def _union(groups: list[tuple[str, ...]]) -> list[str]:
@@ -226,4 +238,5 @@ def _int8_plan(scorer: Scorer, options, auto: tuple[float, bytes, str]) -> Mixed
                      layers_total=sum(r.op not in NOT_CANDIDATES for r in records),
                      share=compute_share(records), size_bytes=len(content), search_s=0.0, quantizations=1,
                      evaluations=scorer.evaluations, content=content,
-                     notes=[f"full INT8 with graph preparation fits the budget ({how})"])
+                     notes=[f"full INT8 with graph preparation fits the budget ({how})"],
+                     all_integer=all_integer(content) if options.fallback is Fallback.INT16 else None)

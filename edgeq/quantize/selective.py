@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeq.errors import ConversionError, first_line
-from edgeq.modes import IOType
+from edgeq.modes import Fallback, IOType
 from edgeq.nativeio import quiet_native_output
 from edgeq.quantize.converter import RepresentativeData
 from edgeq.tfenv import quiet_tf
@@ -77,6 +77,8 @@ class Calibrated:
         self.per_channel = per_channel
         self.io = io
         self.source = source
+        self._int8: bytes | None = None  # full INT8, the base every int16-fallback candidate is rewritten from
+        self._biases: dict | None = None
 
     @classmethod
     def from_saved_model(cls, saved_model_dir: Path, representative: RepresentativeData, per_channel: bool,
@@ -181,3 +183,18 @@ class Calibrated:
         from edgeq.quantize.converter import apply_kernel_workarounds
 
         return apply_kernel_workarounds(out)
+
+    def quantize_int16(self, int16_nodes: list[str] | tuple[str, ...] = ()) -> bytes:
+        """INT8 everywhere except ``int16_nodes`` (output tensor names), which run LiteRT's 16x8 kernels
+        (int16 activations, int8 weights): an all-integer model (see :mod:`edgeq.quantize.int16_fallback`)."""
+        from edgeq.quantize.int16_fallback import float_biases, to_int16
+
+        if self._int8 is None:
+            self._int8, self._biases = self.quantize(), float_biases(self.content)
+        return to_int16(self._int8, int16_nodes, self._biases).content
+
+    def candidate(self, nodes: list[str] | tuple[str, ...], fallback: Fallback) -> bytes:
+        """INT8 except ``nodes``, kept in ``fallback`` precision."""
+        if fallback is Fallback.INT16:
+            return self.quantize_int16(nodes)
+        return self.quantize(nodes, fp16_weights=fallback is Fallback.FP16)

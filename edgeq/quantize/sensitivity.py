@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeq import metrics
 from edgeq.errors import DataError
-from edgeq.modes import Metric
+from edgeq.modes import Fallback, Metric
 from edgeq.progress import Progress, Silent
 from edgeq.quantize.selective import Calibrated, Layer
 
@@ -104,9 +104,11 @@ class Sensitivity:
     layers: list[LayerSensitivity]
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    fallback: Fallback = Fallback.FP32  # what each layer was kept in while scored: float, or int16
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric.value, "samples": self.samples, "loss_int8": round(self.loss_int8, 4),
+        return {"metric": self.metric.value, "fallback": self.fallback.value, "samples": self.samples,
+                "loss_int8": round(self.loss_int8, 4),
                 "nmse_int8": self.nmse_int8, "seconds": round(self.seconds, 2), "notes": self.notes,
                 "layers": [asdict(s) for s in self.layers]}
 
@@ -149,8 +151,13 @@ def layer_rmse_scale(cal: Calibrated, inputs: dict[str, np.ndarray]) -> dict[str
 
 
 def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
-            layers: list[Layer] | None = None, with_rmse: bool = True) -> Sensitivity:
-    """Score every layer: quantize with only it left float, run the scoring data, compare with all-INT8."""
+            layers: list[Layer] | None = None, with_rmse: bool = True,
+            fallback: Fallback = Fallback.FP32) -> Sensitivity:
+    """Score every layer: quantize with only it kept out of INT8, run the scoring data, compare with all-INT8.
+
+    ``fallback`` is the precision the group is kept in: float (FP32; FP16 ranks the same) or int16
+    activations (INT16: what 16 bits instead of 8 buy, with the weights still int8)."""
+    keep = Fallback.INT16 if fallback is Fallback.INT16 else Fallback.FP32
     progress = progress or Silent()
     t = time.perf_counter()
     layers = layers if layers is not None else cal.layers()
@@ -166,10 +173,11 @@ def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
             except Exception as exc:  # noqa: BLE001 - an optional diagnostic must not sink the analysis
                 notes.append(f"per-layer RMSE/scale unavailable: {type(exc).__name__}")
     result = []
-    with progress.task(f"scoring {len(layers)} layers left float one at a time", total=len(layers)) as step:
+    how = "moved to int16" if keep is Fallback.INT16 else "left float"
+    with progress.task(f"scoring {len(layers)} layers {how} one at a time", total=len(layers)) as step:
         for layer in layers:
             group = tuple(dict.fromkeys([layer.node, *readers.get(layer.node, [])]))
-            outs = scorer.outputs(cal.quantize(list(group)))
+            outs = scorer.outputs(cal.candidate(list(group), keep))
             share = 1.0 - scorer.nmse(outs) / nmse0 if nmse0 > 0 else 0.0
             result.append(LayerSensitivity(layer=layer.short, node=layer.node, op=layer.op, macs=layer.macs,
                                            error_share=round(share, 5), loss_alone=round(scorer.loss(outs), 4),
@@ -177,7 +185,7 @@ def measure(cal: Calibrated, scorer: Scorer, progress: Progress | None = None,
             step.advance()
     result.sort(key=lambda s: (-s.error_share, s.macs))
     return Sensitivity(metric=scorer.metric, samples=len(scorer), loss_int8=loss0, nmse_int8=nmse0,
-                       layers=result, seconds=time.perf_counter() - t, notes=notes)
+                       layers=result, seconds=time.perf_counter() - t, notes=notes, fallback=keep)
 
 
 def _lookup(rmse: dict[str, float], node: str) -> float | None:
@@ -189,7 +197,8 @@ def _lookup(rmse: dict[str, float], node: str) -> float | None:
 
 
 def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metric | None = None,
-            calib_samples: int | None = None, progress: Progress | None = None, layout=None) -> Sensitivity:
+            calib_samples: int | None = None, progress: Progress | None = None, layout=None,
+            fallback: Fallback = Fallback.FP32) -> Sensitivity:
     """``edgeq analyze``: per-layer INT8 sensitivity of a float model (.keras, SavedModel, .onnx).
 
     Without ``eval_data`` the calibration samples are scored against the float model (no labels needed,
@@ -216,7 +225,7 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
         with progress.task("calibrating"):
             cal = Calibrated.from_float_model(fm, representative_data(cal_ds, progress),
                                               per_channel, IOType.FLOAT32, str(model))
-        sens = measure(cal, scorer, progress)
+        sens = measure(cal, scorer, progress, fallback=fallback)
         if eval_data is None:
             sens.notes.append("scored on the calibration data (no --eval given)")
         return sens
