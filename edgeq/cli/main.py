@@ -157,6 +157,8 @@ def _main(argv: list[str], debug: bool) -> int:
     except (KeyboardInterrupt, typer.Abort):
         return _interrupted()
     except Exception as exc:  # a bug in edgeq, not the user's fault
+        if _received:  # TensorFlow (e.g. Keras' export tracing) turned our Terminated into its own error
+            return _interrupted()
         if debug:
             traceback.print_exc()
         print(f"edgeq: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "

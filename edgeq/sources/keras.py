@@ -62,12 +62,17 @@ def _check_container(path: Path) -> None:
         raise ModelLoadError(f"{path}: not a loadable Keras model (no HDF5 signature); copy it again or re-save it")
 
 
+def _dtype(tf, dtype):
+    # Keras 3 gives "float32"; a tf.keras that resolves to Keras 2 (once onnx2tf has imported tf_keras) a DType
+    return tf.as_dtype(getattr(dtype, "name", None) or str(dtype))
+
+
 def _static_signature(model, batch: int):
     """Input specs with the batch dimension fixed, or None when every input already has one."""
     tf = quiet_tf()
     if all(t.shape and t.shape[0] is not None for t in model.inputs):
         return None
-    specs = [tf.TensorSpec((batch if t.shape[0] is None else t.shape[0], *t.shape[1:]), tf.as_dtype(str(t.dtype)),
+    specs = [tf.TensorSpec((batch if t.shape[0] is None else t.shape[0], *t.shape[1:]), _dtype(tf, t.dtype),
                            name=str(t.name)) for t in model.inputs]
     return [specs[0]] if len(specs) == 1 else [specs]
 
