@@ -42,3 +42,6 @@ def test_the_same_add_within_the_range_is_delegated():
 def test_type_refusals_name_the_type_the_delegate_takes():
     assert "float only" in reason("MAXIMUM", "int8") and "no int8 SOFTMAX kernel" in reason("SOFTMAX", "int8")
     assert "any type" in reason("LOG", "int8") and "any type" in reason("RELU_0_TO_1", "int8")
+    # a bool RESHAPE is refused for its type, not for a run-time shape; int32 shape plumbing keeps the op's reason
+    assert "no bool RESHAPE kernel" in reason("RESHAPE", "bool")
+    assert "--batch 1" in reason("STRIDED_SLICE", "int32")

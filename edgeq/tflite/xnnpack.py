@@ -46,7 +46,9 @@ def reason(op: str, dtype: str = "") -> str:
     """Why XNNPACK leaves ``op`` (with output type ``dtype``) on the CPU, from the op and type alone."""
     if op in _FLOAT_ONLY and dtype in _QUANTIZED:
         return f"no {dtype} {op} kernel (XNNPACK's delegate takes {op} in float only)"
-    if op in REASONS:
+    # a bool/int16/int64 tensor is refused by its type whatever the op's other limits; int32 ones are mostly
+    # shape plumbing (SHAPE -> STRIDED_SLICE -> PACK), which the op's own reason explains better
+    if op in REASONS and not (dtype in ("bool", "int16", "int64") and op in _VISITED):
         return REASONS[op]
     if dtype in ("bool", "int16", "int32", "int64") and op in _VISITED:
         return f"no {dtype} {op} kernel (XNNPACK's delegate takes float and 8-bit quantized tensors)"
