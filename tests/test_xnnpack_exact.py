@@ -68,6 +68,23 @@ def test_a_model_without_those_ops_is_returned_unchanged():
     assert xnnpack_exact_rewrites(content) == (content, {})
 
 
+def test_the_model_is_run_for_its_shapes_only_when_a_candidate_passes_the_static_checks(monkeypatch):
+    """A float RELU and an int8 ADD of two activations are candidates by op but fail the type/operand checks:
+    nothing runs the model (allocating and invoking costs as much as the whole pass)."""
+    import edgeq.tflite.transforms.xnnpack_exact as xe
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def f(x):
+        return tf.nn.relu(x) + x * 2.0
+
+    calls = []
+    monkeypatch.setattr(xe, "_runtime_shapes", lambda content: calls.append(1) or {})
+    for content in (tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert(),
+                    tf_to_tflite(f, lambda: ([np.full((1, 8), v, np.float32)] for v in (-1.0, 1.0)))):
+        assert xnnpack_exact_rewrites(content) == (content, {})
+    assert calls == []
+
+
 def test_int8_ops_that_return_their_input_are_removed_and_the_graph_is_delegated_whole():
     """oww_embedding's int8 MAXIMUM(x, -128) after every LeakyReLU (19 of them): the identity on int8, but a
     float-only op for XNNPACK, so each split the graph. A real clamp (MAXIMUM with 0) is kept."""

@@ -81,13 +81,26 @@ def _runtime_shapes(content: bytes) -> dict[int, tuple[int, ...]] | None:
         return None
 
 
+class _LazyShapes:
+    """``_runtime_shapes`` computed on the first lookup: allocating and running the model costs as much as
+    the rest of the pass, and most models have a candidate op (an ADD, a RELU) that a static check rejects."""
+
+    def __init__(self, content: bytes):
+        self._content, self._shapes = content, None
+
+    def get(self, index: int):
+        if self._shapes is None:
+            self._shapes = _runtime_shapes(self._content) or {}
+        return self._shapes.get(index)
+
+
 def _static(sg) -> bool:
     """Every graph input has a fixed shape, so every tensor's ``shape`` is what it is at run time."""
     return all(sg.tensors[int(i)].shapeSignature is None or (np.asarray(sg.tensors[int(i)].shapeSignature) >= 0).all()
                for i in sg.inputs)
 
 
-def explicit_slice_sizes(model, sg, names, shapes: dict[int, tuple]) -> int:
+def explicit_slice_sizes(model, sg, names, shapes) -> int:
     """SLICE ops whose size has -1 entries get explicit sizes (static input shapes only), from the
     allocated ``shapes``."""
     done, static = 0, _static(sg)
@@ -96,15 +109,16 @@ def explicit_slice_sizes(model, sg, names, shapes: dict[int, tuple]) -> int:
             continue
         x, b, s = (int(i) for i in op.inputs[:3])
         begin, size = fb.int32_const(model, sg, b), fb.int32_const(model, sg, s)
-        shape = shapes.get(x)
-        if begin is None or size is None or shape is None or (size >= 0).all() or not static:
+        if begin is None or size is None or (size >= 0).all() or not static:
             continue  # with a dynamic input shape "to the end" is not a constant
+        if (shape := shapes.get(x)) is None:
+            continue
         op.inputs[2] = _int32_const(model, sg, np.where(size < 0, np.asarray(shape) - begin, size), s, "/explicit")
         done += 1
     return done
 
 
-def nearest_upsampling_as_copies(model, sg, names, shapes: dict[int, tuple]) -> int:
+def nearest_upsampling_as_copies(model, sg, names, shapes) -> int:
     """RESIZE_NEAREST_NEIGHBOR by integer factors (no align_corners, NHWC, static) as CONCATENATION+RESHAPE."""
     sc = fb.schema()
     done, new_ops = 0, []
@@ -227,7 +241,7 @@ def _maps_every_value_to_itself(model, sg, op, x: int, c: int | None, value) -> 
         return False
 
 
-def no_op_removal(model, sg, names, shapes: dict[int, tuple]) -> dict[str, int]:
+def no_op_removal(model, sg, names, shapes) -> dict[str, int]:
     """Drop 8-bit elementwise ops that give back their input bit for bit (see the module docstring)."""
     done: dict[str, int] = {}
     graph_outputs = {int(i) for i in sg.outputs}
@@ -247,7 +261,7 @@ def no_op_removal(model, sg, names, shapes: dict[int, tuple]) -> dict[str, int]:
             continue
         x = dynamic[0]
         if (sg.tensors[x].type not in (fb.schema().TensorType.INT8, fb.schema().TensorType.UINT8)
-                or not _same_quantization(sg.tensors[x], sg.tensors[out]) or shapes.get(x) != shapes.get(out)):
+                or not _same_quantization(sg.tensors[x], sg.tensors[out])):
             keep.append(op)
             continue
         value = None
@@ -258,7 +272,9 @@ def no_op_removal(model, sg, names, shapes: dict[int, tuple]) -> dict[str, int]:
                 keep.append(op)
                 continue
             value = vals[0]
-        if not _maps_every_value_to_itself(model, sg, op, x, c, value):
+        # the run-time shapes last: the only check that runs the model (a broadcasting op is not a no-op)
+        if (shapes.get(x) is None or shapes.get(x) != shapes.get(out)
+                or not _maps_every_value_to_itself(model, sg, op, x, c, value)):
             keep.append(op)
             continue
         renamed[out] = x  # readers of the op's output read its input instead
@@ -273,9 +289,7 @@ def xnnpack_exact_rewrites(content: bytes) -> tuple[bytes, dict[str, int]]:
     names = fb.op_names(model)
     if not {"SLICE", "RESIZE_NEAREST_NEIGHBOR", *_NO_OP_CANDIDATES} & set(names):
         return content, {}
-    shapes = _runtime_shapes(content)
-    if shapes is None:
-        return content, {}
+    shapes = _LazyShapes(content)
     counts = {"SLICE": 0, "RESIZE_NEAREST_NEIGHBOR": 0}
     sg = model.subgraphs[0]  # the allocated shapes are the first subgraph's
     counts["SLICE"] += explicit_slice_sizes(model, sg, names, shapes)
