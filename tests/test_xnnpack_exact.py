@@ -110,6 +110,31 @@ def test_int8_ops_that_return_their_input_are_removed_and_the_graph_is_delegated
         np.testing.assert_array_equal(_run(new, x), _run(content, x))
 
 
+def test_a_no_op_at_the_graph_output_is_removed_and_the_output_keeps_its_tensor():
+    """oww_melspectrogram's int8 model ends in MINIMUM(x, 127): the output's producer now writes the output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    w = tf.constant(np.random.default_rng(0).normal(0, 0.3, (8, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def f(x):
+        return tf.minimum(tf.matmul(x, w), 1e6)  # the constant quantizes to 127
+
+    rng = np.random.default_rng(1)
+    content = tf_to_tflite(f, lambda: ([rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(16)))
+    new, counts = xnnpack_exact_rewrites(content)
+    assert counts == {"no-op MINIMUM": 1}, counts
+    assert coverage(new).whole, coverage(new).summary
+
+    def output_name(c):
+        return Interpreter(model_content=c).get_output_details()[0]["name"]
+
+    assert output_name(new) == output_name(content)
+    for _ in range(3):
+        x = rng.integers(-128, 128, (1, 8)).astype(np.int8)
+        np.testing.assert_array_equal(_run(new, x), _run(content, x))
+
+
 def _run_time_sized_model() -> bytes:
     """x -> SHAPE -> RESHAPE(x, shape) -> SLICE(to the end) -> SLICE(to the end): LiteRT sizes the slices'
     outputs only when it runs, so after allocation the first slice's output keeps its stored placeholder

@@ -10,7 +10,7 @@
 
 * int8 ops that are the identity: ``MAXIMUM(x, -128)``, ``MINIMUM(x, 127)``, ``ADD``/``SUB`` of a constant 0
   and a RELU-family clamp whose bounds lie outside the output's range, each with the input's scale and zero
-  point on its output. Quantizers and onnx2tf leave them (oww_embedding: 19 MAXIMUM(x, -128) after LeakyReLU;
+  point on its output. At a graph output the output tensor stays (its producer's producer writes into it). Quantizers and onnx2tf leave them (oww_embedding: 19 MAXIMUM(x, -128) after LeakyReLU;
   epsilons that quantize to 0 in log-mel and layer norms), and XNNPACK takes none of them (float-only ops, or
   an epsilon's scale ratio out of its range). An op is removed only when LiteRT's own kernel maps every one
   of the 256 input values to itself.
@@ -245,7 +245,9 @@ def no_op_removal(model, sg, names, shapes) -> dict[str, int]:
     """Drop 8-bit elementwise ops that give back their input bit for bit (see the module docstring)."""
     done: dict[str, int] = {}
     graph_outputs = {int(i) for i in sg.outputs}
-    keep, renamed = [], {}
+    produced = {int(o) for op in sg.operators for o in (op.outputs if op.outputs is not None else [])}
+    fixed = {int(i) for i in sg.inputs} | graph_outputs  # tensors whose identity the signature names
+    keep, renamed, into_output = [], {}, {}
     for op in sg.operators:
         if renamed and op.inputs is not None:
             op.inputs = np.array([renamed.get(int(i), int(i)) for i in op.inputs], np.int32)
@@ -255,7 +257,8 @@ def no_op_removal(model, sg, names, shapes) -> dict[str, int]:
         consts = {i: fb.raw_data(model, sg.tensors[i]) for i in ins if i >= 0}
         dynamic = [i for i in ins if consts.get(i) is None]
         c = next((i for i in ins if consts.get(i) is not None), None)
-        if (name not in _NO_OP_CANDIDATES or out < 0 or out in graph_outputs or len(dynamic) != 1
+        if (name not in _NO_OP_CANDIDATES or out < 0 or len(dynamic) != 1
+                or (out in graph_outputs and (dynamic[0] in fixed or dynamic[0] not in produced))
                 or (name == "SUB" and ins[0] != dynamic[0]) or len(ins) != (1 if name.startswith("RELU") else 2)):
             keep.append(op)
             continue
@@ -277,8 +280,17 @@ def no_op_removal(model, sg, names, shapes) -> dict[str, int]:
                 or not _maps_every_value_to_itself(model, sg, op, x, c, value)):
             keep.append(op)
             continue
-        renamed[out] = x  # readers of the op's output read its input instead
+        if out in graph_outputs:  # the graph output keeps its tensor: x's producer writes into it instead
+            into_output[x] = out
+        else:
+            renamed[out] = x  # readers of the op's output read its input instead
         done[f"no-op {name}"] = done.get(f"no-op {name}", 0) + 1
+    if into_output:
+        for op in keep:
+            for field in ("inputs", "outputs"):
+                if getattr(op, field) is not None:
+                    setattr(op, field, np.array([into_output.get(int(i), int(i)) for i in getattr(op, field)],
+                                                np.int32))
     sg.operators = keep
     return done
 
