@@ -86,7 +86,8 @@ def test_step_is_judged_on_held_back_samples_and_never_lowers_them(small):
     from edgeq.data import Dataset
     from edgeq.modes import PtqChoice
     from edgeq.progress import Silent
-    from edgeq.quantize.prepare.ptq import PtqPlan, _adaround, _Measure
+    from edgeq.quantize.prepare.adaround import AdaRoundStep
+    from edgeq.quantize.prepare.ptq import PtqPlan, _Measure, _Run
 
     model, cal, feeds = small
     name, x = next(iter(feeds.items()))
@@ -94,12 +95,13 @@ def test_step_is_judged_on_held_back_samples_and_never_lowers_them(small):
                  [model.predict(x, verbose=0)], Path("test.keras"), Silent())
     plain = cal.quantize()
     plan = PtqPlan(PtqChoice.LEARNED)
-    content, _ = _adaround(cal, m, plan, plain, m.score(plain))
+    fit, held = m.split()
+    run = _Run(plan, fit, held, "held-back", plain, Silent())
+    run.step(AdaRoundStep(), cal, lambda c: c.quantize())
     step = plan.steps[-1]
     assert step.name == "adaround" and step.judged_on == "held-back" and step.seconds is not None
-    _, held = m.split()
     assert len(held.reference[0]) == 8  # every 4th of 32 samples
-    assert held.score(content).sqnr_db >= held.score(plain).sqnr_db
+    assert held.score(run.best_bytes).sqnr_db >= held.score(plain).sqnr_db
     assert "s" in plan.summary.split("adaround")[1]  # the summary shows the step's time
 
 

@@ -9,29 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 
-KERAS_STEPS = ("equalize", "bias_absorb", "bias_correction")
-
-
 def prepared_start(keras_model, applied: list[str], calib_x: np.ndarray) -> tuple[object, list[str]]:
     """``keras_model`` flattened, with the Keras graph steps PTQ kept (``applied``) replayed; returns
     (model, steps replayed). With none kept, the model itself comes back (the QAT rewrite folds BN anyway)."""
-    from edgeq.quantize.prepare.bias_absorb import absorb_biases
-    from edgeq.quantize.prepare.bias_correction import correct_biases
     from edgeq.quantize.prepare.bn_fold import fold_batchnorm
-    from edgeq.quantize.prepare.equalize import equalize
     from edgeq.quantize.prepare.flatten import flatten
+    from edgeq.quantize.prepare.step import Backend, steps
 
-    kept = [s for s in KERAS_STEPS if s in applied]
+    kept = [s for s in steps(per_channel=True, learned=False) if s.backend is Backend.KERAS and s.name in applied]
     if not kept:
         return keras_model, []
     model, n_bn = fold_batchnorm(flatten(keras_model).model)
     done = [f"bn_fold ({n_bn} layers)"]
-    for name in kept:
-        if name == "equalize":
-            model, n = equalize(model, calib_x)
-        elif name == "bias_absorb":
-            model, n = absorb_biases(model, calib_x)
-        else:
-            model, n = correct_biases(model, calib_x, True)
-        done.append(f"{name} ({n})")
+    for step in kept:  # the same steps PTQ ran, in its order, on all the calibration images
+        candidates = step.candidates(model, {"x": calib_x})
+        if candidates:
+            model = candidates[0].model
+        done.append(f"{step.name} ({candidates[0].detail if candidates else 'nothing to do'})")
     return model, done

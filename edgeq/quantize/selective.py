@@ -80,6 +80,10 @@ class Calibrated:
         self._int8: bytes | None = None  # full INT8, the base every int16-fallback candidate is rewritten from
         self._biases: dict | None = None
 
+    def with_content(self, content: bytes) -> "Calibrated":
+        """The same settings around an edited calibrated model (what flatbuffer PTQ steps return)."""
+        return type(self)(content, self.per_channel, self.io, self.source)
+
     @classmethod
     def from_saved_model(cls, saved_model_dir: Path, representative: RepresentativeData, per_channel: bool,
                          io: IOType, source: str) -> "Calibrated":

@@ -25,6 +25,7 @@ from itertools import repeat
 
 import numpy as np
 
+from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fb
 
 LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -290,3 +291,17 @@ def adaround(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], 
         sg.operators[layer.op].inputs[1] = fb.new_const(model, sg, layer.weight, new, "/adaround")
         learned[layer.out] = _unflat(q, w4.shape, layer.kind).astype(np.int8)
     return fb.dump(model), learned
+
+
+class AdaRoundStep:
+    """Learned weight rounding of every conv/dense layer (a PTQ step, see ``step.py``); it fits many
+    parameters, so it is never judged on the samples it fitted."""
+
+    name, needs_held_back = "adaround", True
+    backend = Backend.CALIBRATED
+
+    def candidates(self, cal, fit):
+        content, learned = adaround(cal.content, cal.quantize(), fit)
+        n_fit = len(next(iter(fit.values())))
+        return [Candidate(cal.with_content(content), f"learned rounding of {len(learned)} layers, fitted on "
+                          f"{n_fit} samples")] if learned else []

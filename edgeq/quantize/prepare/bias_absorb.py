@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.quantize.prepare.equalize import find_pairs
-from edgeq.quantize.prepare.graph import Graph, activations
+from edgeq.quantize.prepare.graph import Graph, activations, clone
+from edgeq.quantize.prepare.step import Backend, Candidate, only_input
 
 
 def _qualifies(g: Graph, first: str, second: str) -> bool:
@@ -42,3 +43,14 @@ def absorb_biases(model, calib_x: np.ndarray) -> tuple[object, int]:
         model.get_layer(p.second).set_weights([k2, (b2 + m @ w2).astype(np.float32)])
         changed += 1
     return model, changed
+
+
+class BiasAbsorbStep:
+    """Bias absorption into the following layers (a PTQ step, see ``step.py``)."""
+
+    name, needs_held_back = "bias_absorb", False
+    backend = Backend.KERAS
+
+    def candidates(self, model, fit):
+        changed, n = absorb_biases(clone(model), only_input(fit))
+        return [Candidate(changed, f"bias absorption into {n} following layers")] if n else []

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.quantize.prepare.graph import CONV_LIKE, Graph, activations, kernel_out_axis_view
+from edgeq.quantize.prepare.graph import CONV_LIKE, Graph, activations, clone, kernel_out_axis_view
+from edgeq.quantize.prepare.step import Backend, Candidate, only_input
 
 
 def simulate_int8_weights(kind: str, kernel: np.ndarray, per_channel: bool) -> np.ndarray:
@@ -42,3 +43,17 @@ def correct_biases(model, calib_x: np.ndarray, per_channel: bool) -> tuple[objec
                                 for i in range(0, len(x), 100)]).mean(0)
         layer.set_weights([kernel, (bias - shift).astype(np.float32)])
     return model, len(targets)
+
+
+class BiasCorrectionStep:
+    """Empirical bias correction of weight rounding's mean shift (a PTQ step, see ``step.py``)."""
+
+    name, needs_held_back = "bias_correction", False
+    backend = Backend.KERAS
+
+    def __init__(self, per_channel: bool = True):
+        self.per_channel = per_channel
+
+    def candidates(self, model, fit):
+        changed, n = correct_biases(clone(model), only_input(fit), self.per_channel)
+        return [Candidate(changed, f"empirical bias correction of {n} layers")] if n else []

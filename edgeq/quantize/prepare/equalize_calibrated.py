@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fm
 
 PRODUCER_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # weight axis of output channels
 CONSUMERS = ("CONV_2D", "FULLY_CONNECTED")
 CHANNEL_LAST_OPS = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "RELU", "ADD", "MUL", "PAD"}
-ALPHAS = (0.25, 0.5, 0.75, 1.0)  # migration strengths tried; each is scored on the calibration data
+ALPHAS = (0.25, 0.5, 0.75, 1.0)  # migration strengths tried; each is scored on held-back calibration samples
 
 
 @dataclass
@@ -228,3 +229,22 @@ def _scale_chain(model, sg, names, ch: Chain, stats, alpha: float) -> None:
         if q is not None and q.min is not None and len(q.min) == 1:
             q.min = [float(np.min(lo / s))]
             q.max = [float(np.max(hi / s))]
+
+
+class EqualizeCalibratedStep:
+    """Activation-aware channel equalization in the calibrated flatbuffer, one variant per migration strength
+    (a PTQ step, see ``step.py``)."""
+
+    name, needs_held_back = "equalize_calibrated", False
+    backend = Backend.CALIBRATED
+
+    def candidates(self, cal, fit):
+        chains, stats = prepare(cal.content, fit)
+        if not chains:
+            return []
+        out = []
+        for alpha in ALPHAS:
+            content, _ = equalize_calibrated(cal.content, fit, alpha, (chains, stats))
+            out.append(Candidate(cal.with_content(content), f"{len(chains)} layer pairs equalized, alpha {alpha:g}",
+                                 f"{alpha:g}"))
+        return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fm
 from edgeq.tflite.flatbuffer import NONE as _NONE, RELU as _RELU
 
@@ -97,3 +98,15 @@ def fold_affine(calibrated: bytes) -> tuple[bytes, int]:
     if not folds:
         return calibrated, 0
     return fm.dump(model), folds
+
+
+class FoldAffineStep:
+    """Per-channel MUL/ADD folded into the conv/dense before them, in the calibrated flatbuffer (a PTQ step)."""
+
+    name, needs_held_back = "fold_affine", False
+    backend = Backend.CALIBRATED
+
+    def candidates(self, cal, fit):
+        content, n = fold_affine(cal.content)
+        return [Candidate(cal.with_content(content), f"{n} per-channel MUL/ADD folded into conv/dense weights")] \
+            if n else []

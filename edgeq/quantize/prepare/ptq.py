@@ -1,12 +1,11 @@
 """Post-training INT8 that keeps its accuracy: prepare the float graph, measure each step, keep what helps.
 
-Every step is measured the same way: convert to full INT8 with the same TFLiteConverter settings, run
-the result in LiteRT on the calibration data and compare with the *original* float model's outputs
-(SQNR of the outputs, top-1 agreement). A step is kept only when it raises SQNR by more than
-``MIN_GAIN_DB``; the report lists every step with what it gained, kept or not, and its time.
-
-Steps that fit many parameters to the data (learned rounding) are fitted on 3/4 of the calibration
-samples and judged on the held-back quarter, so they cannot be kept for fitting the data they are scored on.
+The steps (``step.py``: one interface, one ordered list) fit on 3/4 of the calibration samples; each
+variant they propose is converted to full INT8 with the same settings, run in LiteRT on the held-back
+quarter and compared with the *original* float model's outputs (SQNR of the outputs, top-1 agreement).
+A step is kept only when it raises that held-back SQNR by more than ``MIN_GAIN_DB`` without losing
+agreement, so no step is kept for fitting the samples it is scored on. The report lists every step with
+what it gained there, kept or not, and its time.
 """
 from __future__ import annotations
 
@@ -143,83 +142,63 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
                          choice: PtqChoice = PtqChoice.AUTO) -> tuple[bytes, PtqPlan]:
     """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan).
 
-    ``PtqChoice.LEARNED`` adds learned weight rounding at the end (the slow step)."""
-    from edgeq.quantize.prepare.bias_absorb import absorb_biases
-    from edgeq.quantize.prepare.bias_correction import correct_biases
-    from edgeq.quantize.prepare.bn_fold import fold_batchnorm
-    from edgeq.quantize.prepare.equalize import equalize
-    from edgeq.quantize.prepare.flatten import FlattenError, flatten
-    from edgeq.quantize.prepare.graph import clone
+    Every step (``step.steps``) fits on 3/4 of the calibration samples and is kept only when it beats the
+    model so far on the held-back quarter. ``PtqChoice.LEARNED`` adds learned weight rounding (the slow step)."""
+    from edgeq.quantize.prepare.step import Backend, steps
 
     progress = progress or Silent()
     plan = PtqPlan(choice)
-    reference = fm.predict(calib.inputs)
-    m = _Measure(settings, calib, reference, fm.source, progress, fm.batch)
+    m = _Measure(settings, calib, fm.predict(calib.inputs), fm.source, progress, fm.batch)
     with progress.task("PTQ: plain conversion (baseline)"):
-        best_bytes = m.convert_float_model(fm)
-        best = plan.baseline = m.score(best_bytes)
+        plain = m.convert_float_model(fm)
+        plan.baseline = m.score(plain)
+    split = m.split()
+    if split is None:
+        fit, judge = calib.inputs, None
+        plan.notes.append("fewer than 8 calibration samples: steps are judged on the samples they fitted")
+    else:
+        fit, judge = split
+    run = _Run(plan, fit, judge or m, "held-back" if judge else "calibration", plain, progress)
+    ordered = steps(settings.per_channel, choice is PtqChoice.LEARNED)
+    keras_model = _flat_keras_model(fm, calib, plan)
+    if keras_model is not None:
+        for step in (s for s in ordered if s.backend is Backend.KERAS):
+            keras_model = run.step(step, keras_model, m.convert_keras)
+    prepared = keras_model if any(s.applied for s in plan.steps) else None
+    cal = _calibrate(fm, prepared, m, settings, plan, progress)
+    if cal is not None:
+        for step in (s for s in ordered if s.backend is Backend.CALIBRATED):
+            cal = run.step(step, cal, lambda c: c.quantize())
+    plan.final = m.score(run.best_bytes) if run.best_bytes is not plain else plan.baseline
+    return run.best_bytes, plan
+
+
+def _flat_keras_model(fm, calib, plan: PtqPlan):
+    """The source's Keras model flattened (nested bases inlined) with BatchNorm folded, for the Keras graph
+    steps; None (and a note) when the source has none or it cannot be flattened."""
+    from edgeq.quantize.prepare.bn_fold import fold_batchnorm
+    from edgeq.quantize.prepare.flatten import FlattenError, flatten
+
     keras_model = fm.extra.get("keras_model")
-    graph_ok = keras_model is not None and len(calib.inputs) == 1
-    if not graph_ok:
+    if keras_model is None or len(calib.inputs) != 1:
         plan.notes.append(f"{fm.kind} source: the Keras graph steps (equalize, bias_absorb, bias_correction) need a "
                           "single-input Keras model; the flatbuffer steps ran")
-    current = None
-    if graph_ok:
-        x = next(iter(calib.inputs.values()))
-        try:
-            # flat: the steps must see inside nested bases (Model(inputs, head(base(inputs))), Sequential([base]))
-            current, n_bn = fold_batchnorm(flatten(keras_model).model)
-        except (ValueError, TypeError, KeyError, FlattenError) as exc:  # e.g. subclassed models have no functional config
-            plan.notes.append(f"graph steps skipped: {exc}")
-            current = None
-    if current is not None:
-        candidates = [
-            ("equalize", lambda mdl: equalize(mdl, x), "cross-layer equalization of {n} layer pairs"),
-            ("bias_absorb", lambda mdl: absorb_biases(mdl, x), "bias absorption into {n} following layers"),
-            ("bias_correction", lambda mdl: correct_biases(mdl, x, settings.per_channel),
-             "empirical bias correction of {n} layers"),
-        ]
-        accepted = current
-        for name, step, text in candidates:
-            t0 = time.monotonic()
-            with progress.task(f"PTQ: {name}"):
-                try:
-                    trial, n = step(clone(accepted))
-                    if n == 0:
-                        plan.steps.append(PtqStep(name, "nothing to do", False))
-                        continue
-                    content = m.convert_keras(trial)
-                    score = m.score(content)
-                except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
-                    # a layer this step does not understand: skip the step, never the conversion
-                    plan.steps.append(PtqStep(name, f"not applicable: {first_line(exc)[:120]}", False))
-                    continue
-            gain, keep = _judge(score, best)
-            plan.steps.append(PtqStep(name, text.format(n=n), keep, score, gain, _since(t0)))
-            if keep:
-                accepted, best, best_bytes = trial, score, content
-        plan.notes.insert(0, f"BN folded into {n_bn} layers before equalization")
-        prepared = accepted if any(s.applied for s in plan.steps) else None
-    else:
-        prepared = None
-    best_bytes, best, cal = _tune_ranges(fm, prepared, m, settings, plan, best_bytes, best, progress)
-    if choice is PtqChoice.LEARNED and cal is not None:
-        with progress.task("PTQ: adaround (learned weight rounding)"):
-            best_bytes, best = _adaround(cal, m, plan, best_bytes, best)
-    plan.final = best
-    return best_bytes, plan
+        return None
+    try:
+        # flat: the steps must see inside nested bases (Model(inputs, head(base(inputs))), Sequential([base]))
+        model, n_bn = fold_batchnorm(flatten(keras_model).model)
+    except (ValueError, TypeError, KeyError, FlattenError) as exc:  # e.g. subclassed models have no functional config
+        plan.notes.append(f"graph steps skipped: {exc}")
+        return None
+    plan.notes.insert(0, f"BN folded into {n_bn} layers before equalization")
+    return model
 
 
-def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes: bytes, best: Score,
-                 progress: Progress):
-    """On the calibrated float model: fold per-channel MUL/ADD into weights, equalize channels between
-    layers, then clip activation ranges (percentile or MSE); each kept only if it helps.
-
-    Returns (best bytes, best score, the calibrated model they were quantized from, or None)."""
+def _calibrate(fm, prepared, m: _Measure, settings, plan: PtqPlan, progress: Progress):
+    """The calibrated float model the flatbuffer steps edit (of the kept Keras graph, or of the source)."""
     from contextlib import nullcontext
 
     from edgeq.convert import representative_data
-    from edgeq.quantize.prepare.ranges import clipped_models
     from edgeq.quantize.selective import Calibrated
     from edgeq.sources.keras import from_keras_object
 
@@ -227,143 +206,60 @@ def _tune_ranges(fm, prepared, m: _Measure, settings, plan: PtqPlan, best_bytes:
         ctx = from_keras_object(prepared, fm.source, fm.batch) if prepared is not None else nullcontext(fm)
         try:
             with ctx as src:
-                cal = Calibrated.from_float_model(src, representative_data(m.calib, Silent()),
-                                                  settings.per_channel, settings.io, str(fm.source))
-        except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
-            plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
-            return best_bytes, best, None
-    t0 = time.monotonic()
-    with progress.task("PTQ: fold_affine"):
-        n_steps = len(plan.steps)
-        cal, best_bytes, best = _fold_affine(cal, m, plan, best_bytes, best)
-        _stamp(plan, n_steps, t0)
-    t0 = time.monotonic()
-    with progress.task("PTQ: equalize_calibrated"):
-        n_steps = len(plan.steps)
-        cal, best_bytes, best = _equalize_calibrated(cal, m, plan, best_bytes, best)
-        _stamp(plan, n_steps, t0)
-    t0 = time.monotonic()
-    with progress.task("PTQ: activation ranges"):
-        try:
-            trials = [(method, edited, content, m.score(content))
-                      for method, edited, content in clipped_models(cal, m.calib.inputs)]
-        except Exception as exc:  # noqa: BLE001 - optional step: keep the best model so far
-            plan.steps.append(PtqStep("ranges", f"not applicable: {first_line(exc)[:120]}", False))
-            return best_bytes, best, cal
-    trials = [t for t in trials if _same_io(t[2], best_bytes)]
-    if not trials:  # the calibrated-model quantizer could not give the requested I/O type (e.g. uint8)
-        plan.steps.append(PtqStep("ranges", f"not applicable with {settings.io.value} I/O", False))
-        return best_bytes, best, cal
-    method, edited, content, score = max(trials, key=lambda t: t[3].sqnr_db)
-    gain, keep = _judge(score, best)
-    tried = ", ".join(f"{t[0].value} {t[3].sqnr_db:.1f} dB" for t in trials)
-    plan.steps.append(PtqStep("ranges", f"{method.value} clipping of activation ranges (tried {tried})", keep,
-                              score, gain, _since(t0)))
-    # cal (calibrated from the kept graph, with the kept flatbuffer steps) quantizes to the best model so far
-    return (content, score, edited) if keep else (best_bytes, best, cal)
+                return Calibrated.from_float_model(src, representative_data(m.calib, Silent()),
+                                                   settings.per_channel, settings.io, str(fm.source))
+        except Exception as exc:  # noqa: BLE001 - optional steps: keep the best model so far
+            plan.notes.append(f"flatbuffer steps skipped: calibration failed: {first_line(exc)[:120]}")
+            return None
 
 
-def _adaround(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score) -> tuple[bytes, Score]:
-    """Learned weight rounding of ``cal``: fitted on 3/4 of the calibration samples, kept only when it beats
-    the best model so far on the held-back quarter."""
-    from edgeq.quantize.prepare.adaround import adaround
+class _Run:
+    """Runs steps one after another, keeping the best model so far and its score on the judging samples."""
 
-    t0 = time.monotonic()
-    split = m.split()
-    if split is None:
-        plan.steps.append(PtqStep("adaround", "not applicable: fewer than 8 calibration samples", False))
-        return best_bytes, best
-    fit, held = split
-    try:
-        start = cal.quantize()
-        content, learned = adaround(cal.content, start, fit)
-        if not learned:
-            plan.steps.append(PtqStep("adaround", "nothing to do", False, seconds=_since(t0)))
-            return best_bytes, best
-        quantized = type(cal)(content, cal.per_channel, cal.io, cal.source).quantize()
-        score, before = held.score(quantized), held.score(best_bytes)
-    except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
-        plan.steps.append(PtqStep("adaround", f"not applicable: {first_line(exc)[:120]}", False,
-                                  seconds=_since(t0)))
-        return best_bytes, best
-    if not _same_io(quantized, best_bytes):
-        plan.steps.append(PtqStep("adaround", f"not applicable with {cal.io.value} I/O", False))
-        return best_bytes, best
-    gain, keep = _judge(score, before)
-    n_fit = len(next(iter(fit.values())))
-    plan.steps.append(PtqStep("adaround", f"learned rounding of {len(learned)} layers, fitted on {n_fit} samples, "
-                              f"held-back SQNR {before.sqnr_db:.1f} -> {score.sqnr_db:.1f} dB, agreement "
-                              f"{100 * before.agreement:.1f} -> {100 * score.agreement:.1f}%", keep, score, gain,
-                              _since(t0), "held-back"))
-    return (quantized, m.score(quantized)) if keep else (best_bytes, best)
+    def __init__(self, plan: PtqPlan, fit: dict[str, np.ndarray], judge: _Measure, judged_on: str, start: bytes,
+                 progress: Progress):
+        self.plan, self.fit, self.judge, self.judged_on, self.progress = plan, fit, judge, judged_on, progress
+        self.best_bytes, self.best = start, judge.score(start)
+
+    def step(self, step, model, quantize):
+        """Run one step on ``model``; returns the model later steps start from (the step's best variant
+        when it was kept, else ``model``)."""
+        t0 = time.monotonic()
+        if step.needs_held_back and self.judged_on != "held-back":
+            self._record(step.name, "not applicable: fewer than 8 calibration samples to hold some back", t0)
+            return model
+        with self.progress.task(f"PTQ: {step.name}"):
+            try:
+                candidates = step.candidates(model, self.fit)
+                if not candidates:
+                    self._record(step.name, "nothing to do", t0)
+                    return model
+                trials = [(c, c.content if c.content is not None else quantize(c.model)) for c in candidates]
+                trials = [t for t in trials if _same_io(t[1], self.best_bytes)]
+                if not trials:  # the calibrated-model quantizer could not give the requested I/O (e.g. uint8)
+                    self._record(step.name, "not applicable with this I/O type", t0)
+                    return model
+                scored = [(c, content, self.judge.score(content)) for c, content in trials]
+            except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
+                self._record(step.name, f"not applicable: {first_line(exc)[:120]}", t0)
+                return model
+        chosen, content, score = max(scored, key=lambda t: t[2].sqnr_db)
+        gain, keep = _judge(score, self.best)
+        tried = f" (tried {', '.join(f'{c.label} {sc.sqnr_db:.1f} dB' for c, _, sc in scored)})" \
+            if len(scored) > 1 else ""
+        self.plan.steps.append(PtqStep(step.name, chosen.detail + tried, keep, score, gain, _since(t0),
+                                       self.judged_on))
+        if not keep:
+            return model
+        self.best_bytes, self.best = content, score
+        return chosen.model
+
+    def _record(self, name: str, detail: str, t0: float) -> None:
+        self.plan.steps.append(PtqStep(name, detail, False, seconds=_since(t0)))
 
 
 def _since(t0: float) -> float:
     return round(time.monotonic() - t0, 2)
-
-
-def _stamp(plan: PtqPlan, n_before: int, t0: float) -> None:
-    """Give the step(s) appended since ``n_before`` their time."""
-    for k in range(n_before, len(plan.steps)):
-        plan.steps[k] = replace(plan.steps[k], seconds=_since(t0))
-
-
-def _fold_affine(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score):
-    """Fold constant per-channel MUL/ADD (e.g. a BatchNorm after ReLU) into the conv/dense before them.
-
-    Returns the calibrated model to tune ranges on, and the best (bytes, score) so far."""
-    from edgeq.quantize.prepare.fold_affine import fold_affine
-
-    try:
-        content, n = fold_affine(cal.content)
-        if n == 0:
-            plan.steps.append(PtqStep("fold_affine", "nothing to do", False))
-            return cal, best_bytes, best
-        folded = type(cal)(content, cal.per_channel, cal.io, cal.source)
-        quantized = folded.quantize()
-        score = m.score(quantized)
-    except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
-        plan.steps.append(PtqStep("fold_affine", f"not applicable: {first_line(exc)[:120]}", False))
-        return cal, best_bytes, best
-    if not _same_io(quantized, best_bytes):
-        plan.steps.append(PtqStep("fold_affine", f"not applicable with {cal.io.value} I/O", False))
-        return cal, best_bytes, best
-    gain, keep = _judge(score, best)
-    plan.steps.append(PtqStep("fold_affine", f"{n} per-channel MUL/ADD folded into conv/dense weights", keep,
-                              score, gain))
-    return (folded, quantized, score) if keep else (cal, best_bytes, best)
-
-
-def _equalize_calibrated(cal, m: _Measure, plan: PtqPlan, best_bytes: bytes, best: Score):
-    """Activation-aware channel equalization in the calibrated model, trying a few migration strengths.
-
-    Returns the calibrated model to tune ranges on, and the best (bytes, score) so far."""
-    from edgeq.quantize.prepare import equalize_calibrated as eqc
-
-    try:
-        chains, stats = eqc.prepare(cal.content, m.calib.inputs)
-        if not chains:
-            plan.steps.append(PtqStep("equalize_calibrated", "nothing to do", False))
-            return cal, best_bytes, best
-        trials = []
-        for alpha in eqc.ALPHAS:
-            content, n = eqc.equalize_calibrated(cal.content, m.calib.inputs, alpha, (chains, stats))
-            trial = type(cal)(content, cal.per_channel, cal.io, cal.source)
-            quantized = trial.quantize()
-            trials.append((alpha, trial, quantized, m.score(quantized)))
-    except Exception as exc:  # noqa: BLE001 - an optional step must never break a conversion
-        plan.steps.append(PtqStep("equalize_calibrated", f"not applicable: {first_line(exc)[:120]}", False))
-        return cal, best_bytes, best
-    trials = [t for t in trials if _same_io(t[2], best_bytes)]
-    if not trials:
-        plan.steps.append(PtqStep("equalize_calibrated", f"not applicable with {cal.io.value} I/O", False))
-        return cal, best_bytes, best
-    alpha, trial, quantized, score = max(trials, key=lambda t: t[3].sqnr_db)
-    gain, keep = _judge(score, best)
-    tried = ", ".join(f"{t[0]:g} {t[3].sqnr_db:.1f} dB" for t in trials)
-    plan.steps.append(PtqStep("equalize_calibrated", f"{len(chains)} layer pairs equalized, alpha {alpha:g} "
-                              f"(tried {tried})", keep, score, gain))
-    return (trial, quantized, score) if keep else (cal, best_bytes, best)
 
 
 def _same_io(content: bytes, reference: bytes) -> bool:

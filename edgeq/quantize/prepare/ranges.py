@@ -14,6 +14,8 @@ from enum import Enum
 
 import numpy as np
 
+from edgeq.quantize.prepare.step import Backend, Candidate
+
 EDITABLE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD"}
 MAX_VALUES = 200_000  # per-tensor sample kept for the range search
 ALPHAS = np.linspace(0.2, 1.0, 33)
@@ -126,3 +128,14 @@ def clipped_models(calibrated, feeds: dict[str, np.ndarray]):
         edited = type(calibrated)(with_ranges(calibrated.content, ranges), calibrated.per_channel, calibrated.io,
                                   calibrated.source)
         yield method, edited, edited.quantize()
+
+
+class RangesStep:
+    """Activation ranges clipped by percentile or by per-tensor MSE (a PTQ step, see ``step.py``)."""
+
+    name, needs_held_back = "ranges", False
+    backend = Backend.CALIBRATED
+
+    def candidates(self, cal, fit):
+        return [Candidate(edited, f"{method.value} clipping of activation ranges", method.value, content)
+                for method, edited, content in clipped_models(cal, fit)]
