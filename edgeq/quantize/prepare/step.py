@@ -43,18 +43,20 @@ class Step(Protocol):
 
 
 def steps(per_channel: bool, learned: bool) -> list[Step]:
-    """The steps in the order they run: Keras graph steps, then flatbuffer steps; learned rounding last."""
+    """The steps in the order they run: Keras graph steps, then flatbuffer steps; ``learned`` adds the slow
+    ones (end-to-end range search, learned rounding) last."""
     from edgeq.quantize.prepare.adaround import AdaRoundStep
     from edgeq.quantize.prepare.bias_absorb import BiasAbsorbStep
     from edgeq.quantize.prepare.bias_correction import BiasCorrectionStep
     from edgeq.quantize.prepare.equalize import EqualizeStep
     from edgeq.quantize.prepare.equalize_calibrated import EqualizeCalibratedStep
     from edgeq.quantize.prepare.fold_affine import FoldAffineStep
+    from edgeq.quantize.prepare.range_search import RangeSearchStep
     from edgeq.quantize.prepare.ranges import RangesStep
 
     ordered: list[Step] = [EqualizeStep(), BiasAbsorbStep(), BiasCorrectionStep(per_channel), FoldAffineStep(),
                            EqualizeCalibratedStep(), RangesStep()]
-    return ordered + ([AdaRoundStep()] if learned else [])
+    return ordered + ([RangeSearchStep(), AdaRoundStep()] if learned else [])
 
 
 def only_input(fit: dict[str, np.ndarray]) -> np.ndarray:
