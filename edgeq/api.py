@@ -116,7 +116,7 @@ def _onnx_calibration_file(path: Path, options: ConvertOptions, stack: ExitStack
     from edgeq.modes import Mode
 
     calib = options.calib
-    int8_acts = options.mode in (Mode.INT8, Mode.INT8_FALLBACK, Mode.MIXED)
+    int8_acts = options.mode.spec.int8_activations
     if path.suffix.lower() != ".onnx" or not int8_acts or calib is None or isinstance(calib, Path):
         return {}
     if isinstance(calib, np.ndarray):

@@ -79,7 +79,7 @@ def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset
 
 def check_result(info: ModelInfo, options: ConvertOptions, source: Path) -> None:
     """Refuse to write a model that is not what the mode promises."""
-    if options.mode is Mode.INT8 and info.float_ops:
+    if options.mode.spec.integer_only and info.float_ops:
         # the converter leaves an op float when LiteRT has no integer kernel for it, or when it could not
         # quantize it (a same-scale conflict, as silero-vad's LSTM cell had before state_concat): either way the
         # model is not all-integer
@@ -140,7 +140,7 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
     t = time.perf_counter()
     with progress.task(f"loading {source.name}"):
         # e.g. ONNX input_shapes; quantized activations let the ONNX source make encoders quantizable
-        int8_acts = options.mode in (Mode.INT8, Mode.INT8_FALLBACK, Mode.MIXED)
+        int8_acts = options.mode.spec.int8_activations
         on_disk = isinstance(options.calib, Path)  # the ONNX LayerNorm split reads a calibration .npz itself
         fm = load_float_model(source, batch=options.batch,
                               **{"quantized_activations": options.mode.needs_calibration,
@@ -190,7 +190,7 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
                    else quantize_float_model(fm, options, calib, progress, evalds, extra, float_bytes))
         timings["convert"] = time.perf_counter() - t
         rewrite_notes: list[str] = []
-        if options.mode in (Mode.FP32, Mode.FP16, Mode.DYNAMIC):  # float activations: exact XNNPACK-friendly ops
+        if options.mode.spec.float_activations:  # exact XNNPACK-friendly float ops
             from edgeq.tflite.transforms.clamp_ops import relu_0_to_1_as_min_max
 
             content, n = relu_0_to_1_as_min_max(content)

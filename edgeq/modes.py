@@ -21,8 +21,13 @@ class Mode(str, Enum):
     MIXED = "mixed"  # int8 except the layers an accuracy-budget search keeps in fp16/fp32/int16x8
 
     @property
+    def spec(self) -> ModeSpec:
+        """What this mode is (``MODES``): the one place a mode's behaviour is decided."""
+        return MODES[self]
+
+    @property
     def needs_calibration(self) -> bool:
-        return self in (Mode.INT8, Mode.INT8_FALLBACK, Mode.INT16X8, Mode.MIXED)
+        return self.spec.calibrated
 
     @property
     def suffix(self) -> str:
@@ -38,9 +43,39 @@ class IOType(str, Enum):
     UINT8 = "uint8"
 
 
+@dataclass(frozen=True)
+class ModeSpec:
+    """A precision mode's answers to what the pipeline asks of it."""
+
+    calibrated: bool  # needs representative data (integer activations somewhere)
+    int8_activations: bool  # int8 activation kernels: LiteRT kernel workarounds, quantizable encoder rewrites
+    integer_only: bool  # every op must come out integer: a float leftover is refused, not written
+    default_io: IOType
+    op_set: str | None = None  # TFLiteConverter's target op set: "int8", "int16x8", or its default builtins
+    fp16_weights: bool = False
+    optimize: bool = True  # TFLiteConverter's Optimize.DEFAULT (off: the plain float conversion)
+
+    @property
+    def float_activations(self) -> bool:
+        return not self.calibrated
+
+
+MODES: dict[Mode, ModeSpec] = {
+    Mode.FP32: ModeSpec(False, False, False, IOType.FLOAT32, optimize=False),
+    Mode.FP16: ModeSpec(False, False, False, IOType.FLOAT32, fp16_weights=True),
+    Mode.DYNAMIC: ModeSpec(False, False, False, IOType.FLOAT32),
+    # int8 I/O: what NPUs and microcontrollers want from a full-integer model
+    Mode.INT8: ModeSpec(True, True, True, IOType.INT8, op_set="int8"),
+    Mode.INT8_FALLBACK: ModeSpec(True, True, False, IOType.FLOAT32),  # default op set: float where no int kernel
+    Mode.INT16X8: ModeSpec(True, False, False, IOType.FLOAT32, op_set="int16x8"),
+    # made by the budget search (quantize/mixed.py) from one calibration, not by one converter call
+    Mode.MIXED: ModeSpec(True, True, False, IOType.FLOAT32),
+}
+
+
 def default_io(mode: Mode) -> IOType:
-    """Full-INT8 models take and give int8 (what NPUs and microcontrollers want); all others float."""
-    return IOType.INT8 if mode is Mode.INT8 else IOType.FLOAT32
+    """The I/O type a mode's model gets unless the user asks for another."""
+    return mode.spec.default_io
 
 
 class Metric(str, Enum):

@@ -144,3 +144,16 @@ def test_multi_input_encoder_from_a_dict_of_arrays(tmp_path):
         edgeq.convert(enc / "model.onnx", edgeq.ConvertOptions(mode="int16x8",
                                                                calib={"input_ids": tokens["input_ids"]}),
                       input_shapes={"input_ids": (1, 16), "attention_mask": (1, 16)}, out=tmp_path / "bad.tflite")
+
+
+def test_every_mode_has_one_spec_and_the_converter_settings_follow_it():
+    """The mode registry (``edgeq.modes.MODES``): each mode is defined once, and its answers agree."""
+    from edgeq.modes import MODES, IOType, Mode
+
+    assert set(MODES) == set(Mode)
+    for mode, spec in MODES.items():
+        assert mode.needs_calibration == spec.calibrated
+        assert not spec.integer_only or (spec.calibrated and spec.int8_activations and spec.op_set == "int8")
+        assert not spec.fp16_weights or not spec.calibrated
+        assert spec.default_io is (IOType.INT8 if spec.integer_only else IOType.FLOAT32)
+    assert [m for m in Mode if not m.spec.optimize] == [Mode.FP32]

@@ -35,26 +35,24 @@ def make_converter(saved_model_dir: Path, settings: ConverterSettings,
     """A configured ``tf.lite.TFLiteConverter``; call ``convert_with(converter)`` to run it."""
     tf = quiet_tf()
     c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    mode = settings.mode
-    if mode is Mode.FP32:
+    mode, spec = settings.mode, settings.mode.spec
+    if not spec.optimize:
         return c
     c.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode is Mode.FP16:
+    if spec.fp16_weights:
         c.target_spec.supported_types = [tf.float16]
-    elif mode is Mode.DYNAMIC:
-        pass
-    else:
+    if spec.calibrated:
         if representative is None:
             raise ConversionError(f"`mode={mode.value}` needs calibration data; give `calib=DATA` "
                                   "(a few hundred representative inputs)")
         c.representative_dataset = representative
-        if mode is Mode.INT8:
-            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            c.inference_input_type = _tf_io_type(tf, settings.io)
-            c.inference_output_type = _tf_io_type(tf, settings.io)
-        elif mode is Mode.INT16X8:
-            c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        # INT8_FALLBACK keeps the default op set: integer kernels where they exist, float elsewhere.
+    if spec.op_set == "int8":
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        c.inference_input_type = _tf_io_type(tf, settings.io)
+        c.inference_output_type = _tf_io_type(tf, settings.io)
+    elif spec.op_set == "int16x8":
+        c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    # no op set (int8-fallback): integer kernels where they exist, float elsewhere
     if not settings.per_channel:
         c._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only per-tensor switch
     return c
@@ -79,17 +77,14 @@ def run_converter(converter, settings: ConverterSettings, source: str) -> bytes:
         text = f"{exc}\n{last_captured()}"
         ops = sorted({m.group(1) for pat in _UNSUPPORTED for m in pat.finditer(text)})
         if ops:
-            hint = (" use --mode int8-fallback to keep them in float" if settings.mode is Mode.INT8
+            hint = (" use --mode int8-fallback to keep them in float" if settings.mode.spec.integer_only
                     else " the model needs ops LiteRT's builtin set lacks; replace them in the model")
             raise ConversionError(f"{source}: cannot convert op(s) {', '.join(ops)} to {settings.mode.value};{hint}") \
                 from exc
         first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), str(exc).strip()[:200])
         raise ConversionError(f"{source}: TFLiteConverter failed in mode {settings.mode.value}: {first[:300]} "
                               "(rerun with --debug for the converter log)") from exc
-    return apply_kernel_workarounds(content) if settings.mode in INT8_ACTIVATIONS else content
-
-
-INT8_ACTIVATIONS = (Mode.INT8, Mode.INT8_FALLBACK)
+    return apply_kernel_workarounds(content) if settings.mode.spec.int8_activations else content
 
 
 def apply_kernel_workarounds(content: bytes) -> bytes:
@@ -129,17 +124,17 @@ def quantize_flatbuffer_source(float_bytes: bytes, settings: ConverterSettings,
     from edgeq.quantize.fp16_weights import weights_to_fp16, weights_to_int8
 
     quiet_tf()  # the schema and calibrator modules import TensorFlow: quiet its start-up log first
-    mode = settings.mode
-    if mode is Mode.FP32:
+    mode, spec = settings.mode, settings.mode.spec
+    if not spec.optimize:
         return float_bytes
     try:
-        if mode is Mode.FP16:
+        if spec.fp16_weights:
             return weights_to_fp16(float_bytes, None)
-        if mode is Mode.DYNAMIC:
+        if not spec.calibrated:  # dynamic range
             return weights_to_int8(float_bytes)
         if representative is None:
             raise ConversionError(f"mode {mode.value} needs calibration data (a few hundred representative inputs)")
-        if mode is Mode.INT16X8:
+        if spec.op_set == "int16x8":
             from edgeq.quantize.int16x8 import quantize_16x8
 
             return quantize_16x8(float_bytes, representative, not settings.per_channel)
@@ -163,7 +158,7 @@ def quantize_float_flatbuffer(float_bytes: bytes, converter, settings: Converter
     API fail (another TensorFlow), the public ``convert()`` runs instead, with its errors mapped.
     """
     try:
-        if settings.mode is Mode.INT16X8:  # TF's 16x8 quantizer fails on integer tensors and breaks SUM
+        if settings.mode.spec.op_set == "int16x8":  # TF's 16x8 quantizer fails on integer tensors and breaks SUM
             from edgeq.quantize.int16x8 import quantize_16x8
 
             rep = converter.representative_dataset
@@ -172,4 +167,4 @@ def quantize_float_flatbuffer(float_bytes: bytes, converter, settings: Converter
             content = calibrate_flatbuffer(float_bytes, converter)
     except Exception:
         return run_converter(converter, settings, source)
-    return apply_kernel_workarounds(content) if settings.mode in INT8_ACTIVATIONS else content
+    return apply_kernel_workarounds(content) if settings.mode.spec.int8_activations else content
