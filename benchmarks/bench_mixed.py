@@ -58,6 +58,7 @@ ZOO_CASES = {
     "fer_emotion": [(Metric.SQNR, 0.5), (Metric.SQNR, 0.2), (Metric.SQNR, 0.1)],
     "efficientnet_lite0": [(Metric.AGREEMENT, 0.5)],
 }
+METRIC_LABEL = {Metric.TOP1.value: "top-1"}  # as the fashion_dwnet rows write it
 DEPENDS = ("benchmarks/zoo/models.toml",)  # read by the zoo manifest, not imported
 SEARCH_HALF = 1000
 
@@ -178,7 +179,7 @@ def _int16_table(sample_rows: list[dict], zoo_rows: list[dict]) -> str:
                      f"{len(r['kept'])}/{r['layers_total']} | {100 * r['int8_macs_share']:.1f} | "
                      f"{'yes' if r['all_integer'] else 'no'} | {r['search_s']:.1f} |")
     for r in zoo_rows:
-        label, budget = f"{r['model']} (zoo)", f"{r['metric']} {r['budget']:g}"
+        label, budget = f"{r['model']} (pretrained)", f"{METRIC_LABEL.get(r['metric'], r['metric'])} {r['budget']:g}"
         if "needs" in r or "error" in r:
             what = f"needs {r['needs']}" if "needs" in r else r["error"].replace("|", "\\|")
             lines.append(f"| {label} | {budget} | {what} | | | | | | |")
@@ -189,8 +190,8 @@ def _int16_table(sample_rows: list[dict], zoo_rows: list[dict]) -> str:
                      f"{'yes' if r['all_integer'] else 'no'} | {r['search_s']:.1f} |")
     kept = [f"- {r['sample']} top-1 {r['budget_pt']:g} ({r['fallback']}): {', '.join(r['kept']) or 'none'}"
             for r in sample_rows]
-    kept += [f"- {r['model']} {r['metric']} {r['budget']:g} (int16): {', '.join(r['kept']) or 'none'}"
-             for r in zoo_rows if "kept" in r]
+    kept += [f"- {r['model']} {METRIC_LABEL.get(r['metric'], r['metric'])} {r['budget']:g} (int16): "
+             f"{', '.join(r['kept']) or 'none'}" for r in zoo_rows if "kept" in r]
     return ("### All-integer fallback (`--mode mixed --fallback int16 --ptq plain`)\n\n"
             "Drops in points of the metric against the float model, on the eval data the budget is enforced on "
             "(fashion_dwnet: 1,000 held-out images, the next 1,000 confirm; zoo models: the zoo's own eval set, "
