@@ -178,3 +178,45 @@ def test_distillation_loss_is_kl_and_temperature_trains():
         (h,) = train(qat, ds, None, cfg)
         assert -1e-4 < h.loss < 0.5 * entropy  # KL of a close student, far below the teacher's entropy
         assert not all(np.array_equal(a, b) for a, b in zip(before, qat.float_model.get_weights()))
+
+
+def test_early_stopping_judges_val_and_never_sees_eval_data(tmp_path, monkeypatch):
+    """With ``eval_data``, epochs are chosen on ``val_data`` only and every reported number is on ``eval_data``
+    (benchmarks/qat_real.py used to pick the epoch on the very images its table reports)."""
+    from edgeq.qat import pipeline
+    from edgeq.qat.pipeline import QATOptions, TrainConfig, finetune
+
+    model_path = tmp_path / "tiny.keras"
+    tiny_functional().save(model_path)
+    rng = np.random.default_rng(3)
+    sets = {name: rng.uniform(0, 1, (n, 12, 12, 1)).astype(np.float32)
+            for name, n in (("train", 48), ("val", 20), ("eval", 28))}
+    for name, x in sets.items():
+        np.savez(tmp_path / f"{name}.npz", x=x)
+    seen: list[int] = []
+    real_train, real_judge = pipeline.train, pipeline.exported_agreement
+
+    def train_spy(qat, train_ds, val_ds, *args, **kwargs):
+        seen.append(len(val_ds))
+        return real_train(qat, train_ds, val_ds, *args, **kwargs)
+
+    def judge_spy(qat, ds, *args, **kwargs):
+        seen.append(len(ds))
+        return real_judge(qat, ds, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", train_spy)
+    monkeypatch.setattr(pipeline, "exported_agreement", judge_spy)
+    r = finetune(model_path, tmp_path / "train.npz", tmp_path / "val.npz", tmp_path / "out",
+                 QATOptions(train=TrainConfig(epochs=1, batch_size=16, calib_samples=32), ptq_calib_samples=32),
+                 eval_data=tmp_path / "eval.npz")
+    assert seen and set(seen) == {20}  # start and per-epoch judgement: val only
+    q = r.extra["qat"]
+    assert (q["val_samples"], q["eval_samples"], q["eval_is_val"]) == (20, 28, False)
+    assert r.accuracy.vs_float.agreement is not None
+    # the reported agreement is the shipped model's on eval
+    from edgeq import metrics
+    from edgeq.runtime import TFLiteRunner
+
+    out = TFLiteRunner(content=Path(r.output).read_bytes()).run({"image": sets["eval"]})[0]
+    reference = keras.saving.load_model(model_path).predict(sets["eval"], verbose=0)
+    assert r.accuracy.vs_float.agreement == pytest.approx(metrics.agreement(reference, out))
