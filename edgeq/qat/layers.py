@@ -61,6 +61,7 @@ class ActivationQuantizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.ema = ema
         self.calibrating = False
+        self.frozen = False  # a Python flag read when training traces: keep the calibrated range
 
     def build(self, input_shape):
         self.min = self.add_weight(name="min", shape=(), initializer="zeros", trainable=False)
@@ -71,7 +72,7 @@ class ActivationQuantizer(keras.layers.Layer):
             self.min.assign(tf.minimum(self.min, tf.reduce_min(x)))
             self.max.assign(tf.maximum(self.max, tf.reduce_max(x)))
             return x
-        if training:
+        if training and not self.frozen:
             # The range must contain 0 so that zero (padding, ReLU) is exact, as in TFLite.
             lo = tf.minimum(tf.reduce_min(x), 0.0)
             hi = tf.maximum(tf.reduce_max(x), 0.0)

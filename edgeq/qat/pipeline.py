@@ -48,7 +48,8 @@ def _ptq_baseline(source: Path, train_x: np.ndarray, val, options: QATOptions, w
 
 def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, out_dir: Path | str,
              options: QATOptions | None = None, progress: Progress | None = None,
-             on_epoch: Callable[[EpochStats], None] | None = None) -> ConversionReport:
+             on_epoch: Callable[[EpochStats], None] | None = None,
+             eval_data: Path | str | None = None) -> ConversionReport:
     """Fine-tune ``model`` (.keras/.h5) with simulated INT8 and write ``<out_dir>/<stem>_qat_int8.tflite``
     (full integer) and ``<out_dir>/<stem>_qat.keras`` (the fine-tuned float model).
 
@@ -56,6 +57,11 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
     labels ``y``, or in-memory data (an ``(x, y)`` tuple, a dict, an iterable or ``tf.data.Dataset``). Without
     labels in ``train_data`` the float model teaches (distillation); without labels in ``val_data`` the report
     judges agreement with the float model only. Nested Keras models are accepted.
+
+    ``eval_data`` (same forms as ``val_data``), when given, is the data the report's numbers (float, PTQ INT8,
+    QAT INT8) are measured on, and ``val_data`` only chooses the epoch (early stopping): a held-apart set that
+    no decision has seen. Without it, ``val_data`` does both (then the reported QAT number is optimistic: the
+    epoch was picked on the same images).
     """
     options = options or QATOptions()
     progress = progress or Silent()
@@ -73,7 +79,8 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
                                  ".keras or .h5 file the model was trained as")
         train_ds = load_dataset(train_data, fm.inputs, name="train_data")
         val_ds = load_dataset(val_data, fm.inputs, name="val_data")
-        reference = fm.predict(val_ds.inputs)
+        eval_ds = load_dataset(eval_data, fm.inputs, name="eval_data") if eval_data is not None else val_ds
+        reference = fm.predict(eval_ds.inputs)
         from edgeq.qat.rewrite import rewrite
         from edgeq.qat.start import prepared_start
         from edgeq.qat.train import agreement_with_float, check_labels, distill_weight
@@ -82,14 +89,16 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         qat = rewrite(keras_model)  # an unsupported layer fails here, in seconds, before any conversion
         check_labels(qat, train_ds)
         check_labels(qat, val_ds)
+        if eval_ds is not val_ds:
+            check_labels(qat, eval_ds)
         distill_weight(options.train, train_ds)  # labels asked for but missing: fail before minutes of work
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
         rng = np.random.default_rng(options.train.seed)
         pick = np.sort(rng.choice(len(train_ds), min(options.ptq_calib_samples, len(train_ds)), replace=False))
-        # val as read once (a generator given as val_data cannot be read a second time)
-        val_arrays = {**val_ds.inputs, **({"y": val_ds.labels} if val_ds.labels is not None else {})}
+        # eval as read once (a generator given as val_data cannot be read a second time)
+        val_arrays = {**eval_ds.inputs, **({"y": eval_ds.labels} if eval_ds.labels is not None else {})}
         calib_x = next(iter(train_ds.inputs.values()))[pick]
         ptq = _ptq_baseline(source, calib_x, val_arrays, options, Path(tmp), progress)
         timings["ptq_int8"] = time.perf_counter() - t
@@ -115,15 +124,17 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
             info = export.inspect_export(content, options.io, source)
         timings["export"] = time.perf_counter() - t
         t = time.perf_counter()
-        accuracy = evaluate(content, val_ds, reference, progress)
-        tuned = _keras_outputs(qat, val_ds, qat.float_model)
-        tuned_float = metrics.top1(tuned[0], val_ds.labels) if val_ds.labels is not None else None
+        accuracy = evaluate(content, eval_ds, reference, progress)
+        tuned = _keras_outputs(qat, eval_ds, qat.float_model)
+        tuned_float = metrics.top1(tuned[0], eval_ds.labels) if eval_ds.labels is not None else None
         timings["eval"] = time.perf_counter() - t
 
         tfl, keras_path = export.write_outputs(out_dir, source, content, _float_to_save(qat, keras_model, replayed))
         info.path = str(tfl)
     qat_section = _qat_section(options, len(train_ds), history, start_top1, tuned_float, ptq, accuracy,
                                timings["finetune"], keras_path, qat.fused)
+    qat_section.update(val_samples=len(val_ds), eval_samples=len(eval_ds),
+                       eval_is_val=eval_ds is val_ds)
     qat_section.update(start_agreement=start.agreement, start_sqnr_db=round(start.sqnr_db, 3),
                        started_from=["bn folded in the simulation"] + replayed,
                        signal=_signal(options, train_ds), nested_models_inlined=qat.flat.nested if qat.flat else 0,
@@ -132,7 +143,8 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         source=str(source), source_kind=kind, output=str(tfl), mode=Mode.INT8.value, io=options.io.value,
         per_channel=True, size_bytes=len(content), float_size_bytes=ptq.float_size_bytes, model=info,
         calib_samples=None, accuracy=accuracy,
-        notes=list(dict.fromkeys(list(fm.notes) + train_ds.notes + val_ds.notes)), timings_s=timings,
+        notes=list(dict.fromkeys(list(fm.notes) + train_ds.notes + val_ds.notes
+                                 + (eval_ds.notes if eval_ds is not val_ds else []))), timings_s=timings,
         extra={"qat": qat_section})
 
 

@@ -40,6 +40,10 @@ class TrainConfig:
     distill_weight: float | None = None  # share of the distillation loss; None: 0 with labels, 1 without
     patience: int = 2  # epochs without a better validation agreement before stopping
     temperature: float = 1.0  # distillation temperature on classifier heads (Hinton et al.; loss scaled by T^2)
+    freeze_ranges: bool = False  # keep the calibrated activation ranges (PTQ's) instead of following an EMA
+    # softmax heads: train the student's int8 logits (what TFLite's SOFTMAX reads), not its probabilities on
+    # the 1/256 output grid, whose zeros (p < 1/512) made log-probabilities at a temperature meaningless
+    student_logits: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,13 @@ def train(qat: QATModel, train_ds: Dataset, val_ds: Dataset | None, config: Trai
     # a classifier head that gives logits: the float model's probabilities are the soft targets
     teacher = [_softmax(t) if k == "ce" and lg else t for t, k, lg in zip(teacher, kinds, logits)]
     label_from_logits = logits[0]
+    for q in qat.quantizers():
+        q.frozen = bool(config.freeze_ranges)
+    student = qat.model
+    if config.student_logits:
+        student, swapped = _logit_student(qat.model)
+        logits = [lg or sw for lg, sw in zip(logits, swapped)]
+        label_from_logits = logits[0]
     opt = keras.optimizers.Adam(config.learning_rate)
     variables = qat.model.trainable_variables
     opt.build(variables)
@@ -251,7 +262,7 @@ def train(qat: QATModel, train_ds: Dataset, val_ds: Dataset | None, config: Trai
     @tf.function(reduce_retracing=True)
     def step(xb, targets, yb):
         with tf.GradientTape() as tape:
-            outs = qat.model(xb, training=True)
+            outs = student(xb, training=True)
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
             loss = loss_fn(outs, targets, yb)
         grads = tape.gradient(loss, variables)
@@ -305,6 +316,31 @@ def train(qat: QATModel, train_ds: Dataset, val_ds: Dataset | None, config: Trai
     if val_ds is not None:
         qat.model.set_weights(best_weights)  # the best epoch, or the calibrated start if none beat it
     return history
+
+
+def _logit_student(model):
+    """``model`` with each softmax output replaced by the (fake-quantized) tensor its softmax reads; which
+    outputs were replaced. Same layers and variables: training it trains ``model``."""
+    import keras
+
+    outs, swapped = [], []
+    for t in model.outputs:
+        op = t._keras_history.operation  # noqa: SLF001
+        src = t
+        if type(op).__name__ == "SoftmaxOutputRange":
+            src = op._inbound_nodes[0].input_tensors[0]  # noqa: SLF001
+            op = src._keras_history.operation  # noqa: SLF001
+        from edgeq.qat.rewrite import activation_name
+
+        if activation_name(op) == "softmax" and type(op).__name__ in ("Softmax", "Activation"):
+            outs.append(op._inbound_nodes[0].input_tensors[0])  # noqa: SLF001
+            swapped.append(True)
+        else:
+            outs.append(t)
+            swapped.append(False)
+    if not any(swapped):
+        return model, swapped
+    return keras.Model(model.inputs, outs if len(outs) > 1 else outs[0]), swapped
 
 
 def _entropy(p):
