@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def tiny():
-    import tensorflow as tf
+    import keras  # Keras 3: once onnx2tf is imported, tf.keras resolves to Keras 2 (tf_keras)
 
     from edgeq.convert import representative_data
     from edgeq.data import Dataset
@@ -23,16 +23,16 @@ def tiny():
     from edgeq.quantize.selective import Calibrated
     from edgeq.sources.keras import from_keras_object
 
-    tf.keras.utils.set_random_seed(0)
-    L = tf.keras.layers
-    i = tf.keras.Input((16, 16, 3))
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    i = keras.Input((16, 16, 3))
     x = L.Conv2D(8, 3, padding="same", activation="relu")(i)
     x = L.Add()([x, L.DepthwiseConv2D(3, padding="same")(x)])
     x = L.MaxPooling2D(2)(L.AveragePooling2D(2)(x))
     x = L.Conv2D(16, 1)(x)
     x = L.Concatenate()([x, L.Conv2D(4, 1)(x)])
     x = L.Softmax()(L.Dense(10)(L.GlobalAveragePooling2D()(x)))
-    model = tf.keras.Model(i, x)
+    model = keras.Model(i, x)
     data = np.random.default_rng(0).standard_normal((64, 16, 16, 3)).astype(np.float32)
     with from_keras_object(model, Path("tiny.keras")) as fm:
         name = fm.inputs[0].name
@@ -169,16 +169,16 @@ def test_int16_fallback_defaults_to_int8_io():
 def test_the_other_listed_ops_run_at_16_bits_all_integer():
     """Every op of INT16_OPS the CNN above lacks, moved to int16 one at a time (with its neighbours): it runs
     in LiteRT, stays all-integer and is not worse than INT8."""
-    import tensorflow as tf
+    import keras  # Keras 3: once onnx2tf is imported, tf.keras resolves to Keras 2 (tf_keras)
 
     from tests.conftest import calibrate_keras
 
     from edgeq.quantize.int16_fallback import INT16_OPS, float_biases, to_int16
     from edgeq.tflite import flatbuffer
 
-    tf.keras.utils.set_random_seed(1)
-    L = tf.keras.layers
-    i = tf.keras.Input((8, 8, 4))
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    i = keras.Input((8, 8, 4))
     x = L.LeakyReLU(0.1)(L.Conv2D(8, 1)(i))
     x = L.UpSampling2D(interpolation="bilinear")(x)[:, 1:, 1:, :]
     g = L.Activation("sigmoid")(x)
@@ -187,7 +187,7 @@ def test_the_other_listed_ops_run_at_16_bits_all_integer():
     x = L.ReLU(6.0)(L.ZeroPadding2D(1)(x))
     x = L.Dense(5)(L.Reshape((-1,))(x))
     data = np.random.default_rng(1).standard_normal((32, 8, 8, 4)).astype(np.float32)
-    cal, feeds = calibrate_keras(tf.keras.Model(i, x), data)
+    cal, feeds = calibrate_keras(keras.Model(i, x), data)
     f32 = _run(cal.content, feeds)  # the calibrated model still computes in float
     int8 = cal.quantize()
     base = _rel(_run(int8, feeds), f32)
