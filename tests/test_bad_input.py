@@ -424,3 +424,22 @@ def test_a_signal_that_tensorflow_turns_into_its_own_error_still_reports_the_sig
     res = cli("convert", CNN / "model.keras", "--mode", "fp16", "--out", tmp_path / "m.tflite")
     assert res.code == 128 + signal.SIGTERM, res.err
     assert "terminated by SIGTERM" in res.err and "internal error" not in res.err
+
+
+def test_a_signal_inside_the_calibration_callback_is_reported_as_the_signal(cli, tmp_path, monkeypatch):
+    """SIGTERM while TFLiteConverter calls edgeq's calibration generator comes back as a converter failure,
+    which edgeq maps to a ConversionError: still exit 143 and "terminated by SIGTERM", not "error:"."""
+    import edgeq.api
+    from edgeq.errors import ConversionError
+
+    def calibrating(*_a, **_k):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises Terminated inside the generator
+        except KeyboardInterrupt:
+            raise ConversionError("m.keras: TFLiteConverter failed in mode int8: ...") from None
+
+    monkeypatch.setattr(edgeq.api, "convert", calibrating)
+    res = cli("convert", CNN / "model.keras", "--mode", "fp16", "--out", tmp_path / "m.tflite")
+    assert res.code == 128 + signal.SIGTERM, res.err
+    assert "terminated by SIGTERM" in res.err and "error:" not in res.err
+

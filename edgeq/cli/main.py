@@ -132,6 +132,8 @@ def _main(argv: list[str], debug: bool) -> int:
             return _interrupted()
         return code
     except EdgeqError as exc:
+        if _received:  # the signal landed in a callback (the converter's calibration) and came back wrapped
+            return _interrupted()
         if debug:
             traceback.print_exc()
         print(f"edgeq: error: {as_flags(str(exc))}", file=sys.stderr)
