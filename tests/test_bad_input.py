@@ -443,3 +443,19 @@ def test_a_signal_inside_the_calibration_callback_is_reported_as_the_signal(cli,
     assert res.code == 128 + signal.SIGTERM, res.err
     assert "terminated by SIGTERM" in res.err and "error:" not in res.err
 
+
+def test_after_an_interruption_finalizer_errors_print_no_traceback():
+    """What failed in CI: exit 143 and the one line, then TensorFlow's cut-short graph generators printed
+    "Exception ignored in ... AssertionError: Nesting violated" tracebacks while being collected at exit."""
+    code = ("from edgeq.cli.main import _interrupted\n"
+            "class Cut:\n"
+            "    def __del__(self):\n"
+            "        raise AssertionError('Nesting violated for default stack')\n"
+            "_interrupted()\n"
+            "c = Cut()\n"
+            "del c\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "interrupted" in done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+

@@ -94,6 +94,9 @@ def _termination_handled():
 
 
 def _interrupted() -> int:
+    # TensorFlow's graph-building generators, cut short by the signal, print "Exception ignored in ...
+    # Nesting violated" tracebacks when garbage-collected at exit: the run is over, keep its report one line
+    sys.unraisablehook = lambda _unraisable: None
     if _received:
         name = signal.Signals(_received[0]).name
         print(f"edgeq: terminated by {name}; no output was written", file=sys.stderr)
