@@ -409,39 +409,32 @@ def test_failed_conversion_leaves_previous_output_intact(cli, sin_model, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]  # no temp files left behind
 
 
-def test_a_signal_that_tensorflow_turns_into_its_own_error_still_reports_the_signal(cli, tmp_path, monkeypatch):
-    """SIGTERM inside Keras' export tracing comes out of TensorFlow as an AttributeError: exit 143, not 'internal'."""
+def _wrapped_signal(kind: str) -> Exception:
+    from edgeq.errors import ConversionError
+
+    if kind == "tensorflow":  # what Keras' export tracing made of it (CI, session 6)
+        return AttributeError("'SymbolicTensor' object has no attribute '_type_spec'")
+    return ConversionError("m.keras: TFLiteConverter failed in mode int8: ...")  # from the calibration callback
+
+
+@pytest.mark.parametrize("kind, not_said", [("tensorflow", "internal error"), ("calibration", "error:")])
+def test_a_signal_that_comes_back_as_another_error_is_reported_as_the_signal(cli, tmp_path, monkeypatch, kind,
+                                                                               not_said):
+    """SIGTERM inside Keras' export tracing comes out of TensorFlow as an AttributeError; inside the converter's
+    calibration generator, as a converter failure edgeq maps to a ConversionError. Both: exit 143 and
+    "terminated by SIGTERM", not an error line."""
     import edgeq.api
 
-    def traced_export(*_a, **_k):
+    def interrupted(*_a, **_k):
         try:
             os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises Terminated here
         except KeyboardInterrupt:
-            # what TensorFlow's tracing did with it (CI, session 6)
-            raise AttributeError("'SymbolicTensor' object has no attribute '_type_spec'") from None
+            raise _wrapped_signal(kind) from None
 
-    monkeypatch.setattr(edgeq.api, "convert", traced_export)
+    monkeypatch.setattr(edgeq.api, "convert", interrupted)
     res = cli("convert", CNN / "model.keras", "--mode", "fp16", "--out", tmp_path / "m.tflite")
     assert res.code == 128 + signal.SIGTERM, res.err
-    assert "terminated by SIGTERM" in res.err and "internal error" not in res.err
-
-
-def test_a_signal_inside_the_calibration_callback_is_reported_as_the_signal(cli, tmp_path, monkeypatch):
-    """SIGTERM while TFLiteConverter calls edgeq's calibration generator comes back as a converter failure,
-    which edgeq maps to a ConversionError: still exit 143 and "terminated by SIGTERM", not "error:"."""
-    import edgeq.api
-    from edgeq.errors import ConversionError
-
-    def calibrating(*_a, **_k):
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises Terminated inside the generator
-        except KeyboardInterrupt:
-            raise ConversionError("m.keras: TFLiteConverter failed in mode int8: ...") from None
-
-    monkeypatch.setattr(edgeq.api, "convert", calibrating)
-    res = cli("convert", CNN / "model.keras", "--mode", "fp16", "--out", tmp_path / "m.tflite")
-    assert res.code == 128 + signal.SIGTERM, res.err
-    assert "terminated by SIGTERM" in res.err and "error:" not in res.err
+    assert "terminated by SIGTERM" in res.err and not_said not in res.err
 
 
 def test_after_an_interruption_finalizer_errors_print_no_traceback():
