@@ -9,11 +9,14 @@ def top1(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(outputs.reshape(len(outputs), -1), -1) == labels))
 
 
+def top1_hits(reference: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Per sample: does the arg-max class equal the reference model's."""
+    return reference.reshape(len(reference), -1).argmax(-1) == outputs.reshape(len(outputs), -1).argmax(-1)
+
+
 def agreement(reference: np.ndarray, outputs: np.ndarray) -> float:
     """Share of samples whose arg-max class equals the reference model's."""
-    r = reference.reshape(len(reference), -1).argmax(-1)
-    o = outputs.reshape(len(outputs), -1).argmax(-1)
-    return float(np.mean(r == o))
+    return float(np.mean(top1_hits(reference, outputs)))
 
 
 def cosine(reference: np.ndarray, outputs: np.ndarray) -> float:

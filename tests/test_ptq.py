@@ -190,3 +190,27 @@ def test_report_says_what_ptq_applied(converted):
 def test_cli_rejects_unknown_ptq_choice(cli, dwnet):
     res = cli("convert", dwnet.keras, "--mode", "int8", "--calib", dwnet.calib, "--ptq", "magic")
     assert res.code == 2 and "magic" in res.err
+
+
+def test_keep_rule_compares_agreement_sample_by_sample():
+    from edgeq.quantize.prepare.ptq import Score, _judge
+
+    def score(db, hits):
+        return Score(db, sum(hits) / len(hits), tuple(hits))
+
+    best = score(10.0, [True] * 11 + [False])
+    # one sample flipped on 12 (8 points of agreement) is within the sign test's noise: +2.6 dB is kept
+    assert _judge(score(12.6, [True] * 10 + [False, False]), best) == (2.6, True)
+    # two lost and none won is not noise
+    assert _judge(score(12.6, [True] * 9 + [False] * 3), best)[1] is False
+    # three lost, one won: net 2 <= sqrt(4)
+    assert _judge(score(12.6, [False] * 3 + [True] * 9), best)[1] is True
+    # no SQNR gain, no keep, however the samples move
+    assert _judge(score(10.05, [True] * 12), best)[1] is False
+    # a plan's JSON has the scores without the per-sample hits
+    from edgeq.modes import PtqChoice
+    from edgeq.quantize.prepare.ptq import PtqPlan, PtqStep
+
+    plan = PtqPlan(PtqChoice.AUTO, baseline=best, final=best, steps=[PtqStep("x", "d", True, best, 0.2)])
+    doc = json.loads(json.dumps(plan.to_dict()))
+    assert doc["baseline"] == {"sqnr_db": 10.0, "agreement": 11 / 12} and "hits" not in doc["steps"][0]["score"]
