@@ -6,9 +6,9 @@ interface from ``step.py``: here the imports can be plain top-level ones.
 from __future__ import annotations
 
 from edgeq.quantize.prepare.adaround import AdaRoundStep
-from edgeq.quantize.prepare.bias_absorb import BiasAbsorbStep
-from edgeq.quantize.prepare.bias_correction import BiasCorrectionStep
-from edgeq.quantize.prepare.equalize import EqualizeStep
+from edgeq.quantize.prepare.bias_absorb import BIAS_ABSORB_STEP
+from edgeq.quantize.prepare.bias_correction import bias_correction_step
+from edgeq.quantize.prepare.equalize import EQUALIZE_STEP
 from edgeq.quantize.prepare.equalize_calibrated import EqualizeCalibratedStep
 from edgeq.quantize.prepare.fold_affine import FoldAffineStep
 from edgeq.quantize.prepare.range_search import RangeSearchStep
@@ -19,6 +19,6 @@ from edgeq.quantize.prepare.step import Step
 def steps(per_channel: bool, learned: bool) -> list[Step]:
     """The steps in the order they run: Keras graph steps, then flatbuffer steps; ``learned`` adds the slow
     ones (end-to-end range search, learned rounding) last."""
-    ordered: list[Step] = [EqualizeStep(), BiasAbsorbStep(), BiasCorrectionStep(per_channel), FoldAffineStep(),
+    ordered: list[Step] = [EQUALIZE_STEP, BIAS_ABSORB_STEP, bias_correction_step(per_channel), FoldAffineStep(),
                            EqualizeCalibratedStep(), RangesStep()]
     return ordered + ([RangeSearchStep(), AdaRoundStep()] if learned else [])

@@ -8,11 +8,14 @@ ranges recorded, any source). Adding a step is one module with a ``Step`` and on
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 import numpy as np
+
+from edgeq.quantize.prepare.graph import clone
 
 
 class Backend(str, Enum):
@@ -40,6 +43,23 @@ class Step(Protocol):
         """Variants of ``model`` fitted on ``fit`` (input name -> samples); empty when there is nothing to do.
         Must not change ``model``."""
         ...
+
+
+@dataclass(frozen=True)
+class KerasStep:
+    """A Keras graph step that is one in-place edit, ``fn(model, x) -> (model, n changed)``, run on a clone
+    (``candidates`` must not change its input); one candidate, described by ``text`` with ``{n}`` filled in,
+    when the edit changed something."""
+
+    name: str  # reports and results key on it: keep it stable
+    fn: Callable[[object, np.ndarray], tuple[object, int]]
+    text: str  # e.g. "cross-layer equalization of {n} layer pairs"
+    needs_held_back: bool = False
+    backend: Backend = Backend.KERAS
+
+    def candidates(self, model, fit: dict[str, np.ndarray]) -> list[Candidate]:
+        changed, n = self.fn(clone(model), only_input(fit))
+        return [Candidate(changed, self.text.format(n=n))] if n else []
 
 
 def only_input(fit: dict[str, np.ndarray]) -> np.ndarray:
