@@ -163,13 +163,14 @@ def analyze(model: ModelLike, calib: Any, eval_data: Any = None, options: Analyz
 
 def finetune(model: ModelLike, train_data: Any, eval_data: Any, out_dir: Path | str,
              options: FinetuneOptions | None = None, *, progress: Progress | None = None,
-             on_epoch: Callable | None = None) -> ConversionReport:
+             on_epoch: Callable | None = None, holdout_data: Any = None) -> ConversionReport:
     """Quantization-aware fine-tuning of a Keras model; writes ``<out_dir>/<name>_qat_int8.tflite`` and the
     fine-tuned float ``<out_dir>/<name>_qat.keras``.
 
     Without labels in ``train_data`` the float model teaches (distillation). The report compares, on
     ``eval_data``, agreement with float (and top-1 with labels) of post-training INT8 and QAT INT8.
-    ``on_epoch`` receives each epoch's stats.
+    ``holdout_data``, when given, is where those numbers are measured instead, and ``eval_data`` only chooses
+    the epoch (early stopping): numbers from data no choice has seen. ``on_epoch`` receives each epoch's stats.
     """
     from edgeq.qat.pipeline import QATOptions, TrainConfig, finetune as run_finetune
 
@@ -179,7 +180,8 @@ def finetune(model: ModelLike, train_data: Any, eval_data: Any, out_dir: Path | 
                      io=o.io, ptq_calib_samples=o.ptq_calib_samples)
     with ExitStack() as stack:
         path = stack.enter_context(_model_path(model, stack))
-        report = run_finetune(path, train_data, eval_data, Path(out_dir), qat, progress=progress, on_epoch=on_epoch)
+        report = run_finetune(path, train_data, eval_data, Path(out_dir), qat, progress=progress, on_epoch=on_epoch,
+                              eval_data=holdout_data)
     if label := _model_label(model):
         report.source = label
     return report

@@ -61,7 +61,7 @@ def test_a_model_with_nothing_to_gain_is_left_alone():
 
 
 def test_learned_runs_range_search_before_adaround_and_auto_does_not():
-    from edgeq.quantize.prepare.step import steps
+    from edgeq.quantize.prepare.order import steps
 
     learned = [s.name for s in steps(per_channel=True, learned=True)]
     assert learned[-2:] == ["range_search", "adaround"]

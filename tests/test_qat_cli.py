@@ -48,6 +48,7 @@ def test_finetune_reports_float_ptq_and_qat_and_writes_both_models(finetuned, cn
     acc, qat = report["accuracy"], report["qat"]
     assert acc["samples"] == 300 and acc["float_top1"] is not None
     assert qat["ptq_int8"]["fully_integer"] and len(qat["history"]) == 1 and qat["train_samples"] == 512
+    assert qat["eval_is_val"] and qat["val_samples"] == qat["eval_samples"] == 300  # no --holdout: --val does both
     # docs/qat.md's claim: QAT INT8 does not lose to post-training INT8 (on the hard sample it wins; on this
     # easy CNN PTQ is already near float). Bound: QAT top-1 >= PTQ top-1 minus the noise of a difference on
     # the 300 held-out images (claims.margin_points: ~1.2-2.3 pt at 99-96% agreement).
@@ -154,3 +155,33 @@ def test_nested_transfer_model_on_unlabelled_images(cli, tmp_path):
     saved = keras.saving.load_model(tmp_path / "o" / "transfer_qat_int8.tflite".replace("_int8.tflite", ".keras"),
                                     compile=False)
     assert any(isinstance(layer, keras.Model) for layer in saved.layers)  # the user's architecture, nested
+
+
+def test_holdout_is_reported_apart_from_the_data_that_chose_the_epoch(cli, tmp_path):
+    """--eval chooses the epoch; with --holdout every reported number is measured on the held-apart set
+    instead, and the report says which set was which."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 1), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))).save(
+        tmp_path / "tiny.keras")
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 64), ("val", 24), ("held", 40)):
+        np.savez(tmp_path / f"{name}.npz", x=rng.uniform(0, 1, (n, 12, 12, 1)).astype(np.float32))
+    res = cli("qat", "finetune", tmp_path / "tiny.keras", "--train", tmp_path / "train.npz", "--eval",
+              tmp_path / "val.npz", "--holdout", tmp_path / "held.npz", "--epochs", "1", "--out-dir",
+              tmp_path / "o", "--json", "--no-progress")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    q = report["qat"]
+    assert (q["val_samples"], q["eval_samples"], q["eval_is_val"]) == (24, 40, False)
+    assert report["accuracy"]["samples"] == 40 and q["qat_agreement"] is not None
+
+
+def test_missing_holdout_file(cli, cnn, data, tmp_path):
+    res = cli("qat", "finetune", cnn.keras, "--train", data / "train.npz", "--eval", data / "val.npz",
+              "--holdout", tmp_path / "missing.npz", "--out-dir", tmp_path / "o")
+    one_line_error(res, "missing.npz")
+    assert not (tmp_path / "o").exists()

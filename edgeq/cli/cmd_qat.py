@@ -26,7 +26,12 @@ def finetune(
                                                     "model teaches (distillation)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval", "-e", help=(
         "Held-out data (.npz with inputs 'x', labels 'y' optional): agreement with float per epoch, early "
-        "stopping, and the report's top-1 of float, post-training INT8 and QAT INT8.")),
+        "stopping, and the report's top-1 of float, post-training INT8 and QAT INT8 (with --holdout, the "
+        "report's numbers come from there and this only chooses the epoch).")),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help=(
+        "Held-apart data (.npz with inputs 'x', labels 'y' optional) the report's numbers are measured on. "
+        "--eval chooses the epoch, so its numbers flatter the model a little; --holdout was used for no "
+        "choice, so its numbers are what to expect on new data.")),
     epochs: int = typer.Option(1, "--epochs", min=1, help="At most this many epochs over --train; stops early "
                                                           "when agreement with float on --eval stops improving."),
     patience: int = typer.Option(2, "--patience", min=1, help="Epochs without a better agreement with float "
@@ -56,7 +61,8 @@ def finetune(
 
     Without labels in --train, the float model's outputs are the targets (distillation; --distill-weight mixes
     both). Fine-tuning starts from what post-training INT8 kept (BN folded, equalized weights, calibrated
-    ranges). Per-epoch loss and agreement with float on --val go to stderr; nothing is written until training is done (Ctrl-C is safe).
+    ranges). Per-epoch loss and agreement with float on --eval go to stderr; nothing is written until training is done (Ctrl-C is safe).
+    With --holdout, the report is measured there instead of on --eval, which then only chooses the epoch.
 
     Examples:
 
@@ -65,6 +71,8 @@ def finetune(
       edgeq qat finetune model.keras --train train.npz --eval val.npz --epochs 1 --lr 5e-5 --seed 1 --out-dir qat/ --json
 
       edgeq qat finetune emotion.h5 --train unlabelled.npz --eval heldout.npz --epochs 10 --out-dir qat/
+
+      edgeq qat finetune model.keras --train train.npz --eval val.npz --holdout test.npz --epochs 5 --out-dir qat/
     """
     from edgeq.api import finetune as run_finetune
     from edgeq.options import FinetuneOptions
@@ -74,5 +82,5 @@ def finetune(
     options = FinetuneOptions(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed, io=io,
                               distill_weight=distill_weight, patience=patience)
     report = run_finetune(model, train, val, out, options, progress=progress(show_progress),
-                          on_epoch=lambda s: warn(s.line()))
+                          on_epoch=lambda s: warn(s.line()), holdout_data=holdout)
     emit_json(report.to_dict()) if as_json else emit(report.render())

@@ -67,7 +67,7 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
     progress = progress or Silent()
     source, out_dir = Path(model), Path(out_dir)
     kind = source_kind(source)
-    export.check_out_dir(out_dir, source, inputs=(train_data, val_data))
+    export.check_out_dir(out_dir, source, inputs=(train_data, val_data, eval_data))
     timings: dict[str, float] = {}
     t = time.perf_counter()
     with progress.task(f"loading {source.name}"):

@@ -14,7 +14,8 @@ def prepared_start(keras_model, applied: list[str], calib_x: np.ndarray) -> tupl
     (model, steps replayed). With none kept, the model itself comes back (the QAT rewrite folds BN anyway)."""
     from edgeq.quantize.prepare.bn_fold import fold_batchnorm
     from edgeq.quantize.prepare.flatten import flatten
-    from edgeq.quantize.prepare.step import Backend, steps
+    from edgeq.quantize.prepare.order import steps
+    from edgeq.quantize.prepare.step import Backend
 
     kept = [s for s in steps(per_channel=True, learned=False) if s.backend is Backend.KERAS and s.name in applied]
     if not kept:

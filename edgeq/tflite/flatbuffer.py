@@ -70,6 +70,21 @@ def readers(sg, names: list[str] | None = None, ignore: tuple[str, ...] = ()) ->
     return out
 
 
+def load_with_ops(content: bytes, *required: str):
+    """``(model, op names)`` of ``content``, or None when one of the ``required`` ops is absent: a rewrite
+    of a pattern made of those ops then returns its input as it came, without a load/dump round trip."""
+    model = load(content)
+    names = op_names(model)
+    return (model, names) if all(r in names for r in required) else None
+
+
+def subgraphs_with_readers(model):
+    """Each subgraph with its readers (``readers(sg)``) and its output tensor indices; both are computed
+    when the loop reaches the subgraph, so edits to earlier subgraphs are seen."""
+    for sg in model.subgraphs:
+        yield sg, readers(sg), {int(i) for i in sg.outputs}
+
+
 def name_of(tensor) -> str:
     n = tensor.name
     return n.decode() if isinstance(n, bytes) else str(n)

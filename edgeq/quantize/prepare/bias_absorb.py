@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.quantize.prepare.equalize import find_pairs
-from edgeq.quantize.prepare.graph import Graph, activations, clone
-from edgeq.quantize.prepare.step import Backend, Candidate, only_input
+from edgeq.quantize.prepare.graph import Graph, activations
+from edgeq.quantize.prepare.step import KerasStep
 
 
 def _qualifies(g: Graph, first: str, second: str) -> bool:
@@ -45,12 +45,5 @@ def absorb_biases(model, calib_x: np.ndarray) -> tuple[object, int]:
     return model, changed
 
 
-class BiasAbsorbStep:
-    """Bias absorption into the following layers (a PTQ step, see ``step.py``)."""
-
-    name, needs_held_back = "bias_absorb", False
-    backend = Backend.KERAS
-
-    def candidates(self, model, fit):
-        changed, n = absorb_biases(clone(model), only_input(fit))
-        return [Candidate(changed, f"bias absorption into {n} following layers")] if n else []
+# Bias absorption into the following layers (a PTQ step, see ``step.py``).
+BIAS_ABSORB_STEP = KerasStep("bias_absorb", absorb_biases, "bias absorption into {n} following layers")

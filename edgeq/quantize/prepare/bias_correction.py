@@ -6,10 +6,12 @@ layer on its real inputs from the calibration data, and its per-channel mean sub
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
-from edgeq.quantize.prepare.graph import CONV_LIKE, Graph, activations, clone, kernel_out_axis_view
-from edgeq.quantize.prepare.step import Backend, Candidate, only_input
+from edgeq.quantize.prepare.graph import CONV_LIKE, Graph, activations, kernel_out_axis_view
+from edgeq.quantize.prepare.step import KerasStep
 
 
 def simulate_int8_weights(kind: str, kernel: np.ndarray, per_channel: bool) -> np.ndarray:
@@ -45,15 +47,8 @@ def correct_biases(model, calib_x: np.ndarray, per_channel: bool) -> tuple[objec
     return model, len(targets)
 
 
-class BiasCorrectionStep:
-    """Empirical bias correction of weight rounding's mean shift (a PTQ step, see ``step.py``)."""
-
-    name, needs_held_back = "bias_correction", False
-    backend = Backend.KERAS
-
-    def __init__(self, per_channel: bool = True):
-        self.per_channel = per_channel
-
-    def candidates(self, model, fit):
-        changed, n = correct_biases(clone(model), only_input(fit), self.per_channel)
-        return [Candidate(changed, f"empirical bias correction of {n} layers")] if n else []
+def bias_correction_step(per_channel: bool = True) -> KerasStep:
+    """Empirical bias correction of weight rounding's mean shift (a PTQ step, see ``step.py``); the rounding
+    simulated must be the converter's, hence ``per_channel`` from the conversion settings."""
+    return KerasStep("bias_correction", partial(correct_biases, per_channel=per_channel),
+                     "empirical bias correction of {n} layers")

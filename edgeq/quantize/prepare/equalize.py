@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeq.quantize.prepare.graph import CONV_LIKE, Graph, activations, clone
-from edgeq.quantize.prepare.step import Backend, Candidate, only_input
+from edgeq.quantize.prepare.graph import CONV_LIKE, Graph, activations
+from edgeq.quantize.prepare.step import KerasStep
 
 TRANSPARENT = ("Identity", "Dropout", "GlobalAveragePooling2D", "MaxPooling2D", "AveragePooling2D",
                "ZeroPadding2D", "ReLU", "Activation")
@@ -134,12 +134,5 @@ def equalize(model, calib_x: np.ndarray, iterations: int = 20, pairs: list[Pair]
     return model, len(pairs)
 
 
-class EqualizeStep:
-    """Cross-layer equalization on the Keras graph (a PTQ step, see ``step.py``)."""
-
-    name, needs_held_back = "equalize", False
-    backend = Backend.KERAS
-
-    def candidates(self, model, fit):
-        changed, n = equalize(clone(model), only_input(fit))
-        return [Candidate(changed, f"cross-layer equalization of {n} layer pairs")] if n else []
+# Cross-layer equalization on the Keras graph (a PTQ step, see ``step.py``).
+EQUALIZE_STEP = KerasStep("equalize", equalize, "cross-layer equalization of {n} layer pairs")

@@ -1,6 +1,6 @@
 """Post-training INT8 that keeps its accuracy: prepare the float graph, measure each step, keep what helps.
 
-The steps (``step.py``: one interface, one ordered list) fit on 3/4 of the calibration samples; each
+The steps (``step.py``: one interface; ``order.py``: the ordered list) fit on 3/4 of the calibration samples; each
 variant they propose is converted to full INT8 with the same settings, run in LiteRT on the held-back
 quarter and compared with the *original* float model's outputs (SQNR of the outputs, top-1 agreement).
 A step is kept only when it raises that held-back SQNR by more than ``MIN_GAIN_DB`` without losing
@@ -160,9 +160,10 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
                          choice: PtqChoice = PtqChoice.AUTO) -> tuple[bytes, PtqPlan]:
     """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan).
 
-    Every step (``step.steps``) fits on 3/4 of the calibration samples and is kept only when it beats the
+    Every step (``order.steps``) fits on 3/4 of the calibration samples and is kept only when it beats the
     model so far on the held-back quarter. ``PtqChoice.LEARNED`` adds learned weight rounding (the slow step)."""
-    from edgeq.quantize.prepare.step import Backend, steps
+    from edgeq.quantize.prepare.order import steps
+    from edgeq.quantize.prepare.step import Backend
 
     progress = progress or Silent()
     plan = PtqPlan(choice)

@@ -1,18 +1,21 @@
-"""The one interface every post-training preparation step has, and the ordered list the pipeline runs.
+"""The one interface every post-training preparation step has (``order.py`` holds the ordered list).
 
 A step fits its variants of the model on the *fit* samples and returns them; the pipeline (``ptq.py``)
 quantizes each, scores it on the held-back samples the step never saw, and keeps the best variant only
 when it beats the model so far there. A step works on one of two backends: the Keras graph (before
 conversion, weights and BatchNorm visible as layers) or the calibrated float flatbuffer (after conversion,
-ranges recorded, any source). Adding a step is one module with a ``Step`` and one line in ``steps()``.
+ranges recorded, any source). Adding a step is one module with a ``Step`` and one line in ``order.steps()``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 import numpy as np
+
+from edgeq.quantize.prepare.graph import clone
 
 
 class Backend(str, Enum):
@@ -42,21 +45,21 @@ class Step(Protocol):
         ...
 
 
-def steps(per_channel: bool, learned: bool) -> list[Step]:
-    """The steps in the order they run: Keras graph steps, then flatbuffer steps; ``learned`` adds the slow
-    ones (end-to-end range search, learned rounding) last."""
-    from edgeq.quantize.prepare.adaround import AdaRoundStep
-    from edgeq.quantize.prepare.bias_absorb import BiasAbsorbStep
-    from edgeq.quantize.prepare.bias_correction import BiasCorrectionStep
-    from edgeq.quantize.prepare.equalize import EqualizeStep
-    from edgeq.quantize.prepare.equalize_calibrated import EqualizeCalibratedStep
-    from edgeq.quantize.prepare.fold_affine import FoldAffineStep
-    from edgeq.quantize.prepare.range_search import RangeSearchStep
-    from edgeq.quantize.prepare.ranges import RangesStep
+@dataclass(frozen=True)
+class KerasStep:
+    """A Keras graph step that is one in-place edit, ``fn(model, x) -> (model, n changed)``, run on a clone
+    (``candidates`` must not change its input); one candidate, described by ``text`` with ``{n}`` filled in,
+    when the edit changed something."""
 
-    ordered: list[Step] = [EqualizeStep(), BiasAbsorbStep(), BiasCorrectionStep(per_channel), FoldAffineStep(),
-                           EqualizeCalibratedStep(), RangesStep()]
-    return ordered + ([RangeSearchStep(), AdaRoundStep()] if learned else [])
+    name: str  # reports and results key on it: keep it stable
+    fn: Callable[[object, np.ndarray], tuple[object, int]]
+    text: str  # e.g. "cross-layer equalization of {n} layer pairs"
+    needs_held_back: bool = False
+    backend: Backend = Backend.KERAS
+
+    def candidates(self, model, fit: dict[str, np.ndarray]) -> list[Candidate]:
+        changed, n = self.fn(clone(model), only_input(fit))
+        return [Candidate(changed, self.text.format(n=n))] if n else []
 
 
 def only_input(fit: dict[str, np.ndarray]) -> np.ndarray:

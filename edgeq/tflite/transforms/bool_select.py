@@ -18,14 +18,12 @@ _BOOL = 6
 def bool_casts_as_select(content: bytes) -> tuple[bytes, int]:
     """Rewrite every bool->float CAST whose only readers are QUANTIZE ops; returns (model, casts removed)."""
     sc = flatbuffer.schema()
-    model = flatbuffer.load(content)
-    names = flatbuffer.op_names(model)
-    if "CAST" not in names or "QUANTIZE" not in names:
+    loaded = flatbuffer.load_with_ops(content, "CAST", "QUANTIZE")
+    if loaded is None:
         return content, 0
+    model, names = loaded
     done = 0
-    for sg in model.subgraphs:
-        reads = flatbuffer.readers(sg)
-        outputs = {int(i) for i in sg.outputs}
+    for sg, reads, outputs in flatbuffer.subgraphs_with_readers(model):
         drop, replace = set(), {}
         for k, op in enumerate(sg.operators):
             if names[op.opcodeIndex] != "CAST" or len(op.inputs) != 1:

@@ -50,16 +50,14 @@ def split_state_concats(content: bytes) -> tuple[bytes, int]:
     """Rewrite every float FC(concat(...)) over the last axis with a part read from a model input;
     returns (model, concatenations removed). Idempotent: a rewritten model has no such pattern left."""
     sc = flatbuffer.schema()
-    model = flatbuffer.load(content)
-    names = flatbuffer.op_names(model)
-    if "CONCATENATION" not in names or "FULLY_CONNECTED" not in names:
+    loaded = flatbuffer.load_with_ops(content, "CONCATENATION", "FULLY_CONNECTED")
+    if loaded is None:
         return content, 0
+    model, names = loaded
     done = 0
-    for sg in model.subgraphs:
+    for sg, reads, outputs in flatbuffer.subgraphs_with_readers(model):
         names = flatbuffer.op_names(model)  # ADD may have been added for an earlier subgraph
-        reads = flatbuffer.readers(sg)
         producer = {int(o): k for k, op in enumerate(sg.operators) for o in op.outputs}
-        outputs = {int(i) for i in sg.outputs}
         replace: dict[int, list] = {}
         drop: set[int] = set()
         for k, op in enumerate(sg.operators):

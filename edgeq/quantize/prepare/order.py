@@ -1,0 +1,24 @@
+"""The ordered list of preparation steps the PTQ pipeline runs (and QAT replays).
+
+Kept apart from ``step.py`` because it imports every step module, and every step module imports the
+interface from ``step.py``: here the imports can be plain top-level ones.
+"""
+from __future__ import annotations
+
+from edgeq.quantize.prepare.adaround import AdaRoundStep
+from edgeq.quantize.prepare.bias_absorb import BIAS_ABSORB_STEP
+from edgeq.quantize.prepare.bias_correction import bias_correction_step
+from edgeq.quantize.prepare.equalize import EQUALIZE_STEP
+from edgeq.quantize.prepare.equalize_calibrated import EqualizeCalibratedStep
+from edgeq.quantize.prepare.fold_affine import FoldAffineStep
+from edgeq.quantize.prepare.range_search import RangeSearchStep
+from edgeq.quantize.prepare.ranges import RangesStep
+from edgeq.quantize.prepare.step import Step
+
+
+def steps(per_channel: bool, learned: bool) -> list[Step]:
+    """The steps in the order they run: Keras graph steps, then flatbuffer steps; ``learned`` adds the slow
+    ones (end-to-end range search, learned rounding) last."""
+    ordered: list[Step] = [EQUALIZE_STEP, BIAS_ABSORB_STEP, bias_correction_step(per_channel), FoldAffineStep(),
+                           EqualizeCalibratedStep(), RangesStep()]
+    return ordered + ([RangeSearchStep(), AdaRoundStep()] if learned else [])
