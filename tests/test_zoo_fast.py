@@ -81,3 +81,20 @@ def test_yolo_metric_takes_per_sample_outputs_with_their_batch_axis():
     ref[:, 0, 5, 1] = 0.9
     out = metrics.measure(Metric.YOLO, [ref], [ref.copy()], {})
     assert out["class_match"] == 1.0 and out["box_iou"] == pytest.approx(1.0)
+
+
+def test_per_tensor_mode_runs_on_classifiers_only_with_one_scale_per_weight(tmp_path):
+    from benchmarks.zoo.item import PER_TENSOR
+    from benchmarks.zoo.run import applies
+    from edgeq.modelinfo import inspect_tflite
+
+    models = manifest.load().models
+    assert {z.name for z in models if applies(z, PER_TENSOR)} == {z.name for z in models if z.family == "classifier"}
+    z = next(z for z in FAST if z.family == "classifier")
+    _require_cache(z)
+    result = run_item(z.name, PER_TENSOR, manifest.cache_dir(), tmp_path)
+    assert result["status"] == "ok", result.get("error")
+    info = inspect_tflite(result["tflite"])
+    quantized = [w for w in info.weights if w.channels > 0]
+    assert quantized and all(w.channels == 1 for w in quantized) and result["fully_integer"]
+    assert 0.5 < result["metrics"]["top1_agreement"] <= 1.0

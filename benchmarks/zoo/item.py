@@ -24,6 +24,7 @@ from benchmarks.zoo.manifest import Format, ZooModel  # noqa: E402
 
 MARK = "ZOO_RESULT "
 ONNX2TF = "onnx2tf"
+PER_TENSOR = "int8_per_tensor"  # classifiers only: the PTQ issue's per-tensor target
 FAITHFUL_COSINE = 0.9999  # issue 13's bar for a faithful float conversion
 
 
@@ -62,7 +63,9 @@ def run_edgeq(z: ZooModel, mode: str, cache: Path, work: Path) -> dict:
 
     out = work / f"{z.name}_{mode}.tflite"
     calib = data.data_dir(z, cache) / "calib_edgeq.npz"
-    opts = ConvertOptions(mode=Mode(mode), calib=calib if Mode(mode).needs_calibration else None)
+    per_tensor = mode == PER_TENSOR  # full INT8 with one weight scale per tensor (what some NPUs require)
+    m = Mode.INT8 if per_tensor else Mode(mode)
+    opts = ConvertOptions(mode=m, calib=calib if m.needs_calibration else None, per_channel=not per_tensor)
     shapes = dict(z.input_shapes) if z.format is Format.ONNX and z.input_shapes else None
     res: dict = {}
     try:

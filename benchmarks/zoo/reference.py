@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REFERENCE = Path(__file__).with_name("reference.toml")
-DEFAULT_TOLERANCE = {"fp32": 0.02, "fp16": 0.03, "dynamic": 0.05, "int8": 0.08, "int16x8": 0.05, "onnx2tf": 0.02}
+DEFAULT_TOLERANCE = {"fp32": 0.02, "fp16": 0.03, "dynamic": 0.05, "int8": 0.08, "int16x8": 0.05, "onnx2tf": 0.02,
+                     "int8_per_tensor": 0.1}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import provenance
 from benchmarks.zoo import manifest, reference
-from benchmarks.zoo.item import MARK, ONNX2TF
+from benchmarks.zoo.item import MARK, ONNX2TF, PER_TENSOR
 from benchmarks.zoo.metrics import PRIMARY
 from benchmarks.zoo.report import render_markdown
 
@@ -34,8 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 MODES = ["fp32", "fp16", "dynamic", "int8", "int16x8"]
 ITEM_TIMEOUT_S = 2400
-ORDER = ["fp32", "int8", ONNX2TF, "fp16", "dynamic", "int16x8"]  # most telling first, for runs cut short
+ORDER = ["fp32", "int8", ONNX2TF, "fp16", "dynamic", "int16x8", PER_TENSOR]  # most telling first, for runs cut short
 PACKAGES = ["tensorflow", "keras", "ai-edge-litert", "onnx2tf", "onnx", "onnxruntime", "numpy"]
+
+
+def applies(z: manifest.ZooModel, mode: str) -> bool:
+    """onnx2tf runs on ONNX models only; per-tensor INT8 on the classifiers only (where agreement is measured)."""
+    if mode == ONNX2TF:
+        return z.format is manifest.Format.ONNX
+    return mode != PER_TENSOR or z.family == "classifier"
 
 
 def run_item(model: str, mode: str, cache: Path, work: Path, runs: int = 0) -> dict:
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="only the fast subset")
     ap.add_argument("--models", nargs="*")
-    ap.add_argument("--modes", nargs="*", default=MODES + [ONNX2TF])
+    ap.add_argument("--modes", nargs="*", default=MODES + [ONNX2TF, PER_TENSOR])
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--runs", type=int, default=30, help="benchmark runs per model (0: no benchmark)")
     ap.add_argument("--out", type=Path, default=RESULTS / "zoo")
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = a.work or cache / "work"
     modes = sorted(a.modes, key=lambda x: ORDER.index(x) if x in ORDER else len(ORDER))
-    items = [(z, mode) for mode in modes for z in models if mode != ONNX2TF or z.format is manifest.Format.ONNX]
+    items = [(z, mode) for mode in modes for z in models if applies(z, mode)]
     started = time.time()
     env = environment()  # before the run: the commit the items ran on, not whatever is checked out at the end
     meta = provenance.stamp("zoo/run")
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for src in sources:  # a row in several files: the first one that has it wins
         kept, earlier = _earlier(src, {(z.name, mode) for z, mode in items} | {(r["model"], r["mode"]) for r in results})
         results, runs = results + kept, earlier + runs
-    everything = [(z, mode) for mode in ORDER for z in m.models if mode != ONNX2TF or z.format is manifest.Format.ONNX]
+    everything = [(z, mode) for mode in ORDER for z in m.models if applies(z, mode)]
     order = {(z.name, mode): i for i, (z, mode) in enumerate(everything)}
     total = len(items) + len(results)
     if sources:  # a merged table is partial unless every model x mode is in it
