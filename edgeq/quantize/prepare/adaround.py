@@ -133,7 +133,8 @@ class Stats:
 
     def add(self, pf: np.ndarray, pq: np.ndarray) -> None:
         same = pf is pq  # symmetric fitting: the cross term is zero, skip its matmul (half the time)
-        pf, pq = pf.astype(np.float64), pq.astype(np.float64)
+        # float32 products (one sample's few hundred positions), summed across samples in float64
+        pf, pq = pf.astype(np.float32), pq.astype(np.float32)
         if pf.ndim == 3:  # depthwise: positions x k x channels -> per channel k x k
             qt = pq.transpose(2, 1, 0)  # channels x k x positions: batched BLAS, not a slow einsum loop
             h = qt @ pq.transpose(2, 0, 1)
@@ -141,6 +142,7 @@ class Stats:
         else:
             h = pq.T @ pq
             c = np.zeros_like(h) if same else pq.T @ (pf - pq)
+        h, c = h.astype(np.float64), c.astype(np.float64)
         self.h = h if self.h is None else self.h + h
         self.c = c if self.c is None else self.c + c
         self.n += len(pf)
@@ -212,29 +214,31 @@ def _hsig(v):
 
 
 def learn_rounding(w: np.ndarray, s: np.ndarray, h: np.ndarray, c: np.ndarray, iters: int = ITERS,
-                   ) -> np.ndarray:
+                   dtype=np.float32) -> np.ndarray:
     """Integers (rows x cols) minimizing the layer output error; w rows = output channels, s per row.
 
-    ``h`` (k x k, or rows x k x k per channel) and ``c`` as in ``Stats``."""
+    ``h`` (k x k, or rows x k x k per channel) and ``c`` as in ``Stats``. The optimization runs in
+    ``dtype``: float32 halves the time of its matmuls; the floor/ceil choice it feeds is a 0/1 decision."""
     per_row = h.ndim == 3
     x = w / s[:, None]
     base = np.floor(x)
     frac = x - base
-    lin = (np.einsum("rkl,rl->rk", c, w) if per_row else w @ c.T) / s[:, None]
-    norm = (np.einsum("rkk->r", h) if per_row else np.full(len(w), np.trace(h))) / w.shape[1] + 1e-12
+    lin = ((np.einsum("rkl,rl->rk", c, w) if per_row else w @ c.T) / s[:, None]).astype(dtype)
+    norm = ((np.einsum("rkk->r", h) if per_row else np.full(len(w), np.trace(h))) / w.shape[1] + 1e-12).astype(dtype)
+    h, offset = h.astype(dtype), (base - x).astype(dtype)
 
     def grad_of(delta):  # d/d delta of (delta H delta^T - 2 delta lin) in grid units, per-row normalized
         hd = (h @ delta[:, :, None])[:, :, 0] if per_row else delta @ h
         return 2 * (hd - lin) / norm[:, None]
 
     p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
-    v = np.log(p / (1 - p))  # h(v) starts at the float value itself
+    v = np.log(p / (1 - p)).astype(dtype)  # h(v) starts at the float value itself
     m1, m2 = np.zeros_like(v), np.zeros_like(v)
     lr, warm = 0.01, iters // 5
     for t in range(1, iters + 1):
         sig = 1 / (1 + np.exp(-v))
         soft = np.clip(sig * (ZETA - GAMMA) + GAMMA, 0, 1)
-        g = grad_of(base + soft - x)
+        g = grad_of(offset + soft)
         if t > warm:  # anneal beta 20 -> 2: pushes every soft rounding to 0 or 1
             beta = 20 - 18 * (t - warm) / (iters - warm)
             u = 2 * soft - 1
