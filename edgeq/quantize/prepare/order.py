@@ -8,6 +8,7 @@ from __future__ import annotations
 from edgeq.quantize.prepare.adaround import AdaRoundStep
 from edgeq.quantize.prepare.bias_absorb import BIAS_ABSORB_STEP
 from edgeq.quantize.prepare.bias_correction import bias_correction_step
+from edgeq.quantize.prepare.bias_drift import BiasDriftStep
 from edgeq.quantize.prepare.equalize import EQUALIZE_STEP
 from edgeq.quantize.prepare.equalize_calibrated import EqualizeCalibratedStep
 from edgeq.quantize.prepare.fold_affine import FoldAffineStep
@@ -17,8 +18,9 @@ from edgeq.quantize.prepare.step import Step
 
 
 def steps(per_channel: bool, learned: bool) -> list[Step]:
-    """The steps in the order they run: Keras graph steps, then flatbuffer steps; ``learned`` adds the slow
-    ones (end-to-end range search, learned rounding) last."""
+    """The steps in the order they run: Keras graph steps, then flatbuffer steps, bias drift correction
+    last of the default ones (it corrects what the others left); ``learned`` adds the slow ones (end-to-end
+    range search, learned rounding) after it."""
     ordered: list[Step] = [EQUALIZE_STEP, BIAS_ABSORB_STEP, bias_correction_step(per_channel), FoldAffineStep(),
-                           EqualizeCalibratedStep(), RangesStep()]
+                           EqualizeCalibratedStep(), RangesStep(), BiasDriftStep()]
     return ordered + ([RangeSearchStep(), AdaRoundStep()] if learned else [])
