@@ -186,7 +186,9 @@ def test_ctrl_c_removes_remote_run_folders(lab, tiny_models):
     from tests.devicelab import build
 
     ssh = SshOptions(identity=build.KEYS / "id_ed25519", known_hosts=lab.keys / "known_hosts")
-    o = DeviceBenchOptions(runs=400, ssh=ssh)
+    # enough runs that the remote benchmark is still going when Ctrl-C lands, even on a loaded machine
+    # (with 400 it sometimes finished first under load, and nothing was interrupted)
+    o = DeviceBenchOptions(runs=20000, ssh=ssh)
     pressed = threading.Event()
 
     def press_ctrl_c():
