@@ -62,7 +62,7 @@ def test_chains_cross_pooling_flatten_and_dense(spread):
 def test_float_function_and_recorded_ranges_stay_exact(spread):
     from edgeq.tflite import flatbuffer
     from edgeq.quantize.prepare.equalize_calibrated import equalize_calibrated
-    from edgeq.quantize.prepare.ranges import run_each_sample
+    from edgeq.quantize.prepare.activations import run_each_sample
 
     model, cal, feeds = spread
     eq, n = equalize_calibrated(cal.content, feeds, alpha=0.5)

@@ -25,6 +25,7 @@ from itertools import repeat
 
 import numpy as np
 
+from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
 from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fb
 
@@ -151,18 +152,17 @@ class Stats:
 def collect(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], layers: list[Layer],
             asymmetric: bool = False, seed: int = 0) -> dict[int, Stats]:
     """Run the calibrated float model and the plain INT8 model side by side; accumulate each layer's stats."""
-    from edgeq.quantize.prepare.ranges import run_each_sample
-
     model = fb.load(calibrated)
     sg = model.subgraphs[0]
     index = {fb.tensor_name(sg, i): i for i in range(len(sg.tensors))}
-    q_index, q_quant = _tensor_info(quantized)
+    q = TensorTable.of(quantized)
+    q_index = q.index
     f_wanted = sorted({index[layer.inp] for layer in layers})
     q_wanted = sorted({q_index[layer.inp] for layer in layers if layer.inp in q_index})
     rng = np.random.default_rng(seed)
     stats = {layer.op: Stats() for layer in layers}
     # symmetric: the quantized model's activations are not needed, so it is not run
-    q_runs = run_each_sample(quantized, _int_feeds(quantized, feeds), q_wanted) if asymmetric else repeat({})
+    q_runs = run_each_sample(quantized, int_feeds(quantized, feeds), q_wanted) if asymmetric else repeat({})
     for fv, qv in zip(run_each_sample(calibrated, feeds, f_wanted), q_runs):
         for layer in layers:
             op = sg.operators[layer.op]
@@ -170,8 +170,7 @@ def collect(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], l
             xf = fv[index[layer.inp]].astype(np.float32)
             qi = q_index.get(layer.inp)
             if asymmetric and qi is not None and qv[qi].dtype == np.int8:
-                scale, zero = q_quant[qi]
-                xq = (qv[qi].astype(np.float32) - zero) * scale
+                xq = q.real(qi, qv[qi])
             else:  # no int8 twin (e.g. the model input): the layer sees the float values
                 xq = xf
             pos = None
@@ -180,33 +179,6 @@ def collect(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], l
             pf = patches(xf, op, layer.kind, shape, pos)
             stats[layer.op].add(pf, pf if xq is xf else patches(xq, op, layer.kind, shape, pos))
     return stats
-
-
-def _int_feeds(quantized: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``feeds`` quantized to the int8 inputs of ``quantized`` (float inputs pass unchanged)."""
-    from edgeq.modelinfo import open_interpreter
-
-    inputs = open_interpreter(content=quantized).get_input_details()
-    if len(inputs) != len(feeds):
-        return feeds
-    out = {}
-    for (name, x), d in zip(feeds.items(), inputs if len(inputs) == 1 else
-                            [next(d for d in inputs if k in d["name"]) for k in feeds]):
-        scale, zero = d["quantization"]
-        out[name] = x if d["dtype"] != np.int8 or not scale else np.clip(np.round(x / scale + zero), -128, 127)
-    return out
-
-
-def _tensor_info(content: bytes):
-    model = fb.load(content)
-    sg = model.subgraphs[0]
-    index, quant = {}, {}
-    for i, t in enumerate(sg.tensors):
-        index[fb.name_of(t)] = i
-        q = t.quantization
-        if q is not None and q.scale is not None and len(q.scale) == 1:
-            quant[i] = (float(q.scale[0]), float(q.zeroPoint[0]) if q.zeroPoint is not None else 0.0)
-    return index, quant
 
 
 def _hsig(v):

@@ -135,7 +135,7 @@ def _consumer_columns(model, sg, names, op, cmap: np.ndarray) -> np.ndarray | No
 
 def channel_stats(calibrated: bytes, feeds: dict[str, np.ndarray], chains: list[Chain]) -> dict[int, tuple]:
     """Per-channel (min, max) of every chain tensor over all calibration samples (tensor -> (mins, maxs))."""
-    from edgeq.quantize.prepare.ranges import run_each_sample
+    from edgeq.quantize.prepare.activations import run_each_sample
 
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     wanted = {}

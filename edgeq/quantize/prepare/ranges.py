@@ -14,6 +14,7 @@ from enum import Enum
 
 import numpy as np
 
+from edgeq.quantize.prepare.activations import run_each_sample
 from edgeq.quantize.prepare.step import Backend, Candidate
 
 EDITABLE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD"}
@@ -49,29 +50,6 @@ def choose_range(values: np.ndarray, method: RangeMethod) -> tuple[float, float]
     return _mse_range(values, lo, hi)
 
 
-def run_each_sample(content: bytes, feeds: dict[str, np.ndarray], tensors: list[int], limit: int | None = None):
-    """Run ``content`` in LiteRT one calibration sample at a time; yield {tensor index: value} per sample."""
-    import warnings
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading them is the point here
-        warnings.simplefilter("ignore")
-        interp = Interpreter(model_content=content, experimental_preserve_all_tensors=True)
-    inputs = interp.get_input_details()
-    for d in inputs:
-        interp.resize_tensor_input(d["index"], [1, *d["shape"][1:]])
-    interp.allocate_tensors()
-    n = len(next(iter(feeds.values())))
-    n = n if limit is None else min(limit, n)
-    by_name = list(feeds.values()) if len(inputs) == 1 else [feeds[_sig(d["name"], feeds)] for d in inputs]
-    for s in range(n):
-        for d, arr in zip(inputs, by_name):
-            interp.set_tensor(d["index"], arr[s:s + 1].astype(d["dtype"]))
-        interp.invoke()
-        yield {i: interp.get_tensor(i) for i in tensors}
-
-
 def editable_tensors(content: bytes) -> dict[int, str]:
     """Output tensors (index -> name) of the ops whose range the quantizer takes from calibration."""
     from edgeq.modelinfo import open_interpreter
@@ -97,10 +75,6 @@ def activation_samples(calibrated: bytes, feeds: dict[str, np.ndarray], limit: i
             got[i].append(v if v.size <= per_sample else rng.choice(v, per_sample, replace=False))
     # keep the true extremes in the sample so MINMAX reproduces the converter's own range
     return {wanted[i]: np.concatenate(got[i] + [np.array(extremes[i], np.float32)]) for i in wanted}
-
-
-def _sig(name: str, feeds: dict) -> str:
-    return next((k for k in feeds if k in name), next(iter(feeds)))
 
 
 def with_ranges(calibrated: bytes, ranges: dict[str, tuple[float, float]]) -> bytes:
