@@ -30,10 +30,15 @@ def deep():
     return cal, feeds
 
 
-def _drift(cal_content, quantized, feeds, names):
-    from edgeq.quantize.prepare.bias_drift import channel_means
+def _means(content, feeds, names):
+    from edgeq.quantize.prepare.activations import int_feeds
+    from edgeq.quantize.prepare.bias_drift import sample_means
 
-    f, q = channel_means(cal_content, feeds, names), channel_means(quantized, feeds, names)
+    return {n: m.mean(0) for n, m in sample_means(content, int_feeds(content, feeds), names).items()}
+
+
+def _drift(cal_content, quantized, feeds, names):
+    f, q = _means(cal_content, feeds, names), _means(quantized, feeds, names)
     return {n: float(np.abs(f[n] - q[n]).mean()) for n in names}
 
 
@@ -60,12 +65,12 @@ def test_correction_pulls_each_layers_channel_means_back_to_float_by_biases_only
 
 def test_correcting_all_layers_from_one_run_would_overshoot(deep):
     """Why the layers are corrected one after another: every layer also corrects the drift it inherits."""
-    from edgeq.quantize.prepare.bias_drift import _biased_layers, channel_means, corrected
+    from edgeq.quantize.prepare.bias_drift import _biased_layers, corrected
     from edgeq.tflite import flatbuffer as fb
 
     cal, feeds = deep
     names = list(_biased_layers(fb.load(cal.content)))
-    target, drift = channel_means(cal.content, feeds, names), channel_means(cal.quantize(), feeds, names)
+    target, drift = _means(cal.content, feeds, names), _means(cal.quantize(), feeds, names)
     model = fb.load(cal.content)
     sg = model.subgraphs[0]
     for name, (k, b) in _biased_layers(model).items():
@@ -75,3 +80,27 @@ def test_correcting_all_layers_from_one_run_would_overshoot(deep):
     _, sequential, _ = corrected(cal, feeds)
     last = names[-1]
     assert _drift(cal.content, sequential, feeds, [last])[last] < _drift(cal.content, at_once, feeds, [last])[last]
+
+
+def test_shifting_the_int8_bias_in_place_matches_requantizing_the_shifted_float_bias(deep):
+    """The loop edits the INT8 model's int32 biases directly (no re-quantization per layer); the converter,
+    given the same shift in the float bias, writes the same integers (within one rounding step)."""
+    from edgeq.quantize.prepare.bias_drift import _biased_layers, _Int8Biases
+    from edgeq.tflite import flatbuffer as fb
+
+    cal, _ = deep
+    model = fb.load(cal.content)
+    sg = model.subgraphs[0]
+    name, (k, b) = list(_biased_layers(model).items())[2]
+    delta = np.linspace(-0.3, 0.4, fb.const(model, sg, b).size)
+    patched = _Int8Biases(cal.quantize())
+    assert patched.shift(name, delta)
+    sg.operators[k].inputs[2] = fb.new_const(model, sg, b, (fb.const(model, sg, b) + delta).astype(np.float32), "/t")
+    requantized = _Int8Biases(cal.with_content(fb.dump(model)).quantize())
+
+    def bias(p):
+        return fb.buffer_in_place(p.content, p.biases[name][0]).view(np.int32).copy()
+
+    before = bias(_Int8Biases(cal.quantize()))
+    assert np.abs(bias(patched) - before).max() > 10  # the shift is many int32 steps
+    assert np.abs(bias(patched) - bias(requantized)).max() <= 1

@@ -85,6 +85,16 @@ def subgraphs_with_readers(model):
         yield sg, readers(sg), {int(i) for i in sg.outputs}
 
 
+def buffer_in_place(content: bytearray, buffer: int) -> np.ndarray | None:
+    """A writable uint8 view of buffer ``buffer``'s bytes inside ``content`` (no copy, no re-serialization:
+    editing a constant of the same size in a large model costs nothing), or None when it has no inline data."""
+    b = schema().Model.GetRootAs(content, 0).Buffers(buffer)
+    if b is None or b.DataLength() == 0:
+        return None
+    start = b._tab.Vector(b._tab.Offset(4))  # noqa: SLF001 - field 4 of Buffer is ``data``; no public offset API
+    return np.frombuffer(content, np.uint8, b.DataLength(), start)
+
+
 def name_of(tensor) -> str:
     n = tensor.name
     return n.decode() if isinstance(n, bytes) else str(n)

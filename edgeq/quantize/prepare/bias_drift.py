@@ -8,91 +8,139 @@ output (empirical bias correction, Nagel et al. 2019, measured on the quantized 
 than predicted from the weight error - which the Keras-graph ``bias_correction`` does).
 
 Layers are corrected one at a time in op order, each measured after its upstream layers were corrected
-(re-quantize, re-run). Correcting all layers from one run diverged on EfficientNet-Lite0 (held-back SQNR
+(the INT8 model's int32 bias is shifted in place and the model re-run). Correcting all layers from one run diverged on EfficientNet-Lite0 (held-back SQNR
 16.4 -> 3.6 dB): each layer also corrected the drift it inherits, which its upstream layers removed too.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
+from edgeq.quantize.prepare.adaround import LAYERS
 from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fb
 
-LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-MAX_SAMPLES = 64  # a channel mean over 64 samples x every position is settled; the model runs once per layer
+MAX_SAMPLES = 64  # the INT8 model runs once per layer, on up to this many samples
+VALUES = 8192  # per channel: a layer with many output positions settles its mean on fewer samples
+MIN_SAMPLES = 16
 
 
 def _biased_layers(model) -> dict[str, tuple[int, int]]:
-    """Output tensor name -> (op index, bias tensor index) of conv/depthwise/dense ops with a constant
-    float bias. A bias shared by several ops (the converter shares equal constants, e.g. zeros) is fine:
-    the corrected bias is a new tensor for that op alone."""
+    """Output tensor name -> (op index, bias tensor index) of conv/depthwise/dense ops with a bias."""
     sg, names = model.subgraphs[0], fb.op_names(model)
-    found = {}
-    for k, op in enumerate(sg.operators):
-        if names[op.opcodeIndex] not in LAYERS or len(op.inputs) < 3 or int(op.inputs[2]) < 0:
-            continue
-        b = int(op.inputs[2])
-        value = fb.const(model, sg, b)
-        if value is None or value.dtype != np.float32:
-            continue
-        found[fb.tensor_name(sg, int(op.outputs[0]))] = (k, b)
-    return found
+    return {fb.tensor_name(sg, int(op.outputs[0])): (k, int(op.inputs[2])) for k, op in enumerate(sg.operators)
+            if names[op.opcodeIndex] in LAYERS and len(op.inputs) > 2 and int(op.inputs[2]) >= 0}
 
 
-def channel_means(content: bytes, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-    """Per-channel (last axis) mean of each named tensor over the samples, dequantized when it is int8
-    (``feeds`` are float: quantized to the model's int8 inputs first)."""
-    from edgeq.quantize.prepare.adaround import _int_feeds
-    from edgeq.quantize.prepare.ranges import run_each_sample
-
-    model = fb.load(content)
-    sg = model.subgraphs[0]
-    index = {fb.tensor_name(sg, i): i for i in range(len(sg.tensors))}
-    wanted = {n: index[n] for n in names if n in index}
-    quant = {}
-    for n, i in wanted.items():
-        q = sg.tensors[i].quantization
-        if sg.tensors[i].type == 9 and q is not None and q.scale is not None and len(q.scale) == 1:  # 9: INT8
-            quant[n] = (float(q.scale[0]), float(q.zeroPoint[0]) if q.zeroPoint is not None else 0.0)
-    sums: dict[str, np.ndarray] = {}
-    count = 0
-    for values in run_each_sample(content, _int_feeds(content, feeds), sorted(set(wanted.values()))):
-        count += 1
+def sample_means(content: bytes, feeds: dict[str, np.ndarray], names: list[str], table: TensorTable | None = None,
+                 limit: int | None = None) -> dict[str, np.ndarray]:
+    """Per sample, the per-channel (last axis) mean of each named tensor: name -> samples x channels,
+    dequantized when it is int8 (``feeds`` must already match the model's input types)."""
+    table = table or TensorTable.of(content)
+    wanted = {n: table.index[n] for n in names if n in table.index}
+    rows: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+    for values in run_each_sample(content, feeds, sorted(set(wanted.values())), limit):
         for n, i in wanted.items():
-            v = values[i].astype(np.float64)
-            if n in quant:
-                scale, zero = quant[n]
-                v = (v - zero) * scale
-            m = v.reshape(-1, v.shape[-1]).mean(0)
-            sums[n] = m if n not in sums else sums[n] + m
-    return {n: s / max(count, 1) for n, s in sums.items()}
+            v = table.real(i, values[i])
+            rows[n].append(v.reshape(-1, v.shape[-1]).mean(0, dtype=np.float64))
+    return {n: np.stack(r) for n, r in rows.items() if r}
+
+
+class _Int8Biases:
+    """The INT8 model as bytes whose int32 biases are shifted in place: correcting one layer costs no
+    re-quantization and no re-serialization (the converter's own quantize runs once, at the end)."""
+
+    def __init__(self, quantized: bytes):
+        model = fb.load(quantized)
+        sg = model.subgraphs[0]
+        layers = _biased_layers(model)
+        if _unshare(model, [k for k, _ in layers.values()]):
+            quantized = fb.dump(model)  # once: from here on, biases are edited in the bytes
+        self.content = bytearray(quantized)
+        self.table = TensorTable.of_model(model)
+        self.biases: dict[str, tuple[int, np.ndarray]] = {}  # output name -> (buffer, per-channel int32 step)
+        self.positions: dict[str, int] = {}  # output name -> values per channel and sample
+        for name, (k, _) in layers.items():
+            t = sg.tensors[int(sg.operators[k].inputs[2])]
+            q = t.quantization
+            if t.type != fb.INT32 or not t.buffer or q is None or q.scale is None or name not in self.table.index:
+                continue  # a layer left in float
+            self.biases[name] = (t.buffer, np.asarray(q.scale, np.float64))
+            shape = sg.tensors[self.table.index[name]].shape
+            self.positions[name] = max(int(np.prod(shape[1:-1])), 1) if shape is not None and len(shape) > 2 else 1
+
+    def shift(self, name: str, delta: np.ndarray) -> bool:
+        """Add ``delta`` (float, per channel) to layer ``name``'s bias; False when it cannot be shifted."""
+        buffer, step = self.biases[name]
+        view = fb.buffer_in_place(self.content, buffer)
+        if view is None or view.size != 4 * delta.size or step.size not in (1, delta.size):
+            return False
+        bias = view.view(np.int32)
+        bias[:] = np.clip(bias + np.round(delta / step), -2**31, 2**31 - 1).astype(np.int32)
+        return True
+
+
+def _unshare(model, ops: list[int]) -> bool:
+    """Give each op's bias (input 2) its own tensor and buffer (the quantizer shares equal constants, e.g.
+    zero biases), so shifting one layer's bias moves no other; True when something was copied."""
+    import copy
+
+    sg = model.subgraphs[0]
+    users: dict[int, int] = {}
+    for op in sg.operators:
+        for i in (int(i) for i in op.inputs if int(i) >= 0):
+            users[sg.tensors[i].buffer] = users.get(sg.tensors[i].buffer, 0) + 1
+    changed = False
+    for k in ops:
+        b = int(sg.operators[k].inputs[2])
+        t = sg.tensors[b]
+        if not t.buffer or users[t.buffer] == 1:
+            continue
+        buf = copy.deepcopy(model.buffers[t.buffer])
+        model.buffers.append(buf)
+        t = copy.deepcopy(t)
+        t.buffer = len(model.buffers) - 1
+        sg.tensors.append(t)
+        sg.operators[k].inputs[2] = len(sg.tensors) - 1
+        changed = True
+    return changed
 
 
 def corrected(cal, feeds: dict[str, np.ndarray]):
-    """``cal`` with every conv/depthwise/dense bias corrected in op order, each after its upstream layers
-    (the INT8 model is re-quantized and re-run before each layer); returns (calibrated, INT8 bytes, n)
-    or None when there is nothing to correct."""
-    layers = _biased_layers(fb.load(cal.content))
+    """``cal`` with every conv/depthwise/dense bias corrected in op order, each after its upstream layers;
+    returns (calibrated, INT8 bytes, n) or None when there is nothing to correct.
+
+    The INT8 model runs once per layer on up to MAX_SAMPLES samples (fewer for layers with many output
+    positions), its int32 bias shifted in place; the float biases of the calibrated model get the same
+    shifts, and it is quantized once at the end."""
+    model = fb.load(cal.content)
+    sg = model.subgraphs[0]
+    layers = {n: kb for n, kb in _biased_layers(model).items() if fb.const(model, sg, kb[1]) is not None}
     if not layers:
         return None
     feeds = {k: v[:MAX_SAMPLES] for k, v in feeds.items()}
-    target = channel_means(cal.content, feeds, list(layers))
-    current, quantized, changed = cal, cal.quantize(), 0
+    target = sample_means(cal.content, feeds, list(layers))
+    int8 = _Int8Biases(cal.quantize())
+    q_feeds = int_feeds(bytes(int8.content), feeds)
+    shifts: dict[str, np.ndarray] = {}
     for name in layers:  # op order: upstream layers first
-        drift = channel_means(quantized, feeds, [name]).get(name)
-        if name not in target or drift is None or drift.shape != target[name].shape:
+        if name not in target or name not in int8.biases:
             continue
-        model = fb.load(current.content)
-        sg = model.subgraphs[0]
-        k, b = _biased_layers(model)[name]
+        n = int(np.clip(-(-VALUES // int8.positions[name]), MIN_SAMPLES, MAX_SAMPLES))
+        drift = sample_means(bytes(int8.content), q_feeds, [name], int8.table, n).get(name)
+        if drift is None or drift.shape[1:] != target[name].shape[1:]:
+            continue
+        delta = target[name][:len(drift)].mean(0) - drift.mean(0)
+        if int8.shift(name, delta):
+            shifts[name] = delta
+    if not shifts:
+        return None
+    for name, delta in shifts.items():
+        k, b = layers[name]
         bias = fb.const(model, sg, b)
-        if bias.shape != drift.shape:
-            continue
-        new = (bias.astype(np.float64) + target[name] - drift).astype(np.float32)
-        sg.operators[k].inputs[2] = fb.new_const(model, sg, b, new, "/bias_drift")
-        current = current.with_content(fb.dump(model))
-        quantized, changed = current.quantize(), changed + 1
-    return (current, quantized, changed) if changed else None
+        sg.operators[k].inputs[2] = fb.new_const(model, sg, b, (bias + delta).astype(np.float32), "/bias_drift")
+    current = cal.with_content(fb.dump(model))
+    return current, current.quantize(), len(shifts)
 
 
 class BiasDriftStep:
