@@ -28,9 +28,12 @@ class Score:
     """How closely an INT8 model follows the float model on the calibration data."""
 
     sqnr_db: float
-    agreement: float
     # per sample: does the INT8 top-1 equal the float top-1 (for the paired comparison in ``_judge``)
-    hits: tuple[bool, ...] = field(default=(), repr=False, compare=False)
+    hits: tuple[bool, ...] = field(repr=False)
+
+    @property
+    def agreement(self) -> float:
+        return round(sum(self.hits) / max(len(self.hits), 1), 4)
 
     def to_dict(self) -> dict:
         return {"sqnr_db": self.sqnr_db, "agreement": self.agreement}
@@ -93,8 +96,6 @@ def _judge(score: Score, best: Score) -> tuple[float, bool]:
     "no real change", sqrt(lost + won), is noise; on a held-back quarter of 12 samples a flat 0.5% rule
     rejected a +2.6 dB step for one flipped sample."""
     gain = round(score.sqnr_db - best.sqnr_db, 3)
-    if not score.hits or len(score.hits) != len(best.hits):
-        return gain, gain > MIN_GAIN_DB and score.agreement >= best.agreement - 0.005
     lost = sum(b and not s for s, b in zip(score.hits, best.hits))
     won = sum(s and not b for s, b in zip(score.hits, best.hits))
     return gain, gain > MIN_GAIN_DB and lost - won <= max(math.sqrt(lost + won), 0.005 * len(score.hits))
@@ -116,8 +117,7 @@ class _Measure:
         r = np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1) for o in self.reference], 1)
         o = np.concatenate([np.asarray(x, np.float64).reshape(len(x), -1) for x in outs], 1)
         hits = metrics.top1_hits(self.reference[0], outs[0])
-        return Score(sqnr_db=round(float(metrics.sqnr_db(r, o)), 3), agreement=round(float(np.mean(hits)), 4),
-                     hits=tuple(bool(h) for h in hits))
+        return Score(sqnr_db=round(float(metrics.sqnr_db(r, o)), 3), hits=tuple(bool(h) for h in hits))
 
     def split(self) -> tuple[dict[str, np.ndarray], "_Measure"] | None:
         """(fit inputs, a measure on the held-back samples): every 4th sample is held back (deterministic).
