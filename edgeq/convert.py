@@ -17,6 +17,7 @@ from edgeq.evaluate import evaluate
 from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
 from edgeq.modes import ConvertOptions, Layout, Mode, PtqChoice
+from edgeq.quantize.concat_ranges import squeezed_concat_inputs
 from edgeq.progress import Progress, Silent
 from edgeq.quantize import kernel_workarounds
 from edgeq.quantize.converter import (ConverterSettings, make_converter, quantize_flatbuffer_source,
@@ -239,4 +240,5 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
             io=options.io_type.value, per_channel=options.per_channel, size_bytes=len(content),
             float_size_bytes=len(float_bytes), model=info, calib_samples=len(calib) if calib else None,
             accuracy=accuracy, notes=list(dict.fromkeys(notes)), timings_s=timings, extra=extra,
-            warnings=calibration_warnings(calib, evalds, accuracy, options.mode is Mode.INT8))
+            warnings=calibration_warnings(calib, evalds, accuracy, options.mode is Mode.INT8)
+            + (squeezed_concat_inputs(content) if options.mode.needs_calibration else []))

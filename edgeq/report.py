@@ -29,7 +29,7 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # mode-specific sections (e.g. mixed precision, PTQ steps)
-    warnings: list[str] = field(default_factory=list)  # calibration sanity (edgeq.calib_check): likely wrong data
+    warnings: list[str] = field(default_factory=list)  # likely wrong data (calib_check), lost values (concat_ranges)
 
     @property
     def size_ratio(self) -> float:
