@@ -81,6 +81,8 @@ def run_edgeq(z: ZooModel, mode: str, cache: Path, work: Path) -> dict:
     res.update(status="ok", tflite=str(out), size_bytes=report.size_bytes, float_size_bytes=report.float_size_bytes,
                fully_integer=bool(report.model.fully_integer),
                edgeq_fidelity=fid.get("cosine"), edgeq_fidelity_summary=fid.get("summary"))
+    if report.warnings:  # what the conversion report told the user (e.g. an int8 concat that loses an input)
+        res["warnings"] = list(report.warnings)
     try:
         res["metrics"] = measure(z, out, cache)
     except Exception as e:  # noqa: BLE001 - a model that converts but cannot be run or compared
