@@ -189,18 +189,24 @@ def test_ctrl_c_removes_remote_run_folders(lab, tiny_models):
     # enough runs that the remote benchmark is still going when Ctrl-C lands, even on a loaded machine
     # (with 400 it sometimes finished first under load, and nothing was interrupted)
     o = DeviceBenchOptions(runs=20000, ssh=ssh)
-    pressed = threading.Event()
+    pressed, done = threading.Event(), threading.Event()
 
     def press_ctrl_c():
         end = time.monotonic() + 120
-        while time.monotonic() < end and not any((d / "edgeq_runner.py").exists() for d in lab.pi_tmp_runs()):
+        while time.monotonic() < end and not done.is_set() and not any(
+                (d / "edgeq_runner.py").exists() for d in lab.pi_tmp_runs()):
             time.sleep(0.3)
+        if done.is_set():  # the run already ended: a late Ctrl-C would abort whichever test runs next
+            return
         pressed.set()
         import _thread
         _thread.interrupt_main()
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_targets([(lab.pi, lambda: run_target(lab.pi, [tiny_models["fp32"]], o))])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_targets([(lab.pi, lambda: run_target(lab.pi, [tiny_models["fp32"]], o))])
+    finally:
+        done.set()
     assert pressed.is_set()
     assert lab.pi_tmp_runs() == []
