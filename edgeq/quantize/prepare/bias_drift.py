@@ -66,14 +66,14 @@ class _Int8Biases:
                 continue  # a layer left in float
             self.biases[name] = (t.buffer, np.asarray(q.scale, np.float64))
 
-    def shift(self, name: str, delta: np.ndarray) -> bool:
-        """Add ``delta`` (float, per channel) to layer ``name``'s bias; False when it cannot be shifted."""
+    def shift(self, name: str, bias: np.ndarray) -> bool:
+        """Write layer ``name``'s bias as the float ``bias`` quantized the way the converter does it
+        (round(bias / (input scale x weight scale)), per channel); False when it cannot be written."""
         buffer, step = self.biases[name]
         view = fb.buffer_in_place(self.content, buffer)
-        if view is None or view.size != 4 * delta.size or step.size not in (1, delta.size):
+        if view is None or view.size != 4 * bias.size or step.size not in (1, bias.size):
             return False
-        bias = view.view(np.int32)
-        bias[:] = np.clip(bias + np.round(delta / step), -2**31, 2**31 - 1).astype(np.int32)
+        view.view(np.int32)[:] = np.clip(np.round(bias.astype(np.float64) / step), -2**31, 2**31 - 1).astype(np.int32)
         return True
 
 
@@ -118,22 +118,23 @@ def corrected(cal, feeds: dict[str, np.ndarray]):
     target = sample_means(cal.content, feeds, list(layers))
     int8 = _Int8Biases(cal.quantize())
     q_feeds = int_feeds(bytes(int8.content), feeds)
-    shifts: dict[str, np.ndarray] = {}
+    shifts: dict[str, np.ndarray] = {}  # output name -> corrected float bias
     for name in layers:  # op order: upstream layers first
         if name not in target or name not in int8.biases:
             continue
         drift = sample_means(bytes(int8.content), q_feeds, [name], int8.table).get(name)
         if drift is None or drift.shape != target[name].shape:
             continue
-        delta = target[name].mean(0) - drift.mean(0)
-        if int8.shift(name, delta):
-            shifts[name] = delta
+        k, b = layers[name]
+        # float32, as the calibrated model stores it: the int32 written now is what the final quantize writes
+        bias = (fb.const(model, sg, b) + target[name].mean(0) - drift.mean(0)).astype(np.float32)
+        if int8.shift(name, bias):
+            shifts[name] = bias
     if not shifts:
         return None
-    for name, delta in shifts.items():
+    for name, bias in shifts.items():
         k, b = layers[name]
-        bias = fb.const(model, sg, b)
-        sg.operators[k].inputs[2] = fb.new_const(model, sg, b, (bias + delta).astype(np.float32), "/bias_drift")
+        sg.operators[k].inputs[2] = fb.new_const(model, sg, b, bias, "/bias_drift")
     current = cal.with_content(fb.dump(model))
     return current, current.quantize(), len(shifts)
 
