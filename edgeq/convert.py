@@ -17,9 +17,9 @@ from edgeq.evaluate import evaluate
 from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
 from edgeq.modes import ConvertOptions, Layout, Mode, PtqChoice
-from edgeq.quantize.concat_ranges import squeezed_concat_inputs
 from edgeq.progress import Progress, Silent
 from edgeq.quantize import kernel_workarounds
+from edgeq.quantize.concat_ranges import squeezed_concat_inputs
 from edgeq.quantize.converter import (ConverterSettings, make_converter, quantize_flatbuffer_source,
                                      quantize_float_flatbuffer, run_converter)
 from edgeq.report import ConversionReport

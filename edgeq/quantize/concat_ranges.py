@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from edgeq.tflite import flatbuffer as fb
 
-INT8 = 9  # TensorType value
 MIN_LEVELS = 8  # an input squeezed onto fewer int8 steps than this has lost its values
 
 
 def _span(tensor) -> float | None:
     q = tensor.quantization
-    if tensor.type != INT8 or q is None or q.scale is None or len(q.scale) != 1:
+    if tensor.type != fb.INT8 or q is None or q.scale is None or len(q.scale) != 1:
         return None
     return 255.0 * float(q.scale[0])
 
@@ -25,7 +24,7 @@ def _before_requantize(sg, names, producer: dict[int, int], i: int) -> int:
     concat input on the output's grid), or ``i`` itself."""
     while (k := producer.get(i)) is not None and names[sg.operators[k].opcodeIndex] == "QUANTIZE":
         src = int(sg.operators[k].inputs[0])
-        if sg.tensors[src].type != INT8:
+        if sg.tensors[src].type != fb.INT8:
             break
         i = src
     return i
@@ -37,11 +36,11 @@ def squeezed_concat_inputs(content: bytes) -> list[str]:
     names = fb.op_names(model)
     out: list[str] = []
     for sg in model.subgraphs:
+        producer = {int(t): k for k, p in enumerate(sg.operators) for t in p.outputs}
         for op in sg.operators:
             if names[op.opcodeIndex] != "CONCATENATION" or not len(op.outputs):
                 continue
             o = sg.tensors[int(op.outputs[0])]
-            producer = {int(t): k for k, p in enumerate(sg.operators) for t in p.outputs}
             o_span = _span(o)
             if not o_span:
                 continue

@@ -17,6 +17,7 @@ from edgeq.modes import Fallback, IOType
 from edgeq.nativeio import quiet_native_output
 from edgeq.quantize.converter import RepresentativeData
 from edgeq.tfenv import quiet_tf
+from edgeq.tflite.flatbuffer import mixed_activation_ops
 
 # Ops that stay as they are (data movement or graph plumbing): nothing to decide for them.
 NOT_CANDIDATES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE", "CAST", "GATHER"}
@@ -168,18 +169,21 @@ class Calibrated:
         ``fp16_weights`` stores those float layers' weights as float16 (half the bytes; LiteRT
         dequantizes them once when the model is loaded, compute stays float32).
         """
-        tf = quiet_tf()
-        from tensorflow.lite.python import convert as tfconvert
-
-        io = {IOType.FLOAT32: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8}[self.io]
-        try:
-            with quiet_native_output():
-                out = tfconvert.mlir_quantize(
-                    self.content, disable_per_channel=not self.per_channel, fully_quantize=io != tf.float32,
-                    input_data_type=io, output_data_type=io, denylisted_nodes=list(float_nodes) or None)
-        except Exception as exc:
-            raise ConversionError(f"{self.source}: quantizing with {len(float_nodes)} float layer(s) failed: "
-                                  f"{first_line(exc)[:200]}") from exc
+        float_nodes = list(float_nodes)
+        out = self._mlir_quantize(float_nodes)
+        # TF's quantizer keeps a same-scale op such as CONCATENATION int8 when a producer is int8, even when
+        # the op is denylisted, and feeds it one float input: a model no kernel runs. Such producers go float
+        # too, until every op reads one kind of activation.
+        candidates = {layer.node for layer in self.layers()} if float_nodes else set()
+        while float_nodes and (mixed := mixed_activation_ops(out)):
+            more = [n for _, _, ints in mixed for n in ints if n in candidates and n not in float_nodes]
+            if not more:
+                op, node, ints = mixed[0]
+                raise ConversionError(f"{self.source}: keeping {len(float_nodes)} layer(s) float leaves {op} "
+                                      f"'{node}' reading int8 '{ints[0]}' beside float inputs; keep fewer layers "
+                                      "float or use --fallback int16")
+            float_nodes += more
+            out = self._mlir_quantize(float_nodes)
         if fp16_weights and float_nodes:
             from edgeq.quantize.fp16_weights import weights_to_fp16
 
@@ -187,6 +191,20 @@ class Calibrated:
         from edgeq.quantize.converter import apply_kernel_workarounds
 
         return apply_kernel_workarounds(out)
+
+    def _mlir_quantize(self, float_nodes: list[str]) -> bytes:
+        tf = quiet_tf()
+        from tensorflow.lite.python import convert as tfconvert
+
+        io = {IOType.FLOAT32: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8}[self.io]
+        try:
+            with quiet_native_output():
+                return tfconvert.mlir_quantize(
+                    self.content, disable_per_channel=not self.per_channel, fully_quantize=io != tf.float32,
+                    input_data_type=io, output_data_type=io, denylisted_nodes=float_nodes or None)
+        except Exception as exc:
+            raise ConversionError(f"{self.source}: quantizing with {len(float_nodes)} float layer(s) failed: "
+                                  f"{first_line(exc)[:200]}") from exc
 
     def quantize_int16(self, int16_nodes: list[str] | tuple[str, ...] = ()) -> bytes:
         """INT8 everywhere except ``int16_nodes`` (output tensor names), which run LiteRT's 16x8 kernels

@@ -11,7 +11,7 @@ import copy
 import numpy as np
 
 NONE, RELU = 0, 1  # ActivationFunctionType values in the TFLite schema
-FLOAT32, INT32 = 0, 2  # TensorType values
+FLOAT32, INT32, UINT8, INT16, INT8 = 0, 2, 3, 7, 9  # TensorType values
 
 
 def schema():
@@ -154,3 +154,22 @@ def new_const(model, sg, like: int, value: np.ndarray, suffix: str) -> int:
     t.name = ((sg.tensors[like].name if like >= 0 else b"bias") or b"") + suffix.encode()
     sg.tensors.append(t)
     return len(sg.tensors) - 1
+
+
+def mixed_activation_ops(content: bytes) -> list[tuple[str, str, list[str]]]:
+    """Ops (other than QUANTIZE/DEQUANTIZE) that read float32 and integer activations together: what a
+    quantizer leaves when it keeps an op float but one producer int8. LiteRT's kernels and XNNPACK refuse them.
+    Returns (op, output tensor name, names of its integer activation inputs) per such op; constants are skipped."""
+    model = load(content)
+    names = op_names(model)
+    found = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            if names[op.opcodeIndex] in ("QUANTIZE", "DEQUANTIZE") or op.inputs is None:
+                continue
+            live = [int(i) for i in op.inputs if i >= 0 and raw_data(model, sg.tensors[int(i)]) is None]
+            ints = [i for i in live if sg.tensors[i].type in (INT8, UINT8, INT16)]
+            if ints and any(sg.tensors[i].type == FLOAT32 for i in live):
+                out = tensor_name(sg, int(op.outputs[0])) if len(op.outputs) else ""
+                found.append((names[op.opcodeIndex], out, [tensor_name(sg, i) for i in ints]))
+    return found

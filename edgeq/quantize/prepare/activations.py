@@ -12,7 +12,6 @@ import numpy as np
 
 from edgeq.tflite import flatbuffer as fb
 
-INT8 = 9  # TensorType value
 
 
 def run_each_sample(content: bytes, feeds: dict[str, np.ndarray], tensors: list[int], limit: int | None = None):
@@ -75,7 +74,7 @@ class TensorTable:
         for i, t in enumerate(sg.tensors):
             index[fb.name_of(t)] = i
             q = t.quantization
-            if t.type == INT8 and q is not None and q.scale is not None and len(q.scale) == 1:
+            if t.type == fb.INT8 and q is not None and q.scale is not None and len(q.scale) == 1:
                 int8[i] = (float(q.scale[0]), float(q.zeroPoint[0]) if q.zeroPoint is not None else 0.0)
         return cls(index, int8)
 

@@ -78,7 +78,7 @@ def grid_scales(quantized: bytes, layers: list[Layer]) -> list[Layer]:
         if op is None or names[op.opcodeIndex] != layer.kind:
             continue
         q = sg.tensors[int(op.inputs[1])].quantization
-        if sg.tensors[int(op.inputs[1])].type != 9 or q is None or q.scale is None:  # 9: INT8
+        if sg.tensors[int(op.inputs[1])].type != fb.INT8 or q is None or q.scale is None:
             continue
         layer.scale = np.asarray(q.scale, np.float64)
         kept.append(layer)
@@ -154,11 +154,10 @@ def collect(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], l
     """Run the calibrated float model and the plain INT8 model side by side; accumulate each layer's stats."""
     model = fb.load(calibrated)
     sg = model.subgraphs[0]
-    index = {fb.tensor_name(sg, i): i for i in range(len(sg.tensors))}
+    index = TensorTable.of_model(model).index
     q = TensorTable.of(quantized)
-    q_index = q.index
     f_wanted = sorted({index[layer.inp] for layer in layers})
-    q_wanted = sorted({q_index[layer.inp] for layer in layers if layer.inp in q_index})
+    q_wanted = sorted({q.index[layer.inp] for layer in layers if layer.inp in q.index})
     rng = np.random.default_rng(seed)
     stats = {layer.op: Stats() for layer in layers}
     # symmetric: the quantized model's activations are not needed, so it is not run
@@ -168,7 +167,7 @@ def collect(calibrated: bytes, quantized: bytes, feeds: dict[str, np.ndarray], l
             op = sg.operators[layer.op]
             shape = sg.tensors[layer.weight].shape
             xf = fv[index[layer.inp]].astype(np.float32)
-            qi = q_index.get(layer.inp)
+            qi = q.index.get(layer.inp)
             if asymmetric and qi is not None and qv[qi].dtype == np.int8:
                 xq = q.real(qi, qv[qi])
             else:  # no int8 twin (e.g. the model input): the layer sees the float values

@@ -32,18 +32,21 @@ def _biased_layers(model) -> dict[str, tuple[int, int]]:
             if names[op.opcodeIndex] in LAYERS and len(op.inputs) > 2 and int(op.inputs[2]) >= 0}
 
 
-def sample_means(content: bytes, feeds: dict[str, np.ndarray], names: list[str],
-                 table: TensorTable | None = None) -> dict[str, np.ndarray]:
-    """Per sample, the per-channel (last axis) mean of each named tensor: name -> samples x channels,
-    dequantized when it is int8 (``feeds`` must already match the model's input types)."""
+def channel_means(content: bytes, feeds: dict[str, np.ndarray], names: list[str],
+                  table: TensorTable | None = None) -> dict[str, np.ndarray]:
+    """The per-channel (last axis) mean of each named tensor over the samples, dequantized when it is int8
+    (``feeds`` must already match the model's input types)."""
     table = table or TensorTable.of(content)
     wanted = {n: table.index[n] for n in names if n in table.index}
-    rows: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+    sums: dict[str, np.ndarray] = {}
+    n_samples = 0
     for values in run_each_sample(content, feeds, sorted(set(wanted.values()))):
+        n_samples += 1
         for n, i in wanted.items():
             v = table.real(i, values[i])
-            rows[n].append(v.reshape(-1, v.shape[-1]).mean(0, dtype=np.float64))
-    return {n: np.stack(r) for n, r in rows.items() if r}
+            m = v.reshape(-1, v.shape[-1]).mean(0, dtype=np.float64)
+            sums[n] = m if n not in sums else sums[n] + m
+    return {n: s / n_samples for n, s in sums.items()}
 
 
 class _Int8Biases:
@@ -66,7 +69,7 @@ class _Int8Biases:
                 continue  # a layer left in float
             self.biases[name] = (t.buffer, np.asarray(q.scale, np.float64))
 
-    def shift(self, name: str, bias: np.ndarray) -> bool:
+    def write(self, name: str, bias: np.ndarray) -> bool:
         """Write layer ``name``'s bias as the float ``bias`` quantized the way the converter does it
         (round(bias / (input scale x weight scale)), per channel); False when it cannot be written."""
         buffer, step = self.biases[name]
@@ -115,20 +118,20 @@ def corrected(cal, feeds: dict[str, np.ndarray]):
     if not layers:
         return None
     feeds = {k: v[:MAX_SAMPLES] for k, v in feeds.items()}
-    target = sample_means(cal.content, feeds, list(layers))
+    target = channel_means(cal.content, feeds, list(layers))
     int8 = _Int8Biases(cal.quantize())
     q_feeds = int_feeds(bytes(int8.content), feeds)
     shifts: dict[str, np.ndarray] = {}  # output name -> corrected float bias
     for name in layers:  # op order: upstream layers first
         if name not in target or name not in int8.biases:
             continue
-        drift = sample_means(bytes(int8.content), q_feeds, [name], int8.table).get(name)
+        drift = channel_means(bytes(int8.content), q_feeds, [name], int8.table).get(name)
         if drift is None or drift.shape != target[name].shape:
             continue
         k, b = layers[name]
         # float32, as the calibrated model stores it: the int32 written now is what the final quantize writes
-        bias = (fb.const(model, sg, b) + target[name].mean(0) - drift.mean(0)).astype(np.float32)
-        if int8.shift(name, bias):
+        bias = (fb.const(model, sg, b) + target[name] - drift).astype(np.float32)
+        if int8.write(name, bias):
             shifts[name] = bias
     if not shifts:
         return None
