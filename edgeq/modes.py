@@ -102,9 +102,9 @@ class Fallback(str, Enum):
 class PtqChoice(str, Enum):
     """How full-INT8 prepares the float graph before the converter calibrates it."""
 
-    AUTO = "auto"  # BN folding, equalization, bias correction, range clipping: each kept only if it helps
-    # AUTO's steps, then learned weight rounding judged on held-back calibration data. Not the default: it adds
-    # ~6 minutes to a 5M-parameter model on 2 cores (EfficientNet-Lite0), over the 4-minute budget (docs/ptq.md)
+    # BN folding, equalization, bias correction, range clipping, learned rounding: each kept only if it helps
+    AUTO = "auto"
+    # AUTO's steps plus an end-to-end activation range search (it quantizes the model 18 more times)
     LEARNED = "learned"
     PLAIN = "plain"  # the converter's own min/max calibration, nothing else
 

@@ -150,7 +150,7 @@ def converted(dwnet, tmp_path_factory):
     out = tmp_path_factory.mktemp("ptq")
     return {c: convert(dwnet.keras, ConvertOptions(mode=Mode.INT8, calib=dwnet.calib, ptq=c),
                        out=out / f"{c.value}.tflite", eval_data=dwnet.eval)
-            for c in (PtqChoice.AUTO, PtqChoice.PLAIN)}  # learned rounding: tests/test_ptq_adaround.py
+            for c in (PtqChoice.AUTO, PtqChoice.PLAIN)}  # learned: tests/test_ptq_sequential_rounding.py
 
 
 def test_auto_beats_plain_and_stays_integer_per_channel(converted):

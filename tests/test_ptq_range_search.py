@@ -60,9 +60,9 @@ def test_a_model_with_nothing_to_gain_is_left_alone():
     assert RangeSearchStep().candidates(cal, feeds) == []
 
 
-def test_learned_runs_range_search_before_adaround_and_auto_does_not():
+def test_learned_runs_range_search_before_learned_rounding_and_auto_does_not():
     from edgeq.quantize.prepare.order import steps
 
     learned = [s.name for s in steps(per_channel=True, learned=True)]
-    assert learned[-2:] == ["range_search", "adaround"]
+    assert learned[-2:] == ["range_search", "sequential_rounding"]
     assert "range_search" not in [s.name for s in steps(per_channel=True, learned=False)]

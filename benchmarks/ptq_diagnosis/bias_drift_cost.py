@@ -1,9 +1,10 @@
-"""Time and effect of bias drift correction on a zoo model's own calibrated flatbuffer (docs/ptq.md).
+"""Time and effect of the layer-by-layer correction step on a zoo model's own calibrated flatbuffer (docs/ptq.md).
 
-Step 1 converts the zoo model as `edgeq convert --mode int8` does and stops where bias_drift would run,
-saving the calibrated model and the fit samples; step 2 runs ``corrected`` (this checkout's, or another
-version of bias_drift.py given with --module, e.g. from `git show 1760a8b:edgeq/quantize/prepare/bias_drift.py`)
-and scores plain and corrected INT8 against the calibrated float model on the zoo's eval split.
+Step 1 converts the zoo model as `edgeq convert --mode int8` does and stops where the last step
+(sequential_rounding; bias_drift before it) would run, saving the calibrated model and the fit samples; step 2
+runs ``corrected`` (this checkout's sequential_rounding, or another module given with --module, e.g. the old
+bias drift correction from `git show 202bd84:edgeq/quantize/prepare/bias_drift.py`) and scores plain and
+corrected INT8 against the calibrated float model on the zoo's eval split.
     python benchmarks/ptq_diagnosis/bias_drift_cost.py capture efficientnet_lite0
     python benchmarks/ptq_diagnosis/bias_drift_cost.py score efficientnet_lite0 [--module old_bias_drift.py]
 """
@@ -11,6 +12,7 @@ import argparse
 import importlib.util
 import os
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edge
 
 
 def capture(name: str, out: Path) -> None:
-    import edgeq.quantize.prepare.bias_drift as bd
+    import edgeq.quantize.prepare.sequential_rounding as bd
     from benchmarks.zoo import item, manifest
 
     def save(cal, feeds):
@@ -73,12 +75,14 @@ def score(name: str, saved: Path, module: Path | None) -> None:
     if module:
         spec = importlib.util.spec_from_file_location("bias_drift_under_test", module)
         bd = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = bd  # dataclasses look their module up
         spec.loader.exec_module(bd)
     else:
-        import edgeq.quantize.prepare.bias_drift as bd
+        import edgeq.quantize.prepare.sequential_rounding as bd
     t = time.perf_counter()
-    _, content, n = bd.corrected(cal, d["feeds"])
-    print(f"bias_drift ({module or 'this checkout'}): {time.perf_counter() - t:.1f} s, {n} layers,", line(content))
+    done = bd.corrected(cal, d["feeds"])
+    _, content, n = done if isinstance(done, tuple) else (None, done.content, done.layers)
+    print(f"{module or 'sequential_rounding'}: {time.perf_counter() - t:.1f} s, {n} layers,", line(content))
 
 
 if __name__ == "__main__":

@@ -110,10 +110,10 @@ def convert(
         "weights: the model stays all-integer, int8 I/O by default, for NPUs/DSPs with 16x8 kernels).")),
     ptq: PtqChoice = typer.Option(PtqChoice.AUTO, "--ptq", help=(
         "--mode int8: auto (BN folding, cross-layer equalization, bias correction, activation-range clipping, "
-        "each kept only when it measurably helps on the calibration data; the report lists what each gained), "
-        "learned (auto, then learned weight rounding fitted on 3/4 of the calibration data and kept only if it "
-        "helps on the rest: minutes slower on big models) or plain (the converter's own min/max calibration, for "
-        "comparison).")),
+        "learned weight rounding: each fitted on 3/4 of the calibration data and kept only when it measurably "
+        "helps on the rest; the report lists what each gained and took), learned (auto plus a search of "
+        "activation ranges by their effect on the output: slower) or plain (the converter's own min/max "
+        "calibration, for comparison).")),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),

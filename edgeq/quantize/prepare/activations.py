@@ -1,6 +1,6 @@
 """Running a calibrated or INT8 flatbuffer on calibration samples and reading its tensors.
 
-What the flatbuffer PTQ steps (ranges, equalize_calibrated, adaround, bias_drift) share: one sample at a
+What the flatbuffer PTQ steps (ranges, equalize_calibrated, sequential_rounding) share: one sample at a
 time through LiteRT with every intermediate tensor kept, float feeds quantized to an INT8 model's inputs,
 and int8 tensors dequantized by their own scale and zero point.
 """

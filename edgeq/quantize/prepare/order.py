@@ -5,22 +5,21 @@ interface from ``step.py``: here the imports can be plain top-level ones.
 """
 from __future__ import annotations
 
-from edgeq.quantize.prepare.adaround import AdaRoundStep
 from edgeq.quantize.prepare.bias_absorb import BIAS_ABSORB_STEP
 from edgeq.quantize.prepare.bias_correction import bias_correction_step
-from edgeq.quantize.prepare.bias_drift import BiasDriftStep
 from edgeq.quantize.prepare.equalize import EQUALIZE_STEP
 from edgeq.quantize.prepare.equalize_calibrated import EqualizeCalibratedStep
 from edgeq.quantize.prepare.fold_affine import FoldAffineStep
 from edgeq.quantize.prepare.range_search import RangeSearchStep
 from edgeq.quantize.prepare.ranges import RangesStep
+from edgeq.quantize.prepare.sequential_rounding import SequentialRoundingStep
 from edgeq.quantize.prepare.step import Step
 
 
 def steps(per_channel: bool, learned: bool) -> list[Step]:
-    """The steps in the order they run: Keras graph steps, then flatbuffer steps, bias drift correction
-    last of the default ones (it corrects what the others left); ``learned`` adds the slow ones (end-to-end
-    range search, learned rounding) after it."""
+    """The steps in the order they run: Keras graph steps, then flatbuffer steps. Learned rounding with
+    bias correction runs last, on the activation grids the earlier steps chose; ``learned`` adds the slow
+    end-to-end range search before it."""
     ordered: list[Step] = [EQUALIZE_STEP, BIAS_ABSORB_STEP, bias_correction_step(per_channel), FoldAffineStep(),
-                           EqualizeCalibratedStep(), RangesStep(), BiasDriftStep()]
-    return ordered + ([RangeSearchStep(), AdaRoundStep()] if learned else [])
+                           EqualizeCalibratedStep(), RangesStep()]
+    return ordered + ([RangeSearchStep()] if learned else []) + [SequentialRoundingStep()]

@@ -161,7 +161,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan).
 
     Every step (``order.steps``) fits on 3/4 of the calibration samples and is kept only when it beats the
-    model so far on the held-back quarter. ``PtqChoice.LEARNED`` adds learned weight rounding (the slow step)."""
+    model so far on the held-back quarter. ``PtqChoice.LEARNED`` adds the end-to-end range search (the slow step)."""
     from edgeq.quantize.prepare.order import steps
     from edgeq.quantize.prepare.step import Backend
 
