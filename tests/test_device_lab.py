@@ -4,6 +4,7 @@ the stand-ins run under qemu and their timings mean nothing."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -202,11 +203,15 @@ def test_ctrl_c_removes_remote_run_folders(lab, tiny_models):
         import _thread
         _thread.interrupt_main()
 
+    # interrupt_main() does nothing while SIGINT is ignored, and a shell starts background jobs (`make test &`)
+    # with SIGINT ignored: the test then waited out all 20000 runs. Python's own handler, as in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     try:
         with pytest.raises(KeyboardInterrupt):
             run_targets([(lab.pi, lambda: run_target(lab.pi, [tiny_models["fp32"]], o))])
     finally:
         done.set()
+        signal.signal(signal.SIGINT, previous)
     assert pressed.is_set()
     assert lab.pi_tmp_runs() == []
