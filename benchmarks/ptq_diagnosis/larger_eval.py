@@ -1,0 +1,70 @@
+"""Agreement of zoo classifiers' .tflite files with onnxruntime on a larger photo eval split (docs/zoo.md).
+
+The zoo scores the EfficientNets on 50 crops (5 per eval photo); one crop is 2 points. This script cuts
+``--per-photo`` fresh crops of the same eval photos with another seed (default 20 each: 200 crops), runs the
+ONNX model in onnxruntime as the reference and prints each .tflite's top-1 agreement, per-photo agreement and
+output SQNR:
+    python benchmarks/ptq_diagnosis/larger_eval.py efficientnet_lite0 MODEL_fp16.tflite MODEL_int8.tflite
+"""
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
+
+
+def _run_tflite(path: str, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(path)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    out = []
+    for s in range(len(x)):
+        v = x[s:s + 1]
+        if i["dtype"] == np.int8:
+            sc, zp = i["quantization"]
+            v = np.clip(np.round(v / sc + zp), -128, 127).astype(np.int8)
+        it.set_tensor(i["index"], v)
+        it.invoke()
+        y = it.get_tensor(o["index"]).astype(np.float32)
+        if o["dtype"] == np.int8:
+            sc, zp = o["quantization"]
+            y = (y - zp) * sc
+        out.append(y.reshape(-1))
+    return np.stack(out)
+
+
+def main() -> None:
+    import onnxruntime as ort
+
+    from benchmarks.zoo import data, manifest
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="zoo model name with photo data, e.g. efficientnet_lite0")
+    ap.add_argument("tflite", nargs="+")
+    ap.add_argument("--per-photo", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1234)
+    a = ap.parse_args()
+    z = manifest.load().model(a.model)
+    _, _, h, w = z.inputs[0].shape
+    rgb = data.photo_crops(CACHE, data.EVAL_PHOTOS, a.per_photo, (h, w), a.seed)
+    x = data.normalize(rgb, z.preprocessing).astype(np.float32)  # NHWC, as edgeq's .tflite takes it
+    onnx_path = next((CACHE / "models").glob(z.name.replace("_", "-") + ".onnx"))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    ref = np.concatenate([sess.run(None, {name: x[s:s + 1].transpose(0, 3, 1, 2)})[0].reshape(1, -1)
+                          for s in range(len(x))])
+    for path in a.tflite:
+        y = _run_tflite(path, x)
+        same = ref.argmax(1) == y.argmax(1)
+        per_photo = same.reshape(len(data.EVAL_PHOTOS), a.per_photo).mean(1)
+        sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - y) ** 2).sum())
+        print(f"{Path(path).name}: {len(same)} crops, agreement {same.mean():.3f}, SQNR {sqnr:.2f} dB, "
+              f"per photo {np.round(per_photo, 2).tolist()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
