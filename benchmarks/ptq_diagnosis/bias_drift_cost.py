@@ -36,7 +36,8 @@ def capture(name: str, out: Path) -> None:
     item.run_edgeq(manifest.load().model(name), "int8", CACHE, out.parent)
 
 
-def _outputs(content: bytes, feeds: dict) -> np.ndarray:
+def outputs(content: bytes, feeds: dict) -> np.ndarray:
+    """The first output of a .tflite per sample (int8 I/O quantized and dequantized), one row each."""
     from edgeq.modelinfo import open_interpreter
     from edgeq.quantize.prepare.activations import int_feeds
 
@@ -64,10 +65,10 @@ def score(name: str, saved: Path, module: Path | None) -> None:
     e = np.load(CACHE / "data" / name / "eval_edgeq.npz")
     feeds = {k: (e[k].transpose(0, 2, 3, 1) if e[k].ndim == 4 and e[k].shape[1] == 3 else e[k]).astype(np.float32)
              for k in d["feeds"]}
-    ref = _outputs(cal.content, feeds)
+    ref = outputs(cal.content, feeds)
 
     def line(content):
-        y = _outputs(content, feeds)
+        y = outputs(content, feeds)
         sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - y) ** 2).sum())
         return f"eval SQNR {sqnr:.2f} dB, top-1 agreement {np.mean(ref.argmax(1) == y.argmax(1)):.3f}"
 

@@ -15,31 +15,10 @@ import numpy as np
 CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
 
 
-def _run_tflite(path: str, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(path)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    out = []
-    for s in range(len(x)):
-        v = x[s:s + 1]
-        if i["dtype"] == np.int8:
-            sc, zp = i["quantization"]
-            v = np.clip(np.round(v / sc + zp), -128, 127).astype(np.int8)
-        it.set_tensor(i["index"], v)
-        it.invoke()
-        y = it.get_tensor(o["index"]).astype(np.float32)
-        if o["dtype"] == np.int8:
-            sc, zp = o["quantization"]
-            y = (y - zp) * sc
-        out.append(y.reshape(-1))
-    return np.stack(out)
-
-
 def main() -> None:
     import onnxruntime as ort
 
+    from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
     from benchmarks.zoo import data, manifest
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,7 +37,7 @@ def main() -> None:
     ref = np.concatenate([sess.run(None, {name: x[s:s + 1].transpose(0, 3, 1, 2)})[0].reshape(1, -1)
                           for s in range(len(x))])
     for path in a.tflite:
-        y = _run_tflite(path, x)
+        y = outputs(Path(path).read_bytes(), {"input": x})
         same = ref.argmax(1) == y.argmax(1)
         per_photo = same.reshape(len(data.EVAL_PHOTOS), a.per_photo).mean(1)
         sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - y) ** 2).sum())
