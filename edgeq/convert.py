@@ -139,16 +139,16 @@ def convert(model: Path | str, options: ConvertOptions | None = None, out: Path 
                               "result")
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    with progress.task(f"loading {source.name}"):
-        # e.g. ONNX input_shapes; quantized activations let the ONNX source make encoders quantizable
-        int8_acts = options.mode.spec.int8_activations
-        on_disk = isinstance(options.calib, Path)  # the ONNX LayerNorm split reads a calibration .npz itself
-        fm = load_float_model(source, batch=options.batch,
-                              **{"quantized_activations": options.mode.needs_calibration,
-                                 "calibration": options.calib if int8_acts and on_disk else None,
-                                 **(source_options or {})})
     with ExitStack() as stack:
-        stack.enter_context(fm)
+        with progress.task(f"loading {source.name}"):
+            # e.g. ONNX input_shapes; quantized activations let the ONNX source make encoders quantizable
+            int8_acts = options.mode.spec.int8_activations
+            on_disk = isinstance(options.calib, Path)  # the ONNX LayerNorm split reads a calibration .npz itself
+            # entered at once, inside the task: a signal before the stack owns it would leak its temporary export
+            fm = stack.enter_context(load_float_model(
+                source, batch=options.batch, **{"quantized_activations": options.mode.needs_calibration,
+                                                "calibration": options.calib if int8_acts and on_disk else None,
+                                                **(source_options or {})}))
         timings["load"] = time.perf_counter() - t
 
         def read_data(fm: FloatModel):

@@ -14,6 +14,7 @@ Two measurements per layer, both in the LiteRT runtime:
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -212,9 +213,9 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
     from edgeq.sources import load_float_model
 
     progress = progress or Silent()
-    with progress.task(f"loading {Path(model).name}"):
-        fm = load_float_model(Path(model))
-    with fm:
+    with ExitStack() as stack:
+        with progress.task(f"loading {Path(model).name}"):  # owned at once: a signal must not leak its export
+            fm = stack.enter_context(load_float_model(Path(model)))
         cal_ds = load_dataset(calib, fm.inputs, limit=calib_samples, layout=layout, name="calib")
         data = (load_dataset(eval_data, fm.inputs, layout=layout, name="eval_data") if eval_data is not None
                 else cal_ds)

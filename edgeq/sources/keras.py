@@ -82,15 +82,7 @@ def from_keras_object(model, source: Path, batch: int | None = 1) -> FloatModel:
 
     ``batch`` fixes a dynamic batch dimension (None keeps it dynamic): with a static shape, Flatten and
     Reshape need no SHAPE/STRIDED_SLICE/PACK ops and XNNPACK can take the whole graph."""
-    tmp = Path(tempfile.mkdtemp(prefix="edgeq-sm-"))
-    saved = tmp / "saved_model"
     signature = _static_signature(model, batch) if batch is not None else None
-    try:
-        with quiet_native_output():
-            model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=signature)
-    except BaseException:  # Ctrl-C / SIGTERM / a failed export: the FloatModel that would remove it never exists
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     inputs = [_spec(t) for t in model.inputs]
     if signature is not None:
         inputs = [TensorSpec(s.name, (batch if s.shape[0] is None else s.shape[0], *s.shape[1:]), s.dtype)
@@ -104,8 +96,16 @@ def from_keras_object(model, source: Path, batch: int | None = 1) -> FloatModel:
         out = out if isinstance(out, (list, tuple)) else [out]
         return [np.asarray(o) for o in out]
 
-    fm = FloatModel(source=source, kind="keras", saved_model_dir=saved, inputs=inputs, outputs=outputs,
-                    _predict=predict, _tmpdir=tmp, extra={"keras_model": model})
+    tmp = Path(tempfile.mkdtemp(prefix="edgeq-sm-"))
+    try:
+        with quiet_native_output():
+            model.export(str(tmp / "saved_model"), format="tf_saved_model", verbose=False,
+                         input_signature=signature)
+        fm = FloatModel(source=source, kind="keras", saved_model_dir=tmp / "saved_model", inputs=inputs,
+                        outputs=outputs, _predict=predict, _tmpdir=tmp, extra={"keras_model": model})
+    except BaseException:  # Ctrl-C / SIGTERM / a failed export before the FloatModel that removes it exists
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     fm.batch = batch
     return fm
 
