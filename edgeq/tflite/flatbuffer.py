@@ -36,11 +36,14 @@ def dump(model) -> bytes:
     return bytes(builder.Output())
 
 
+def _builtin_names() -> dict[int, str]:
+    """BuiltinOperator value -> name ('CONV_2D', ...)."""
+    return {v: k for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_")}
+
+
 def op_names(model) -> list[str]:
     """Builtin op name per operator-code index ('CONV_2D', ...)."""
-    sc = schema()
-
-    names = {v: k for k, v in vars(sc.BuiltinOperator).items() if not k.startswith("_")}
+    names = _builtin_names()
     return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
 
 
@@ -156,6 +159,11 @@ def new_const(model, sg, like: int, value: np.ndarray, suffix: str) -> int:
     return len(sg.tensors) - 1
 
 
+def _name(tensor) -> str:
+    """A reader-API tensor's name ('' when the optional field is absent)."""
+    return (tensor.Name() or b"").decode()
+
+
 def mixed_activation_ops(content: bytes) -> list[tuple[str, str, list[str]]]:
     """Ops (other than QUANTIZE/DEQUANTIZE) that read float32 and integer activations together: what a
     quantizer leaves when it keeps an op float but one producer int8. LiteRT's kernels and XNNPACK refuse them.
@@ -163,7 +171,7 @@ def mixed_activation_ops(content: bytes) -> list[tuple[str, str, list[str]]]:
     Reads the flatbuffer in place (no object form): mixed-precision searches call it once per candidate."""
     s = schema()
     m = s.Model.GetRootAs(bytearray(content), 0)
-    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    names = _builtin_names()
     codes = []
     for i in range(m.OperatorCodesLength()):
         c = m.OperatorCodes(i)
@@ -180,6 +188,6 @@ def mixed_activation_ops(content: bytes) -> list[tuple[str, str, list[str]]]:
             live = [i for i in live if not (sg.Tensors(i).Buffer() and has_data[sg.Tensors(i).Buffer()])]
             ints = [i for i in live if sg.Tensors(i).Type() in (INT8, UINT8, INT16)]
             if ints and any(sg.Tensors(i).Type() == FLOAT32 for i in live):
-                out = sg.Tensors(int(op.Outputs(0))).Name().decode() if op.OutputsLength() else ""
-                found.append((codes[op.OpcodeIndex()], out, [sg.Tensors(i).Name().decode() for i in ints]))
+                out = _name(sg.Tensors(int(op.Outputs(0)))) if op.OutputsLength() else ""
+                found.append((codes[op.OpcodeIndex()], out, [_name(sg.Tensors(i)) for i in ints]))
     return found
