@@ -171,13 +171,15 @@ def finetune(model: ModelLike, train_data: Any, eval_data: Any, out_dir: Path | 
     ``eval_data``, agreement with float (and top-1 with labels) of post-training INT8 and QAT INT8.
     ``holdout_data``, when given, is where those numbers are measured instead, and ``eval_data`` only chooses
     the epoch (early stopping): numbers from data no choice has seen. ``on_epoch`` receives each epoch's stats.
+    When QAT's INT8 model does not beat post-training INT8 on ``eval_data``, the post-training model is written
+    (``options.keep_better``; the report's ``qat.shipped`` says which).
     """
     from edgeq.qat.pipeline import QATOptions, TrainConfig, finetune as run_finetune
 
     o = options or FinetuneOptions()
     qat = QATOptions(train=TrainConfig(epochs=o.epochs, learning_rate=o.learning_rate, batch_size=o.batch_size,
                                        seed=o.seed, distill_weight=o.distill_weight, patience=o.patience),
-                     io=o.io, ptq_calib_samples=o.ptq_calib_samples)
+                     io=o.io, ptq_calib_samples=o.ptq_calib_samples, keep_better=o.keep_better)
     with ExitStack() as stack:
         path = stack.enter_context(_model_path(model, stack))
         report = run_finetune(path, train_data, eval_data, Path(out_dir), qat, progress=progress, on_epoch=on_epoch,

@@ -69,6 +69,7 @@ class FinetuneOptions:
     ptq_calib_samples: int = 300  # training samples for the post-training INT8 baseline
     distill_weight: float | None = None  # share of the distillation loss; None: 0 with labels, 1 without
     patience: int = 2  # epochs without a better agreement with float before stopping (the best epoch is kept)
+    keep_better: bool = True  # write post-training INT8 instead when QAT does not beat it on the eval data
 
     def __post_init__(self) -> None:
         _set(self, "io", as_enum(IOType, self.io, "io"))

@@ -204,12 +204,21 @@ def test_early_stopping_judges_val_and_never_sees_eval_data(tmp_path, monkeypatc
         seen.append(len(ds))
         return real_judge(qat, ds, *args, **kwargs)
 
+    from edgeq.qat import train as train_module
+
+    real_tflite_judge = train_module.tflite_agreement
+
+    def tflite_judge_spy(content, ds, *args, **kwargs):  # QAT or post-training INT8: which to write
+        seen.append(len(ds))
+        return real_tflite_judge(content, ds, *args, **kwargs)
+
     monkeypatch.setattr(pipeline, "train", train_spy)
     monkeypatch.setattr(pipeline, "exported_agreement", judge_spy)
+    monkeypatch.setattr(train_module, "tflite_agreement", tflite_judge_spy)
     r = finetune(model_path, tmp_path / "train.npz", tmp_path / "val.npz", tmp_path / "out",
                  QATOptions(train=TrainConfig(epochs=1, batch_size=16, calib_samples=32), ptq_calib_samples=32),
                  eval_data=tmp_path / "eval.npz")
-    assert seen and set(seen) == {20}  # start and per-epoch judgement: val only
+    assert seen and set(seen) == {20}  # start, per-epoch judgement and the QAT-or-PTQ choice: val only
     q = r.extra["qat"]
     assert (q["val_samples"], q["eval_samples"], q["eval_is_val"]) == (20, 28, False)
     assert r.accuracy.vs_float.agreement is not None
@@ -220,6 +229,69 @@ def test_early_stopping_judges_val_and_never_sees_eval_data(tmp_path, monkeypatc
     out = TFLiteRunner(content=Path(r.output).read_bytes()).run({"image": sets["eval"]})[0]
     reference = keras.saving.load_model(model_path).predict(sets["eval"], verbose=0)
     assert r.accuracy.vs_float.agreement == pytest.approx(metrics.agreement(reference, out))
+
+
+def _tiny_int8(model, path: Path, calib: Path) -> bytes:
+    from edgeq.convert import convert
+    from edgeq.modes import ConvertOptions, Mode
+
+    model.save(path)
+    return Path(convert(path, ConvertOptions(mode=Mode.INT8, calib=calib, ptq="plain"),
+                        out=path.with_suffix(".tflite")).output).read_bytes()
+
+
+def test_choice_between_qat_and_post_training_int8_is_made_on_val(tmp_path):
+    """The model that agrees better with float on val is written; a tie keeps QAT's."""
+    from edgeq.qat.pipeline import _choose
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (40, 12, 12, 1)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    model = tiny_functional()
+    good = _tiny_int8(model, tmp_path / "good.keras", tmp_path / "calib.npz")
+    other = tiny_functional()
+    other.set_weights([w[::-1].copy() if w.ndim == 1 else rng.permutation(w.ravel()).reshape(w.shape)
+                       for w in other.get_weights()])
+    bad = _tiny_int8(other, tmp_path / "bad.keras", tmp_path / "calib.npz")
+    val = Dataset({"image": x}, None, Path("val.npz"))
+    reference = [model.predict(x, verbose=0)]
+    assert _choose(bad, good, val, reference, by_labels=False)["shipped"] == "ptq"
+    assert _choose(good, bad, val, reference, by_labels=False)["shipped"] == "qat"
+    tie = _choose(good, good, val, reference, by_labels=False)
+    assert tie["shipped"] == "qat" and tie["val_qat"] == tie["val_ptq"]
+
+
+@pytest.mark.parametrize("keep_better", [True, False])
+def test_post_training_int8_is_written_when_qat_loses_on_val(tmp_path, monkeypatch, keep_better):
+    """When the choice on val goes to post-training INT8, that model is the output and the report's accuracy
+    is its own; QAT's held-out number is still reported. ``keep_better=False`` writes QAT's regardless."""
+    from edgeq import metrics
+    from edgeq.qat import pipeline
+    from edgeq.qat.pipeline import QATOptions, TrainConfig, finetune
+    from edgeq.runtime import TFLiteRunner
+
+    model_path = tmp_path / "tiny.keras"
+    tiny_functional().save(model_path)
+    rng = np.random.default_rng(4)
+    sets = {name: rng.uniform(0, 1, (n, 12, 12, 1)).astype(np.float32) for name, n in (("train", 48), ("val", 20))}
+    for name, x in sets.items():
+        np.savez(tmp_path / f"{name}.npz", x=x)
+    monkeypatch.setattr(pipeline, "_choose", lambda *a, **k: {"shipped": "ptq", "val_qat": "agreement 50.00%, "
+                                                               "1.00 dB", "val_ptq": "agreement 90.00%, 9.00 dB"})
+    r = finetune(model_path, tmp_path / "train.npz", tmp_path / "val.npz", tmp_path / "out",
+                 QATOptions(train=TrainConfig(epochs=1, batch_size=16, calib_samples=32), ptq_calib_samples=32,
+                            keep_better=keep_better))
+    q = r.extra["qat"]
+    out = TFLiteRunner(content=Path(r.output).read_bytes()).run({"image": sets["val"]})[0]
+    reference = keras.saving.load_model(model_path).predict(sets["val"], verbose=0)
+    assert r.accuracy.vs_float.agreement == pytest.approx(metrics.agreement(reference, out))
+    assert r.model.fully_integer
+    if keep_better:
+        assert q["shipped"] == "ptq" and "wrote the post-training INT8 model" in q["summary"]
+        assert r.accuracy.vs_float.agreement == q["ptq_agreement"]
+    else:
+        assert q["shipped"] == "qat" and "post-training INT8 model" not in q["summary"]
+        assert r.accuracy.vs_float.agreement == q["qat_agreement"]
 
 
 def test_separable_conv_block_simulation_is_the_export_up_to_rounding_ties():

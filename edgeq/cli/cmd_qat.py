@@ -46,6 +46,10 @@ def finetune(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Training batch size."),
     seed: int = typer.Option(0, "--seed", help="Seed for data order, dropout and calibration samples: same "
                                                "seed, same result."),
+    keep_better: bool = typer.Option(True, "--keep-better/--always-qat", help=(
+        "Write the post-training INT8 model instead when QAT's does not beat it on --eval (agreement with "
+        "float, or top-1 when training on labels; the report says which was written). --always-qat writes "
+        "QAT's model regardless.")),
     io: IOType = typer.Option(IOType.INT8, "--io", help="Input/output type of the .tflite (int8 by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
@@ -63,6 +67,8 @@ def finetune(
     both). Fine-tuning starts from what post-training INT8 kept (BN folded, equalized weights, calibrated
     ranges). Per-epoch loss and agreement with float on --eval go to stderr; nothing is written until training is done (Ctrl-C is safe).
     With --holdout, the report is measured there instead of on --eval, which then only chooses the epoch.
+    When QAT's INT8 model does not beat post-training INT8 on --eval, the post-training model is written
+    instead and the report says so (--always-qat turns this off).
 
     Examples:
 
@@ -80,7 +86,7 @@ def finetune(
     val = renamed(eval_data, val_old, "--eval", "--val", required=True)
     out = renamed(out_dir, out_old, "--out-dir", "--out", required=True)
     options = FinetuneOptions(epochs=epochs, learning_rate=lr, batch_size=batch_size, seed=seed, io=io,
-                              distill_weight=distill_weight, patience=patience)
+                              distill_weight=distill_weight, patience=patience, keep_better=keep_better)
     report = run_finetune(model, train, val, out, options, progress=progress(show_progress),
                           on_epoch=lambda s: warn(s.line()), holdout_data=holdout)
     emit_json(report.to_dict()) if as_json else emit(report.render())

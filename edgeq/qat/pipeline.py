@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,9 @@ class QATOptions:
     train: TrainConfig = TrainConfig()
     io: IOType = IOType.INT8  # full-INT8 models take and give int8, as with edgeq convert --mode int8
     ptq_calib_samples: int = 300  # training samples for the post-training INT8 baseline
+    # ship the post-training INT8 model when the QAT export does not beat it on the validation data (the
+    # data that chose the epoch; never the held-apart eval data)
+    keep_better: bool = True
 
 
 def _ptq_baseline(source: Path, train_x: np.ndarray, val, options: QATOptions, work: Path,
@@ -70,9 +74,9 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
     export.check_out_dir(out_dir, source, inputs=(train_data, val_data, eval_data))
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    with progress.task(f"loading {source.name}"):
-        fm = load_float_model(source)
-    with fm, tempfile.TemporaryDirectory(prefix="edgeq-qat-") as tmp:
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="edgeq-qat-") as tmp:
+        with progress.task(f"loading {source.name}"):  # owned at once: a signal must not leak its export
+            fm = stack.enter_context(load_float_model(source))
         keras_model = fm.extra.get("keras_model")
         if keras_model is None:
             raise ModelLoadError(f"{source}: QAT rewrites Keras layers, and a {kind} graph has none; give the "
@@ -124,15 +128,26 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
             info = export.inspect_export(content, options.io, source)
         timings["export"] = time.perf_counter() - t
         t = time.perf_counter()
-        accuracy = evaluate(content, eval_ds, reference, progress)
+        qat_accuracy = evaluate(content, eval_ds, reference, progress)
+        choice = _choose(content, Path(ptq.output).read_bytes(), val_ds, val_reference,
+                         distill_weight(options.train, train_ds) < 1.0)
+        accuracy = qat_accuracy
+        if options.keep_better and choice["shipped"] == "ptq":
+            content, info, accuracy = Path(ptq.output).read_bytes(), ptq.model, ptq.accuracy
         tuned = _keras_outputs(qat, eval_ds, qat.float_model)
         tuned_float = metrics.top1(tuned[0], eval_ds.labels) if eval_ds.labels is not None else None
         timings["eval"] = time.perf_counter() - t
 
         tfl, keras_path = export.write_outputs(out_dir, source, content, _float_to_save(qat, keras_model, replayed))
         info.path = str(tfl)
-    qat_section = _qat_section(options, len(train_ds), history, start_top1, tuned_float, ptq, accuracy,
+    if not options.keep_better:
+        choice["shipped"] = "qat"
+    qat_section = _qat_section(options, len(train_ds), history, start_top1, tuned_float, ptq, qat_accuracy,
                                timings["finetune"], keras_path, qat.fused)
+    qat_section.update(choice)
+    if choice["shipped"] == "ptq":
+        qat_section["summary"] += (f"; wrote the post-training INT8 model: QAT did not beat it on the validation "
+                                   f"data ({choice['val_qat']} vs {choice['val_ptq']}; --always-qat writes QAT's)")
     qat_section.update(val_samples=len(val_ds), eval_samples=len(eval_ds),
                        eval_is_val=eval_ds is val_ds)
     qat_section.update(start_agreement=start.agreement, start_sqnr_db=round(start.sqnr_db, 3),
@@ -146,6 +161,23 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         notes=list(dict.fromkeys(list(fm.notes) + train_ds.notes + val_ds.notes
                                  + (eval_ds.notes if eval_ds is not val_ds else []))), timings_s=timings,
         extra={"qat": qat_section})
+
+
+def _choose(qat_tflite: bytes, ptq_tflite: bytes, val_ds, val_reference, by_labels: bool) -> dict:
+    """Which INT8 model ships, judged on the validation data by the key early stopping uses (top-1 when
+    training on labels, else agreement; then SQNR): QAT's export unless post-training INT8 beats it there."""
+    from edgeq.qat.train import tflite_agreement
+
+    q = tflite_agreement(qat_tflite, val_ds, val_reference)
+    p = tflite_agreement(ptq_tflite, val_ds, val_reference)
+
+    def show(a) -> str:
+        first = a.top1 if by_labels and a.top1 is not None else a.agreement
+        what = "top-1" if by_labels and a.top1 is not None else "agreement"
+        return (f"{what} {100 * first:.2f}%, " if first is not None else "") + f"{a.sqnr_db:.2f} dB"
+
+    return {"shipped": "ptq" if p.key(by_labels) > q.key(by_labels) else "qat",
+            "val_qat": show(q), "val_ptq": show(p)}
 
 
 def _keras_outputs(qat, ds, model=None) -> list[np.ndarray]:

@@ -191,9 +191,14 @@ def exported_agreement(qat: QATModel, ds: Dataset, reference: list[np.ndarray], 
     On fer the simulation's agreement and the exported model's differ by 2-4 points either way (240 faces), so
     early stopping judged on the simulation picked epochs at random; judging the export costs one conversion
     per epoch."""
+    return tflite_agreement(export(qat.model), ds, reference)
+
+
+def tflite_agreement(content: bytes, ds: Dataset, reference: list[np.ndarray]) -> Agreement:
+    """``agreement_with_float`` of a .tflite model (bytes), run in LiteRT on ``ds``."""
     from edgeq.runtime import TFLiteRunner
 
-    return _compare(TFLiteRunner(content=export(qat.model)).run(ds.inputs), reference, ds)
+    return _compare(TFLiteRunner(content=content).run(ds.inputs), reference, ds)
 
 
 def train(qat: QATModel, train_ds: Dataset, val_ds: Dataset | None, config: TrainConfig,
