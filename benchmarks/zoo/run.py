@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from benchmarks import provenance
-from benchmarks.zoo import manifest, reference
+from benchmarks.zoo import data, manifest, reference
 from benchmarks.zoo.item import MARK, ONNX2TF, PER_TENSOR
 from benchmarks.zoo.metrics import PRIMARY
 from benchmarks.zoo.report import render_markdown
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     total = len(items) + len(results)
     if sources:  # a merged table is partial unless every model x mode is in it
         total = max(total, len({(z.name, mode) for z, mode in everything}))
+    for z in {z.name: z for z, _ in items}.values():  # once per model, before parallel items read it
+        data.prepare(z, cache)
     with ThreadPoolExecutor(a.jobs) as pool:
         futs = {pool.submit(run_item, z.name, mode, cache, work, a.runs): (z, mode) for z, mode in items}
         for f in as_completed(futs):
