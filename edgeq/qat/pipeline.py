@@ -236,6 +236,7 @@ def _qat_section(options: QATOptions, n_train: int, history: list[EpochStats], s
         is not None else None,
         "ptq_agreement": p.vs_float.agreement if p.vs_float else None,
         "qat_agreement": accuracy.vs_float.agreement if accuracy.vs_float else None,
+        "qat_top1": accuracy.top1,  # QAT's own model, also when post-training INT8 is the one written
         "fused_layers": len(fused),
     }
 
