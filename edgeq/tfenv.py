@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 
 def quiet_tf():
@@ -18,4 +19,8 @@ def quiet_tf():
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     tf.get_logger().setLevel("ERROR")
+    # Keras 3 warns on every new batch shape when a model saved with a list of inputs (many .h5 files) is
+    # called with one array; it flattens the structure and computes the same thing
+    warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match the expected structure",
+                            category=UserWarning)
     return tf

@@ -109,7 +109,7 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
 
         t = time.perf_counter()
         val_reference = _keras_outputs(qat, val_ds)  # the input model's outputs, in its own head order
-        start_model, replayed = prepared_start(keras_model, (ptq.extra.get("ptq") or {}).get("applied", []),
+        start_model, replayed = prepared_start(keras_model, (ptq.extra.get("ptq") or {}).get("steps", []),
                                                calib_x)
         if replayed:
             seed_everything(options.train.seed)

@@ -50,6 +50,7 @@ class PtqStep:
     gain_db: float | None = None  # SQNR gained over the best model before this step
     seconds: float | None = None  # time the step took (fitting, converting, scoring)
     judged_on: str = "calibration"  # "calibration" or "held-back" (samples the step did not fit on)
+    label: str = ""  # the variant kept or tried best, when the step tries several (e.g. an alpha)
 
 
 @dataclass
@@ -267,7 +268,7 @@ class _Run:
         tried = f" (tried {', '.join(f'{c.label} {sc.sqnr_db:.1f} dB' for c, _, sc in scored)})" \
             if len(scored) > 1 else ""
         self.plan.steps.append(PtqStep(step.name, chosen.detail + tried, keep, score, gain, _since(t0),
-                                       self.judged_on))
+                                       self.judged_on, chosen.label))
         if not keep:
             return model
         self.best_bytes, self.best = content, score
