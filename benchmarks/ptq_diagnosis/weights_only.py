@@ -1,0 +1,110 @@
+"""How much of an INT8 model's loss is its weights: the float model run with the INT8 model's weights.
+
+Takes a float and an INT8 .tflite of one model from the same converter graph (e.g. the zoo's
+<cache>/work/<model>_{fp32,int8}.tflite), puts the INT8 model's dequantized weights and biases (learned rounding,
+bias correction and all) into the float model's CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops, in op order,
+and scores float, weights-only and INT8 against the float model on the zoo's eval split (agreement, SQNR).
+What the weights-only model loses is the weights' share; the rest of the INT8 loss is in the activations:
+    python benchmarks/ptq_diagnosis/weights_only.py efficientnet_lite1 FP32.tflite INT8.tflite [more INT8 ...]
+"""
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
+WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def _dequantized(model, sg, index: int) -> np.ndarray:
+    """A constant int8/int32/int64 (or float) tensor's float value (per-channel scales along quantizedDimension)."""
+    from edgeq.tflite import flatbuffer as fm
+
+    t = sg.tensors[index]
+    if t.type == fm.FLOAT32:  # e.g. a dynamic-range model's biases
+        return fm.const(model, sg, index)
+    dtype = {fm.INT8: np.int8, fm.INT32: np.int32, 4: np.int64}[t.type]  # 4: INT64 (16x8 biases)
+    q = np.frombuffer(fm.raw_data(model, t).tobytes(), dtype).reshape(list(t.shape)).astype(np.float64)
+    scale = np.asarray(t.quantization.scale, np.float64)
+    zero = np.asarray(t.quantization.zeroPoint if t.quantization.zeroPoint is not None else [0], np.float64)
+    shape = [1] * q.ndim
+    if scale.size > 1:
+        shape[t.quantization.quantizedDimension] = scale.size
+    return ((q - zero.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
+
+
+def with_int8_weights(fp32: bytes, int8: bytes, only: int | None = None) -> tuple[bytes, int]:
+    """``fp32`` with every weighted op's weights and bias taken from ``int8`` (or only the ``only``-th weighted
+    op's); returns (bytes, weighted ops in the graph)."""
+    from edgeq.tflite import flatbuffer as fm
+
+    fmod, qmod = fm.load(fp32), fm.load(int8)
+    fsg, qsg = fmod.subgraphs[0], qmod.subgraphs[0]
+    fnames, qnames = fm.op_names(fmod), fm.op_names(qmod)
+    fops = [op for op in fsg.operators if fnames[op.opcodeIndex] in WEIGHTED]
+    qops = [op for op in qsg.operators if qnames[op.opcodeIndex] in WEIGHTED]
+    if len(fops) != len(qops):
+        raise SystemExit(f"{len(fops)} weighted ops in the float model, {len(qops)} in the INT8 one: not one graph")
+    for k, (fop, qop) in enumerate(zip(fops, qops)):
+        if only is not None and k != only:
+            continue
+        for slot in (1, 2):
+            if slot >= len(fop.inputs) or int(fop.inputs[slot]) < 0 or int(qop.inputs[slot]) < 0:
+                continue
+            old = fm.const(fmod, fsg, int(fop.inputs[slot]))
+            new = _dequantized(qmod, qsg, int(qop.inputs[slot]))
+            if old is None or old.shape != new.shape:
+                raise SystemExit(f"op {fsg.operators.index(fop)}: input {slot} shapes differ "
+                                 f"({None if old is None else old.shape} vs {new.shape})")
+            fop.inputs[slot] = fm.new_const(fmod, fsg, int(fop.inputs[slot]), new, "/int8_weights")
+    return fm.dump(fmod), len(fops)
+
+
+def main() -> None:
+    from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
+    from benchmarks.zoo import data, manifest
+    from edgeq import metrics
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="zoo model name, e.g. efficientnet_lite1 (its eval split is used)")
+    ap.add_argument("fp32")
+    ap.add_argument("int8", nargs="+")
+    ap.add_argument("--per-layer", type=int, default=0, metavar="N",
+                    help="also rank the weighted ops: one op's int8 weights at a time, on the first N samples")
+    a = ap.parse_args()
+    z = manifest.load().model(a.model)
+    with np.load(data.prepare(z, CACHE) / "eval_edgeq.npz") as e:
+        x = e[e.files[0]].astype(np.float32)
+    if x.ndim == 4 and x.shape[1] in (1, 3):  # the zoo keeps ONNX's NCHW; edgeq's .tflite takes NHWC
+        x = x.transpose(0, 2, 3, 1)
+    feeds = {"input": x}
+    fp32 = Path(a.fp32).read_bytes()
+    ref = outputs(fp32, feeds)
+    print(f"{a.model}: {len(x)} eval samples, scored against {Path(a.fp32).name}")
+    for path in a.int8:
+        int8 = Path(path).read_bytes()
+        mixed, n = with_int8_weights(fp32, int8)
+        for label, content in ((f"{Path(path).name}: float activations, its {n} ops' int8 weights", mixed),
+                               (f"{Path(path).name}: INT8", int8)):
+            y = outputs(content, feeds)
+            print(f"  {label:70s} agreement {metrics.agreement(ref, y):.3f}  SQNR {metrics.sqnr_db(ref, y):6.2f} dB")
+        if a.per_layer:
+            from edgeq.tflite import flatbuffer as fm
+
+            fmod = fm.load(fp32)
+            sg, names = fmod.subgraphs[0], fm.op_names(fmod)
+            ops = [op for op in sg.operators if names[op.opcodeIndex] in WEIGHTED]
+            sub = {"input": x[:a.per_layer]}
+            rows = []
+            for k, op in enumerate(ops):
+                y = outputs(with_int8_weights(fp32, int8, only=k)[0], sub)
+                rows.append((metrics.sqnr_db(ref[:a.per_layer], y), k, names[op.opcodeIndex],
+                             fm.tensor_name(sg, int(op.outputs[0]))))
+            print(f"  the 12 weighted ops whose int8 weights alone cost most ({a.per_layer} samples; output SQNR):")
+            for db, k, kind, name in sorted(rows)[:12]:
+                print(f"    #{k:3d} {kind:18s} {db:6.2f} dB  {name[:90]}")
+
+
+if __name__ == "__main__":
+    main()
