@@ -6,6 +6,7 @@ bias correction and all) into the float model's CONV_2D / DEPTHWISE_CONV_2D / FU
 and scores float, weights-only and INT8 against the float model on the zoo's eval split (agreement, SQNR).
 What the weights-only model loses is the weights' share; the rest of the INT8 loss is in the activations:
     python benchmarks/ptq_diagnosis/weights_only.py efficientnet_lite1 FP32.tflite INT8.tflite [more INT8 ...]
+``--by-kind`` scores one op kind's int8 weights at a time, ``--per-layer N`` one op's at a time (first N samples).
 """
 import argparse
 import os
@@ -70,6 +71,8 @@ def main() -> None:
     ap.add_argument("model", help="zoo model name, e.g. efficientnet_lite1 (its eval split is used)")
     ap.add_argument("fp32")
     ap.add_argument("int8", nargs="+")
+    ap.add_argument("--by-kind", action="store_true",
+                    help="also score the int8 weights of one op kind at a time (DEPTHWISE_CONV_2D, CONV_2D, ...)")
     ap.add_argument("--per-layer", type=int, default=0, metavar="N",
                     help="also rank the weighted ops: one op's int8 weights at a time, on the first N samples")
     a = ap.parse_args()
@@ -89,6 +92,19 @@ def main() -> None:
                                (f"{Path(path).name}: INT8", int8)):
             y = outputs(content, feeds)
             print(f"  {label:70s} agreement {metrics.agreement(ref, y):.3f}  SQNR {metrics.sqnr_db(ref, y):6.2f} dB")
+        if a.by_kind:
+            from edgeq.tflite import flatbuffer as fm
+
+            fmod = fm.load(fp32)
+            names = fm.op_names(fmod)
+            kinds = [names[op.opcodeIndex] for op in fmod.subgraphs[0].operators if names[op.opcodeIndex] in WEIGHTED]
+            for kind in WEIGHTED:
+                content = fp32
+                for k in (k for k, kk in enumerate(kinds) if kk == kind):
+                    content = with_int8_weights(content, int8, only=k)[0]
+                y = outputs(content, feeds)
+                print(f"  only the {kinds.count(kind):3d} {kind:18s} ops' int8 weights: agreement "
+                      f"{metrics.agreement(ref, y):.3f}  SQNR {metrics.sqnr_db(ref, y):6.2f} dB")
         if a.per_layer:
             from edgeq.tflite import flatbuffer as fm
 
