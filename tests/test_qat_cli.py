@@ -78,6 +78,25 @@ def test_exported_model_is_integer_per_channel_and_float_model_loads(finetuned, 
     assert any(not np.array_equal(a, b) for a, b in zip(tuned.get_weights(), original.get_weights()))
 
 
+def test_always_qat_writes_qats_model_even_when_ptq_wins(cli, cnn, data, tmp_path, monkeypatch):
+    """--always-qat overrides the choice: here post-training INT8 is made to win on --eval, and QAT's model is
+    still the one written (and its numbers the report's)."""
+    import edgeq.qat.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_choose", lambda *a, **k: {"shipped": "ptq", "val_qat": "top-1 1.00%, 1.00 dB",
+                                                               "val_ptq": "top-1 99.00%, 9.00 dB"})
+    ev = np.load(data / "val.npz")
+    np.savez(tmp_path / "val.npz", x=ev["x"][:100], y=ev["y"][:100])
+    out = tmp_path / "qat"
+    res = cli("qat", "finetune", cnn.keras, "--train", data / "train.npz", "--eval", tmp_path / "val.npz",
+              "--epochs", "1", "--always-qat", "--out-dir", out, "--json", "--no-progress")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    qat = report["qat"]
+    assert qat["shipped"] == "qat" and "post-training INT8 model" not in qat["summary"]
+    assert report["accuracy"]["top1"] == qat["qat_top1"]
+
+
 def test_ctrl_c_during_training_writes_nothing(cli, cnn, data, tmp_path, monkeypatch):
     import edgeq.qat.pipeline as pipeline
 
