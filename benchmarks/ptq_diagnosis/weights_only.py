@@ -6,7 +6,8 @@ bias correction and all) into the float model's CONV_2D / DEPTHWISE_CONV_2D / FU
 and scores float, weights-only and INT8 against the float model on the zoo's eval split (agreement, SQNR).
 What the weights-only model loses is the weights' share; the rest of the INT8 loss is in the activations:
     python benchmarks/ptq_diagnosis/weights_only.py efficientnet_lite1 FP32.tflite INT8.tflite [more INT8 ...]
-``--by-kind`` scores one op kind's int8 weights at a time, ``--per-layer N`` one op's at a time (first N samples).
+``--by-kind`` scores one op kind's int8 weights at a time, ``--per-layer N`` one op's at a time (first N samples);
+``--nearest`` the float model's own weights rounded to nearest (what learned rounding improves on).
 """
 import argparse
 import os
@@ -62,6 +63,37 @@ def with_int8_weights(fp32: bytes, int8: bytes, only: int | None = None) -> tupl
     return fm.dump(fmod), len(fops)
 
 
+AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # output-channel axis of each kind's weights
+
+
+def nearest_int8(w: np.ndarray, axis: int, clip: str = "max") -> np.ndarray:
+    """``w`` rounded to nearest on a symmetric per-channel int8 grid (what a converter does without learned
+    rounding); ``clip="mse"`` picks each channel's range among 50-100% of its peak by squared error."""
+    wm = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)
+    peak = np.abs(wm).max(1, keepdims=True) + 1e-12
+    best, best_err = None, None
+    for r in ([1.0] if clip == "max" else np.linspace(0.5, 1.0, 26)):
+        step = peak * r / 127
+        d = np.clip(np.round(wm / step), -127, 127) * step
+        err = ((d - wm) ** 2).sum(1, keepdims=True)
+        best = d if best is None else np.where(err < best_err, d, best)
+        best_err = err if best_err is None else np.minimum(err, best_err)
+    return np.moveaxis(best.reshape(np.moveaxis(w, axis, 0).shape), 0, axis).astype(np.float32)
+
+
+def with_nearest_weights(fp32: bytes, clip: str) -> bytes:
+    """``fp32`` with every weighted op's weights rounded to nearest per-channel int8 (biases stay float)."""
+    from edgeq.tflite import flatbuffer as fm
+
+    model = fm.load(fp32)
+    sg, names = model.subgraphs[0], fm.op_names(model)
+    for op in sg.operators:
+        kind = names[op.opcodeIndex]
+        if kind in AXIS and (w := fm.const(model, sg, int(op.inputs[1]))) is not None:
+            op.inputs[1] = fm.new_const(model, sg, int(op.inputs[1]), nearest_int8(w, AXIS[kind], clip), "/nearest")
+    return fm.dump(model)
+
+
 def main() -> None:
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
     from benchmarks.zoo import data, manifest
@@ -71,6 +103,9 @@ def main() -> None:
     ap.add_argument("model", help="zoo model name, e.g. efficientnet_lite1 (its eval split is used)")
     ap.add_argument("fp32")
     ap.add_argument("int8", nargs="+")
+    ap.add_argument("--nearest", action="store_true",
+                    help="also score the float model with its own weights rounded to nearest per-channel int8 "
+                         "(max and MSE-clipped ranges): the baseline learned rounding is measured against")
     ap.add_argument("--by-kind", action="store_true",
                     help="also score the int8 weights of one op kind at a time (DEPTHWISE_CONV_2D, CONV_2D, ...)")
     ap.add_argument("--per-layer", type=int, default=0, metavar="N",
@@ -85,6 +120,11 @@ def main() -> None:
     fp32 = Path(a.fp32).read_bytes()
     ref = outputs(fp32, feeds)
     print(f"{a.model}: {len(x)} eval samples, scored against {Path(a.fp32).name}")
+    if a.nearest:
+        for clip in ("max", "mse"):
+            y = outputs(with_nearest_weights(fp32, clip), feeds)
+            print(f"  {'float activations, weights rounded to nearest int8 (' + clip + ' ranges)':70s} agreement "
+                  f"{metrics.agreement(ref, y):.3f}  SQNR {metrics.sqnr_db(ref, y):6.2f} dB")
     for path in a.int8:
         int8 = Path(path).read_bytes()
         mixed, n = with_int8_weights(fp32, int8)
