@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
-WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # output-channel axis of each kind's weights
+WEIGHTED = tuple(AXIS)
 
 
 def _dequantized(model, sg, index: int) -> np.ndarray:
@@ -36,9 +37,19 @@ def _dequantized(model, sg, index: int) -> np.ndarray:
     return ((q - zero.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
 
 
-def with_int8_weights(fp32: bytes, int8: bytes, only: int | None = None) -> tuple[bytes, int]:
-    """``fp32`` with every weighted op's weights and bias taken from ``int8`` (or only the ``only``-th weighted
-    op's); returns (bytes, weighted ops in the graph)."""
+def weighted_ops(fp32: bytes) -> list[tuple[str, str]]:
+    """(op kind, output tensor name) of each weighted op, in op order: the indices ``with_int8_weights`` takes."""
+    from edgeq.tflite import flatbuffer as fm
+
+    model = fm.load(fp32)
+    sg, names = model.subgraphs[0], fm.op_names(model)
+    return [(names[op.opcodeIndex], fm.tensor_name(sg, int(op.outputs[0]))) for op in sg.operators
+            if names[op.opcodeIndex] in WEIGHTED]
+
+
+def with_int8_weights(fp32: bytes, int8: bytes, only: set[int] | None = None) -> tuple[bytes, int]:
+    """``fp32`` with every weighted op's weights and bias taken from ``int8`` (or only those of the weighted ops
+    numbered in ``only``); returns (bytes, weighted ops in the graph)."""
     from edgeq.tflite import flatbuffer as fm
 
     fmod, qmod = fm.load(fp32), fm.load(int8)
@@ -49,7 +60,7 @@ def with_int8_weights(fp32: bytes, int8: bytes, only: int | None = None) -> tupl
     if len(fops) != len(qops):
         raise SystemExit(f"{len(fops)} weighted ops in the float model, {len(qops)} in the INT8 one: not one graph")
     for k, (fop, qop) in enumerate(zip(fops, qops)):
-        if only is not None and k != only:
+        if only is not None and k not in only:
             continue
         for slot in (1, 2):
             if slot >= len(fop.inputs) or int(fop.inputs[slot]) < 0 or int(qop.inputs[slot]) < 0:
@@ -62,8 +73,6 @@ def with_int8_weights(fp32: bytes, int8: bytes, only: int | None = None) -> tupl
             fop.inputs[slot] = fm.new_const(fmod, fsg, int(fop.inputs[slot]), new, "/int8_weights")
     return fm.dump(fmod), len(fops)
 
-
-AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # output-channel axis of each kind's weights
 
 
 def nearest_int8(w: np.ndarray, axis: int, clip: str = "max") -> np.ndarray:
@@ -119,6 +128,7 @@ def main() -> None:
     feeds = {"input": x}
     fp32 = Path(a.fp32).read_bytes()
     ref = outputs(fp32, feeds)
+    ops = weighted_ops(fp32)
     print(f"{a.model}: {len(x)} eval samples, scored against {Path(a.fp32).name}")
     if a.nearest:
         for clip in ("max", "mse"):
@@ -133,30 +143,17 @@ def main() -> None:
             y = outputs(content, feeds)
             print(f"  {label:70s} agreement {metrics.agreement(ref, y):.3f}  SQNR {metrics.sqnr_db(ref, y):6.2f} dB")
         if a.by_kind:
-            from edgeq.tflite import flatbuffer as fm
-
-            fmod = fm.load(fp32)
-            names = fm.op_names(fmod)
-            kinds = [names[op.opcodeIndex] for op in fmod.subgraphs[0].operators if names[op.opcodeIndex] in WEIGHTED]
             for kind in WEIGHTED:
-                content = fp32
-                for k in (k for k, kk in enumerate(kinds) if kk == kind):
-                    content = with_int8_weights(content, int8, only=k)[0]
-                y = outputs(content, feeds)
-                print(f"  only the {kinds.count(kind):3d} {kind:18s} ops' int8 weights: agreement "
+                picked = {k for k, (kk, _) in enumerate(ops) if kk == kind}
+                y = outputs(with_int8_weights(fp32, int8, only=picked)[0], feeds)
+                print(f"  only the {len(picked):3d} {kind:18s} ops' int8 weights: agreement "
                       f"{metrics.agreement(ref, y):.3f}  SQNR {metrics.sqnr_db(ref, y):6.2f} dB")
         if a.per_layer:
-            from edgeq.tflite import flatbuffer as fm
-
-            fmod = fm.load(fp32)
-            sg, names = fmod.subgraphs[0], fm.op_names(fmod)
-            ops = [op for op in sg.operators if names[op.opcodeIndex] in WEIGHTED]
             sub = {"input": x[:a.per_layer]}
             rows = []
-            for k, op in enumerate(ops):
-                y = outputs(with_int8_weights(fp32, int8, only=k)[0], sub)
-                rows.append((metrics.sqnr_db(ref[:a.per_layer], y), k, names[op.opcodeIndex],
-                             fm.tensor_name(sg, int(op.outputs[0]))))
+            for k, (kind, name) in enumerate(ops):
+                y = outputs(with_int8_weights(fp32, int8, only={k})[0], sub)
+                rows.append((metrics.sqnr_db(ref[:a.per_layer], y), k, kind, name))
             print(f"  the 12 weighted ops whose int8 weights alone cost most ({a.per_layer} samples; output SQNR):")
             for db, k, kind, name in sorted(rows)[:12]:
                 print(f"    #{k:3d} {kind:18s} {db:6.2f} dB  {name[:90]}")
