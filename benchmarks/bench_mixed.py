@@ -145,7 +145,7 @@ def run_zoo(name: str, metric: Metric, budget: float, work: Path) -> dict:
     row = {"model": name, "metric": metric.value, "budget": budget}
     cache = manifest.cache_dir()
     z = manifest.load().model(name)
-    where = zoo_data.prepare(z, cache) if z.path(cache).exists() else zoo_data.data_dir(z, cache)
+    where = zoo_data.ready_dir(z, cache)
     if not z.path(cache).exists() or not (where / "eval_edgeq.npz").exists():
         return {**row, "needs": f"`python -m benchmarks.zoo.fetch --only {name}` (not in the zoo cache)"}
     out = work / f"{name}_mixed_int16_{metric.value}_{budget:g}.tflite"

@@ -71,7 +71,7 @@ def run_zoo(name: str, choice: str, work: Path) -> dict:
     row = {"model": name, "ptq": choice}
     cache = manifest.cache_dir()
     z = manifest.load().model(name)
-    where = zoo_data.prepare(z, cache) if z.path(cache).exists() else zoo_data.data_dir(z, cache)
+    where = zoo_data.ready_dir(z, cache)
     if not z.path(cache).exists() or not (where / "eval_edgeq.npz").exists():
         return {**row, "needs": f"`python -m benchmarks.zoo.fetch --only {name}` (not in the zoo cache)"}
     opts = ConvertOptions(mode=Mode.INT8, calib=where / "calib_edgeq.npz", ptq=PtqChoice(choice))

@@ -292,6 +292,11 @@ def data_dir(z: ZooModel, cache: Path) -> Path:
     return cache / "data" / z.name
 
 
+def ready_dir(z: ZooModel, cache: Path) -> Path:
+    """``z``'s data folder, (re)made when its model is in the cache (a benchmark's one line for its data)."""
+    return prepare(z, cache) if z.path(cache).exists() else data_dir(z, cache)
+
+
 def _recipe_stamp(z: ZooModel) -> str:
     """What the cached data was made with: a change to the split sizes or seed remakes it."""
     return f"{z.data} seed={SEED} photo_crops={CROPS_CALIB}/{CROPS_EVAL}\n"

@@ -129,19 +129,18 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         timings["export"] = time.perf_counter() - t
         t = time.perf_counter()
         qat_accuracy = evaluate(content, eval_ds, reference, progress)
-        choice = _choose(content, Path(ptq.output).read_bytes(), val_ds, val_reference,
-                         distill_weight(options.train, train_ds) < 1.0)
+        ptq_content = Path(ptq.output).read_bytes()
+        choice = _choose(content, ptq_content, val_ds, val_reference,
+                         distill_weight(options.train, train_ds) < 1.0, keep_better=options.keep_better)
         accuracy = qat_accuracy
-        if options.keep_better and choice["shipped"] == "ptq":
-            content, info, accuracy = Path(ptq.output).read_bytes(), ptq.model, ptq.accuracy
+        if choice["shipped"] == "ptq":
+            content, info, accuracy = ptq_content, ptq.model, ptq.accuracy
         tuned = _keras_outputs(qat, eval_ds, qat.float_model)
         tuned_float = metrics.top1(tuned[0], eval_ds.labels) if eval_ds.labels is not None else None
         timings["eval"] = time.perf_counter() - t
 
         tfl, keras_path = export.write_outputs(out_dir, source, content, _float_to_save(qat, keras_model, replayed))
         info.path = str(tfl)
-    if not options.keep_better:
-        choice["shipped"] = "qat"
     qat_section = _qat_section(options, len(train_ds), history, start_top1, tuned_float, ptq, qat_accuracy,
                                timings["finetune"], keras_path, qat.fused)
     qat_section.update(choice)
@@ -163,9 +162,11 @@ def finetune(model: Path | str, train_data: Path | str, val_data: Path | str, ou
         extra={"qat": qat_section})
 
 
-def _choose(qat_tflite: bytes, ptq_tflite: bytes, val_ds, val_reference, by_labels: bool) -> dict:
+def _choose(qat_tflite: bytes, ptq_tflite: bytes, val_ds, val_reference, by_labels: bool,
+            keep_better: bool = True) -> dict:
     """Which INT8 model ships, judged on the validation data by the key early stopping uses (top-1 when
-    training on labels, else agreement; then SQNR): QAT's export unless post-training INT8 beats it there."""
+    training on labels, else agreement; then SQNR): QAT's export unless post-training INT8 beats it there
+    (and ``keep_better``; both are scored either way, for the report)."""
     from edgeq.qat.train import tflite_agreement
 
     q = tflite_agreement(qat_tflite, val_ds, val_reference)
@@ -176,7 +177,7 @@ def _choose(qat_tflite: bytes, ptq_tflite: bytes, val_ds, val_reference, by_labe
         what = "top-1" if by_labels and a.top1 is not None else "agreement"
         return (f"{what} {100 * first:.2f}%, " if first is not None else "") + f"{a.sqnr_db:.2f} dB"
 
-    return {"shipped": "ptq" if p.key(by_labels) > q.key(by_labels) else "qat",
+    return {"shipped": "ptq" if keep_better and p.key(by_labels) > q.key(by_labels) else "qat",
             "val_qat": show(q), "val_ptq": show(p)}
 
 

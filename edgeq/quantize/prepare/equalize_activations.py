@@ -17,16 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.quantize.prepare.equalize import _in_ranges, find_pairs
+from edgeq.quantize.prepare.equalize_calibrated import migration_scales
 from edgeq.quantize.prepare.graph import Graph, activations
 
 CONSUMERS = ("Conv2D", "Dense")  # as in the flatbuffer step: consumers whose input channels have own weights
-
-
-def _scales(act: np.ndarray, wpeak: np.ndarray, alpha: float) -> np.ndarray:
-    ok = (act > 1e-12) & (wpeak > 1e-12) & np.isfinite(act)
-    s = np.where(ok, np.where(ok, act, 1.0) ** alpha / np.where(ok, wpeak, 1.0) ** (1 - alpha), 1.0)
-    s = s / np.exp(np.mean(np.log(s)))  # the overall level is irrelevant to int8
-    return np.clip(s, 1e-4, 1e4)
 
 
 def _depthwise_peaks(layer, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -42,41 +36,34 @@ def _depthwise_peaks(layer, x: np.ndarray, batch: int = 64) -> np.ndarray:
     return peak
 
 
-def _layer_inputs(model, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    import keras
-
-    if not names:
-        return {}
-    probe = keras.Model(model.inputs, [model.get_layer(n).input for n in names])
-    out = probe.predict(x, batch_size=64, verbose=0)
-    return dict(zip(names, out if len(names) > 1 else [out]))
-
-
 def equalize_activations(model, calib_x: np.ndarray, alpha: float) -> tuple[object, int]:
     """Equalize ``model`` in place (weights only, channels-last layers); returns (model, chains equalized)."""
     g = Graph.of(model)
-    seps = [n for n, cls in g.classes.items() if cls == "SeparableConv2D"
-            and g.layer_config(n).get("data_format", "channels_last") == "channels_last"]
-    pairs = [p for p in find_pairs(g) if p.clip is None and g.classes[p.second] in CONSUMERS]
+    def last(n: str) -> bool:  # channels are read on the last axis; Keras on TF CPU runs NCHW convs rarely
+        return g.layer_config(n).get("data_format", "channels_last") == "channels_last"
+
+    seps = [n for n, cls in g.classes.items() if cls == "SeparableConv2D" and last(n)]
+    pairs = [p for p in find_pairs(g) if p.clip is None and g.classes[p.second] in CONSUMERS
+             and last(p.first) and last(p.second)]
     w = {n: [np.asarray(a, np.float64) for a in model.get_layer(n).get_weights()]
          for n in seps + [n for p in pairs for n in (p.first, p.second)]}
     done = 0
-    inputs = _layer_inputs(model, seps, calib_x)
+    inputs = activations(model, seps, calib_x, batch=64, of="input")
     for n in seps:  # depthwise -> pointwise inside the layer
         dk, pk = w[n][0], w[n][1]
         wpeak = np.abs(pk).reshape(-1, pk.shape[-1]).max(1)
-        s = _scales(_depthwise_peaks(model.get_layer(n), inputs[n]), wpeak, alpha)
+        s = migration_scales(_depthwise_peaks(model.get_layer(n), inputs[n]), wpeak, alpha)
         w[n][0] = dk / s.reshape(dk.shape[2], dk.shape[3])
         w[n][1] = pk * s[None, None, :, None]
         done += 1
-    peaks = activations(model, [p.first for p in pairs], calib_x) if pairs else {}
+    peaks = activations(model, [p.first for p in pairs], calib_x)
     for p in pairs:
         k1, k2 = g.classes[p.first], g.classes[p.second]
         act = np.abs(peaks[p.first]).reshape(-1, peaks[p.first].shape[-1]).max(0)
         wq = w[p.second][0]
         if len(act) != wq.shape[-2 if k2 == "Conv2D" else 0]:
             continue  # e.g. a Flatten between: input columns are not channels
-        s = _scales(act, _in_ranges(k2, wq), alpha)
+        s = migration_scales(act, _in_ranges(k2, wq), alpha)
         first = w[p.first]  # Conv2D, DepthwiseConv2D or Dense: [kernel] or [kernel, bias]
         first[0] = first[0] / (s.reshape(first[0].shape[2], first[0].shape[3]) if k1 == "DepthwiseConv2D" else s)
         if len(first) > 1:

@@ -185,6 +185,15 @@ def prepare(calibrated: bytes, feeds: dict[str, np.ndarray]) -> tuple[list[Chain
     return chains, (channel_stats(calibrated, feeds, chains) if chains else {})
 
 
+def migration_scales(act: np.ndarray, wpeak: np.ndarray, alpha: float) -> np.ndarray:
+    """Per channel s = a^alpha / w^(1-alpha) (a: activation peak, w: the consumer's weight peak on that
+    channel), normalized to geometric mean 1; 1 where either peak is zero."""
+    ok = (act > 1e-12) & (wpeak > 1e-12) & np.isfinite(act)
+    s = np.where(ok, np.where(ok, act, 1.0) ** alpha / np.where(ok, wpeak, 1.0) ** (1 - alpha), 1.0)
+    s = s / np.exp(np.mean(np.log(s)))  # overall level is irrelevant to int8; keep values near their old size
+    return np.clip(s, 1e-4, 1e4)
+
+
 def _scale_chain(model, sg, names, ch: Chain, stats, alpha: float) -> None:
     prod, cons = sg.operators[ch.producer], sg.operators[ch.consumer]
     act = np.zeros(ch.channels)
@@ -197,10 +206,7 @@ def _scale_chain(model, sg, names, ch: Chain, stats, alpha: float) -> None:
     col_peak = np.abs(np.moveaxis(wq, in_axis, 0)).reshape(wq.shape[in_axis], -1).max(1)
     wpeak = np.zeros(ch.channels)
     np.maximum.at(wpeak, cols, col_peak)
-    ok = (act > 1e-12) & (wpeak > 1e-12) & np.isfinite(act)
-    s = np.where(ok, np.where(ok, act, 1.0) ** alpha / np.where(ok, wpeak, 1.0) ** (1 - alpha), 1.0)
-    s = s / np.exp(np.mean(np.log(s)))  # overall level is irrelevant to int8; keep values near their old size
-    s = np.clip(s, 1e-4, 1e4).astype(np.float32)
+    s = migration_scales(act, wpeak, alpha).astype(np.float32)
 
     axis = PRODUCER_AXIS[names[prod.opcodeIndex]]
     w = fm.const(model, sg, int(prod.inputs[1]))

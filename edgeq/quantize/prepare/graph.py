@@ -90,11 +90,15 @@ def clone(model):
     return rebuild(model, lambda cfg: None, {})
 
 
-def activations(model, names: list[str], x: np.ndarray, batch: int = 100) -> dict[str, np.ndarray]:
-    """Outputs of the layers ``names`` on input batch ``x`` (float model, inference mode)."""
+def activations(model, names: list[str], x: np.ndarray, batch: int = 100, of: str = "output"
+                ) -> dict[str, np.ndarray]:
+    """Outputs (``of="input"``: inputs) of the layers ``names`` on input batch ``x`` (float model, inference
+    mode)."""
     import keras
 
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    if not names:
+        return {}
+    probe = keras.Model(model.inputs, [getattr(model.get_layer(n), of) for n in names])
     outs = [np.asarray(o) for o in _as_list(probe.predict(x, batch_size=batch, verbose=0))]
     return dict(zip(names, outs))
 
