@@ -58,14 +58,15 @@ def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset
             extra["mixed"] = section
         return content
     settings = ConverterSettings(mode=options.mode, io=options.io_type, per_channel=options.per_channel)
-    if options.mode is Mode.INT8 and calib is not None and options.ptq in (PtqChoice.AUTO, PtqChoice.LEARNED):
+    if (options.mode in (Mode.INT8, Mode.INT16X8) and calib is not None
+            and options.ptq in (PtqChoice.AUTO, PtqChoice.LEARNED)):
         from edgeq.quantize.prepare.ptq import prepare_and_quantize  # graph preparation, measured per step
 
         content, plan = prepare_and_quantize(fm, settings, calib, progress, options.ptq)
         if extra is not None:
             extra["ptq"] = plan.to_dict()
         return content
-    if options.mode is Mode.INT8 and extra is not None:
+    if options.mode in (Mode.INT8, Mode.INT16X8) and extra is not None:
         extra["ptq"] = {"choice": "plain", "summary": "plain (TFLiteConverter min/max calibration only, --ptq plain)"}
     rep = representative_data(calib, progress) if calib is not None else None
     if fm.float_tflite is not None:  # no TensorFlow graph: every mode from the float flatbuffer

@@ -42,7 +42,8 @@ def rounded(deep):
 
 
 def _layer_ints(content: bytes) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Output tensor name -> (int8 weight, int32 bias) of each conv/depthwise/dense op of a quantized model."""
+    """Output tensor name -> (int8 weight, int32 or int64 bias) of each conv/depthwise/dense op of a quantized
+    model."""
     from edgeq.tflite import flatbuffer as fb
 
     model = fb.load(content)
@@ -51,8 +52,9 @@ def _layer_ints(content: bytes) -> dict[str, tuple[np.ndarray, np.ndarray | None
     for op in sg.operators:
         if names[op.opcodeIndex] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             w = fb.raw_data(model, sg.tensors[int(op.inputs[1])]).view(np.int8)
-            b = fb.raw_data(model, sg.tensors[int(op.inputs[2])]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-            out[fb.tensor_name(sg, int(op.outputs[0]))] = (w, None if b is None else b.view(np.int32))
+            t = sg.tensors[int(op.inputs[2])] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+            b = None if t is None else fb.raw_data(model, t).view({fb.INT32: np.int32, fb.INT64: np.int64}[t.type])
+            out[fb.tensor_name(sg, int(op.outputs[0]))] = (w, b)
     return out
 
 
@@ -156,3 +158,83 @@ def test_ptq_learned_through_the_cli_reports_the_steps_and_stays_all_integer(cli
               "--out", tmp_path / "auto.tflite", "--json")
     names = [s["name"] for s in json.loads(res.out)["ptq"]["steps"]]
     assert res.code == 0 and names[-1] == "sequential_rounding" and "range_search" not in names
+
+
+@pytest.fixture(scope="module")
+def deep_16x8(deep):
+    """``deep`` calibrated by TensorFlow's 16x8 calibrator, as ``--mode int16x8`` prepares it."""
+    from edgeq.convert import representative_data
+    from edgeq.data import Dataset
+    from edgeq.progress import Silent
+    from edgeq.quantize.int16x8 import calibrate_16x8
+
+    model, cal, feeds = deep
+    rep = representative_data(Dataset(inputs=feeds, labels=None, source=Path("calib.npz")), Silent())
+    return model, cal.with_content(calibrate_16x8(cal.content, rep)), feeds
+
+
+def _to_16x8(cal) -> bytes:
+    from edgeq.quantize.int16x8 import quantize_calibrated_16x8
+
+    return quantize_calibrated_16x8(cal.content)
+
+
+@pytest.fixture(scope="module")
+def rounded_16x8(deep_16x8):
+    from edgeq.quantize.prepare.sequential_rounding import corrected
+
+    _, cal, feeds = deep_16x8
+    return corrected(cal, feeds, quantize=_to_16x8, float_stand_in=True)
+
+
+def _dequantized_layers(content: bytes) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Output name (a 16x8 output layer's '_int16' suffix dropped) -> (weight, bias, bias step) as float."""
+    from edgeq.tflite import flatbuffer as fb
+
+    model = fb.load(content)
+    sg, names = model.subgraphs[0], fb.op_names(model)
+    out = {}
+    for name, (w, b) in _layer_ints(content).items():
+        op = next(o for o in sg.operators if fb.tensor_name(sg, int(o.outputs[0])) == name)
+        ws = np.asarray(sg.tensors[int(op.inputs[1])].quantization.scale, np.float64)
+        shape = sg.tensors[int(op.inputs[1])].shape
+        axis = 3 if names[op.opcodeIndex] == "DEPTHWISE_CONV_2D" else 0
+        w = w.reshape(shape).astype(np.float64) * ws.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+        step = float(sg.tensors[int(op.inputs[0])].quantization.scale[0]) * ws
+        out[name.removesuffix("_int16")] = (w, None if b is None else b * step, step)
+    return out
+
+
+def test_16x8_fits_on_the_float_stand_in_and_the_quantizer_writes_what_was_fitted(deep_16x8, rounded_16x8):
+    """--mode int16x8 fits the layers on the float model with the weights rounded so far (LiteRT runs 16x8 on
+    slow reference kernels). The weights written there are on the int8 grid, so TensorFlow's 16x8 quantizer
+    writes exactly them, and the biases to half an int64 step."""
+    from edgeq.tflite import flatbuffer as fb
+
+    _, cal, _ = deep_16x8
+    stand_in = rounded_16x8.in_place
+    assert rounded_16x8.layers == 6  # the Dense head too (in the 16x8 model it writes '<name>_int16')
+    final, plain = _dequantized_layers(rounded_16x8.content), _dequantized_layers(_to_16x8(cal))
+    moved_w = moved_b = 0
+    for name, buffer in stand_in.weights.items():
+        fitted = fb.buffer_in_place(stand_in.content, buffer).view(np.float32).astype(np.float64)
+        w, b, step = final[name]
+        np.testing.assert_allclose(w.ravel(), fitted, rtol=1e-6, atol=1e-12)
+        moved_w += int(np.sum(~np.isclose(w, plain[name][0], rtol=1e-6, atol=1e-12)))
+        if name in stand_in.biases:
+            bias = fb.buffer_in_place(stand_in.content, stand_in.biases[name]).view(np.float32)
+            assert np.all(np.abs(b - bias) <= step / 2 + 1e-9)
+            moved_b += int(np.sum(b != plain[name][1]))
+    assert moved_w > 0 and moved_b > 0
+    model = fb.load(rounded_16x8.content)
+    assert any(t.type == fb.INT16 for t in model.subgraphs[0].tensors)  # int16 activations
+    assert any(t.type == fb.INT64 for t in model.subgraphs[0].tensors)  # 16x8 biases
+
+
+def test_16x8_error_of_the_last_conv_against_float_falls(deep_16x8, rounded_16x8):
+    """int16 activations lose almost nothing: the rounding of the int8 weights is what the fit improves on."""
+    _, cal, feeds = deep_16x8
+    last = list(rounded_16x8.in_place.weights)[-2]  # the last conv
+    want = _tensor(cal.content, feeds, last)
+    plain, fixed = _tensor(_to_16x8(cal), feeds, last), _tensor(rounded_16x8.content, feeds, last)
+    assert _sqnr(want, fixed) > _sqnr(want, plain) + 2.0, (_sqnr(want, plain), _sqnr(want, fixed))  # 42.9 -> 46.7 dB

@@ -37,12 +37,25 @@ MEAN_SUFFIX = "_edgeq_mean"
 def quantize_16x8(float_bytes: bytes, representative, disable_per_channel: bool = False) -> bytes:
     """Calibrate the FP32 flatbuffer ``float_bytes`` on ``representative`` (a generator function of
     input dicts) and quantize it to int16 activations / int8 weights, float where no 16x8 kernel exists."""
-    from tensorflow.lite.python import lite as tflite_lite
+    return quantize_calibrated_16x8(calibrate_16x8(float_bytes, representative), disable_per_channel)
+
+
+def calibrate_16x8(float_bytes: bytes, representative) -> bytes:
+    """The float flatbuffer with SUM rewritten and the calibrator's activation ranges recorded: what
+    ``quantize_calibrated_16x8`` quantizes. PTQ edits its weights and quantizes it again with the same
+    ranges (``prepare/ptq.py``)."""
     from tensorflow.lite.python.optimize import calibrator as cal
 
     prepared, _ = sum_as_mean(float_bytes)
     with quiet_native_output():
-        calibrated = cal.Calibrator(cal.add_intermediate_tensors(prepared)).calibrate(representative)
+        return cal.Calibrator(cal.add_intermediate_tensors(prepared)).calibrate(representative)
+
+
+def quantize_calibrated_16x8(calibrated: bytes, disable_per_channel: bool = False) -> bytes:
+    """16x8 of a model ``calibrate_16x8`` made, with the ranges it carries."""
+    from tensorflow.lite.python import lite as tflite_lite
+    from tensorflow.lite.python.optimize import calibrator as cal
+
     ranged, placeholders = _integer_placeholder_ranges(calibrated)
     f32, i16, i64 = (np.dtype(t).num for t in (np.float32, np.int16, np.int64))
     with quiet_native_output():

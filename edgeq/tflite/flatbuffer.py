@@ -11,7 +11,7 @@ import copy
 import numpy as np
 
 NONE, RELU = 0, 1  # ActivationFunctionType values in the TFLite schema
-FLOAT32, INT32, UINT8, INT16, INT8 = 0, 2, 3, 7, 9  # TensorType values
+FLOAT32, INT32, UINT8, INT64, INT16, INT8 = 0, 2, 3, 4, 7, 9  # TensorType values
 
 
 def schema():
@@ -157,6 +157,25 @@ def new_const(model, sg, like: int, value: np.ndarray, suffix: str) -> int:
     t.name = ((sg.tensors[like].name if like >= 0 else b"bias") or b"") + suffix.encode()
     sg.tensors.append(t)
     return len(sg.tensors) - 1
+
+
+def drop_replaced_constants(model) -> int:
+    """Empty the buffers no tensor in use points at any more (constants ``new_const`` replaced); returns how
+    many. TensorFlow's MLIR quantizer drops such tensors itself, its 16x8 quantizer copies them into its
+    output (float weights beside their int8 twins: twice the file)."""
+    used: set[int] = set()
+    for sg in model.subgraphs:
+        live = {int(i) for op in sg.operators for i in list(op.inputs) + list(op.outputs)}
+        live |= {int(i) for i in list(sg.inputs) + list(sg.outputs)}
+        used |= {sg.tensors[i].buffer for i in live if i >= 0}
+    dropped = 0
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            b = t.buffer
+            if b and b not in used and model.buffers[b].data is not None and len(model.buffers[b].data):
+                model.buffers[b].data = None
+                dropped += 1
+    return dropped
 
 
 def _name(tensor) -> str:

@@ -2,7 +2,7 @@
 
 What the flatbuffer PTQ steps (ranges, equalize_calibrated, sequential_rounding) share: one sample at a
 time through LiteRT with every intermediate tensor kept, float feeds quantized to an INT8 model's inputs,
-and int8 tensors dequantized by their own scale and zero point.
+and int8 (or 16x8 models' int16) tensors dequantized by their own scale and zero point.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _feed_for(name: str, feeds: dict) -> str:
 
 
 def int_feeds(quantized: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``feeds`` quantized to the int8 inputs of ``quantized`` (float inputs pass unchanged)."""
+    """``feeds`` quantized to the int8 (or int16) inputs of ``quantized`` (float inputs pass unchanged)."""
     from edgeq.modelinfo import open_interpreter
 
     inputs = open_interpreter(content=quantized).get_input_details()
@@ -52,16 +52,21 @@ def int_feeds(quantized: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.nd
     for (name, x), d in zip(feeds.items(), inputs if len(inputs) == 1 else
                             [next(d for d in inputs if k in d["name"]) for k in feeds]):
         scale, zero = d["quantization"]
-        out[name] = x if d["dtype"] != np.int8 or not scale else np.clip(np.round(x / scale + zero), -128, 127)
+        if d["dtype"] not in (np.int8, np.int16) or not scale:
+            out[name] = x
+            continue
+        top = np.iinfo(d["dtype"])
+        out[name] = np.clip(np.round(x / scale + zero), top.min, top.max)
     return out
 
 
 @dataclass(frozen=True)
 class TensorTable:
-    """Tensor name -> index, and the (scale, zero point) of every per-tensor int8 tensor, of one model."""
+    """Tensor name -> index, and the (scale, zero point) of every per-tensor int8 or int16 tensor (16x8
+    models' activations), of one model."""
 
     index: dict[str, int]
-    int8: dict[int, tuple[float, float]]
+    quantized: dict[int, tuple[float, float]]
 
     @classmethod
     def of(cls, content: bytes) -> "TensorTable":
@@ -70,17 +75,17 @@ class TensorTable:
     @classmethod
     def of_model(cls, model) -> "TensorTable":
         sg = model.subgraphs[0]
-        index, int8 = {}, {}
+        index, quantized = {}, {}
         for i, t in enumerate(sg.tensors):
             index[fb.name_of(t)] = i
             q = t.quantization
-            if t.type == fb.INT8 and q is not None and q.scale is not None and len(q.scale) == 1:
-                int8[i] = (float(q.scale[0]), float(q.zeroPoint[0]) if q.zeroPoint is not None else 0.0)
-        return cls(index, int8)
+            if t.type in (fb.INT8, fb.INT16) and q is not None and q.scale is not None and len(q.scale) == 1:
+                quantized[i] = (float(q.scale[0]), float(q.zeroPoint[0]) if q.zeroPoint is not None else 0.0)
+        return cls(index, quantized)
 
     def real(self, i: int, value: np.ndarray) -> np.ndarray:
-        """Tensor ``i``'s value as float32 (dequantized when it is an int8 tensor)."""
-        if i not in self.int8 or value.dtype != np.int8:
+        """Tensor ``i``'s value as float32 (dequantized when it is an int8 or int16 tensor)."""
+        if i not in self.quantized or value.dtype not in (np.int8, np.int16):
             return value.astype(np.float32)
-        scale, zero = self.int8[i]
+        scale, zero = self.quantized[i]
         return (value.astype(np.float32) - zero) * scale

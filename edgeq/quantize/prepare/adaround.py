@@ -39,6 +39,7 @@ class Layer:
     inp: str  # input tensor name (same in the calibrated and the quantized model)
     out: str  # output tensor name: how the quantized model's weight is found
     scale: np.ndarray | None = None  # per output channel (or one) grid step, from the quantized model
+    q_out: str = ""  # output tensor name in the quantized model (set by ``grid_scales``)
 
 
 def find_layers(model) -> list[Layer]:
@@ -67,9 +68,12 @@ def grid_scales(quantized: bytes, layers: list[Layer]) -> list[Layer]:
     by_out = {fb.tensor_name(sg, int(op.outputs[0])): op for op in sg.operators if len(op.outputs)}
     kept = []
     for layer in layers:
-        op = by_out.get(layer.out)
-        if op is None or names[op.opcodeIndex] != layer.kind:
+        # a 16x8 model's output layer writes "<name>_int16"; "<name>" is then its DEQUANTIZE op's output
+        layer.q_out = next((n for n in (layer.out, f"{layer.out}_int16")
+                            if n in by_out and names[by_out[n].opcodeIndex] == layer.kind), "")
+        if not layer.q_out:
             continue
+        op = by_out[layer.q_out]
         q = sg.tensors[int(op.inputs[1])].quantization
         if sg.tensors[int(op.inputs[1])].type != fb.INT8 or q is None or q.scale is None:
             continue

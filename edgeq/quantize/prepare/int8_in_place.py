@@ -1,4 +1,4 @@
-"""An INT8 model whose int8 weights and int32 biases are edited in its bytes.
+"""An INT8 (or 16x8) model whose int8 weights and int32 (16x8: int64) biases are edited in its bytes.
 
 A PTQ step that fits layers one at a time must see each layer's inputs as the INT8 model makes them after
 the upstream layers were changed. Re-quantizing the whole model with the converter before every layer made
@@ -36,27 +36,48 @@ class Int8InPlace:
             quantized = fb.dump(model)  # once: from here on, the buffers are edited in the bytes
         self.content = bytearray(quantized)
         self.table = TensorTable.of_model(model)
-        self.biases: dict[str, tuple[int, np.ndarray]] = {}  # output name -> (buffer, per-channel int32 step)
+        # output name -> (buffer, per-channel step, integer type: int32, or int64 in 16x8 models)
+        self.biases: dict[str, tuple[int, np.ndarray, type]] = {}
         self.weights: dict[str, int] = {}  # output name -> buffer of the int8 weight
+        # output name -> the layer's input tensor here (a 16x8 model's first layer reads its QUANTIZE op's
+        # output, a tensor the float model does not have)
+        self.inputs: dict[str, int] = {}
         for name, k in layers.items():
             op = sg.operators[k]
             w = sg.tensors[int(op.inputs[1])]
             if w.type != fb.INT8 or not w.buffer or name not in self.table.index:
                 continue  # a layer left in float
             self.weights[name] = w.buffer
+            self.inputs[name] = int(op.inputs[0])
             t = sg.tensors[int(op.inputs[2])] if len(op.inputs) > 2 and int(op.inputs[2]) >= 0 else None
             q = t.quantization if t is not None else None
-            if t is not None and t.type == fb.INT32 and t.buffer and q is not None and q.scale is not None:
-                self.biases[name] = (t.buffer, np.asarray(q.scale, np.float64))
+            kind = {fb.INT32: np.int32, fb.INT64: np.int64}.get(t.type) if t is not None else None
+            if kind is not None and t.buffer and q is not None and q.scale is not None:
+                self.biases[name] = (t.buffer, _bias_step(sg, op, np.asarray(q.scale, np.float64)), kind)
+
+    @staticmethod
+    def key(layer) -> str:
+        """How this model names ``layer`` (an ``adaround.Layer``)."""
+        return layer.q_out
+
+    def write(self, name: str, ints: np.ndarray, weights: np.ndarray, bias: np.ndarray | None) -> bool:
+        """Write layer ``name``'s integers (``weights``, their float values, are for ``FloatInPlace``'s
+        interface) and, if given, its float bias quantized; False when they cannot be written in place."""
+        if not self.write_weights(name, ints):
+            return False
+        if bias is not None and not self.write_bias(name, bias):  # sizes checked like the weight's: not reached
+            raise ValueError(f"bias of '{name}' cannot be written in place")
+        return True
 
     def write_bias(self, name: str, bias: np.ndarray) -> bool:
         """Write layer ``name``'s bias as the float ``bias`` quantized the way the converter does it
         (round(bias / (input scale x weight scale)), per channel); False when it cannot be written."""
-        buffer, step = self.biases[name]
+        buffer, step, kind = self.biases[name]
         view = fb.buffer_in_place(self.content, buffer)
-        if view is None or view.size != 4 * bias.size or step.size not in (1, bias.size):
+        if view is None or view.size != np.dtype(kind).itemsize * bias.size or step.size not in (1, bias.size):
             return False
-        view.view(np.int32)[:] = np.clip(np.round(bias.astype(np.float64) / step), -2**31, 2**31 - 1).astype(np.int32)
+        top = np.iinfo(kind)
+        view.view(kind)[:] = np.clip(np.round(bias.astype(np.float64) / step), top.min, top.max).astype(kind)
         return True
 
     def write_weights(self, name: str, q: np.ndarray) -> bool:
@@ -68,10 +89,22 @@ class Int8InPlace:
         return True
 
     def ints(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """(int8 weight, int32 bias or None) of layer ``name`` as they are now, flat."""
+        """(int8 weight, int32/int64 bias or None) of layer ``name`` as they are now, flat."""
         w = fb.buffer_in_place(self.content, self.weights[name]).view(np.int8).copy()
         b = self.biases.get(name)
-        return w, None if b is None else fb.buffer_in_place(self.content, b[0]).view(np.int32).copy()
+        return w, None if b is None else fb.buffer_in_place(self.content, b[0]).view(b[2]).copy()
+
+
+def _bias_step(sg, op, written: np.ndarray) -> np.ndarray:
+    """The bias's integer step: input scale x weight scale, as the kernel adds it. The bias tensor's own
+    scale says the same, except where the quantizer shared one zero bias between layers (TensorFlow's 16x8
+    quantizer does) and gave it the first layer's step."""
+    qi, qw = sg.tensors[int(op.inputs[0])].quantization, sg.tensors[int(op.inputs[1])].quantization
+    if qi is None or qi.scale is None or qw is None or qw.scale is None or len(qi.scale) != 1:
+        return written
+    step = (np.float32(qi.scale[0]) * np.asarray(qw.scale, np.float32)).astype(np.float64)
+    same = step.size == written.size or written.size == 1
+    return written if same and np.allclose(written, step, rtol=1e-5) else step
 
 
 def _unshare(model, ops: list[int]) -> bool:

@@ -159,7 +159,8 @@ class _Measure:
 
 def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
                          choice: PtqChoice = PtqChoice.AUTO) -> tuple[bytes, PtqPlan]:
-    """Full-INT8 conversion of ``fm`` with the preparation steps that measurably help; returns (tflite, plan).
+    """Full-INT8 (or 16x8) conversion of ``fm`` with the preparation steps that measurably help; returns
+    (tflite, plan).
 
     Every step (``order.steps``) fits on 3/4 of the calibration samples and is kept only when it beats the
     model so far on the held-back quarter. ``PtqChoice.LEARNED`` adds the end-to-end range search (the slow step)."""
@@ -169,16 +170,11 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     progress = progress or Silent()
     plan = PtqPlan(choice)
     m = _Measure(settings, calib, fm.predict(calib.inputs), fm.source, progress, fm.batch)
+    if settings.mode.spec.op_set == "int16x8":
+        return _prepare_16x8(fm, settings, m, plan, progress)
     with progress.task("PTQ: plain conversion (baseline)"):
         plain = m.convert_float_model(fm)
-        plan.baseline = m.score(plain)
-    split = m.split()
-    if split is None:
-        fit, judge = calib.inputs, None
-        plan.notes.append("fewer than 8 calibration samples: steps are judged on the samples they fitted")
-    else:
-        fit, judge = split
-    run = _Run(plan, fit, judge or m, "held-back" if judge else "calibration", plain, progress)
+    run = _start(plan, m, plain, progress)
     ordered = steps(settings.per_channel, choice is PtqChoice.LEARNED)
     keras_model = _flat_keras_model(fm, calib, plan)
     if keras_model is not None:
@@ -189,8 +185,46 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     if cal is not None:
         for step in (s for s in ordered if s.backend is Backend.CALIBRATED):
             cal = run.step(step, cal, lambda c: c.quantize())
-    plan.final = m.score(run.best_bytes) if run.best_bytes is not plain else plan.baseline
-    return run.best_bytes, plan
+    return run.finish(m)
+
+
+def _prepare_16x8(fm, settings, m: _Measure, plan: PtqPlan, progress: Progress) -> tuple[bytes, PtqPlan]:
+    """16x8: only the weights' rounding and biases are fitted (on the int16 activations). int16 activations
+    lose next to nothing, so the activation steps have nothing to fix; the int8 weights, rounded to nearest
+    by TensorFlow's 16x8 quantizer, are what the mode loses (docs/zoo.md)."""
+    from edgeq.convert import representative_data
+    from edgeq.quantize.int16x8 import calibrate_16x8, quantize_calibrated_16x8
+    from edgeq.quantize.prepare.sequential_rounding import SequentialRoundingStep
+
+    cal = _calibrate(fm, None, m, settings, plan, progress)
+    try:  # the int8 calibration's model carries the float graph; TensorFlow's 16x8 calibrator records its own
+        cal = cal and cal.with_content(calibrate_16x8(cal.content, representative_data(m.calib, Silent())))
+    except Exception as exc:  # noqa: BLE001 - optional steps: convert as without them
+        plan.notes.append(f"flatbuffer steps skipped: 16x8 calibration failed: {first_line(exc)[:120]}")
+        cal = None
+    if cal is None:
+        with progress.task("PTQ: plain conversion (baseline)"):
+            run = _start(plan, m, m.convert_float_model(fm), progress)
+        return run.finish(m)
+
+    def to_16x8(c) -> bytes:  # with the ranges calibrated once: edits change weights, not activation grids
+        return quantize_calibrated_16x8(c.content, not settings.per_channel)
+
+    with progress.task("PTQ: plain conversion (baseline)"):
+        run = _start(plan, m, to_16x8(cal), progress)
+    run.step(SequentialRoundingStep(to_16x8, float_stand_in=True), cal, to_16x8)
+    return run.finish(m)
+
+
+def _start(plan: PtqPlan, m: _Measure, plain: bytes, progress: Progress) -> "_Run":
+    """Score the plain model and hold back a quarter of the calibration samples for judging the steps."""
+    plan.baseline = m.score(plain)
+    split = m.split()
+    if split is None:
+        plan.notes.append("fewer than 8 calibration samples: steps are judged on the samples they fitted")
+        return _Run(plan, m.calib.inputs, m, "calibration", plain, progress)
+    fit, judge = split
+    return _Run(plan, fit, judge, "held-back", plain, progress)
 
 
 def _flat_keras_model(fm, calib, plan: PtqPlan):
@@ -239,7 +273,13 @@ class _Run:
     def __init__(self, plan: PtqPlan, fit: dict[str, np.ndarray], judge: _Measure, judged_on: str, start: bytes,
                  progress: Progress):
         self.plan, self.fit, self.judge, self.judged_on, self.progress = plan, fit, judge, judged_on, progress
+        self.start = start
         self.best_bytes, self.best = start, judge.score(start)
+
+    def finish(self, m: _Measure) -> tuple[bytes, PtqPlan]:
+        """(the best model, the plan with its score on every calibration sample)."""
+        self.plan.final = m.score(self.best_bytes) if self.best_bytes is not self.start else self.plan.baseline
+        return self.best_bytes, self.plan
 
     def step(self, step, model, quantize):
         """Run one step on ``model``; returns the model later steps start from (the step's best variant

@@ -16,6 +16,7 @@ and biases, and the converter quantizes it once at the end to the same integers.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
 from edgeq.quantize.prepare.adaround import (ITERS, POSITIONS, Stats, _flat, _keep_grid, _unflat, find_layers,
                                              grid_scales, learn_rounding, objective, patches)
+from edgeq.quantize.prepare.float_in_place import FloatInPlace
 from edgeq.quantize.prepare.int8_in_place import Int8InPlace
 from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fb
@@ -35,13 +37,14 @@ MAX_SAMPLES = 64
 
 @dataclass(frozen=True)
 class Rounded:
-    """What ``corrected`` made: the edited calibrated model, the converter's INT8 of it, how many layers
-    changed, and the INT8 model as it was edited in place (the converter's integers equal its own)."""
+    """What ``corrected`` made: the edited calibrated model, the converter's INT8 (or 16x8) of it, how many
+    layers changed, and the model the layers were fitted on as it was edited in place (the INT8 one: the
+    converter's integers equal its own)."""
 
     calibrated: object
     content: bytes
     layers: int
-    in_place: Int8InPlace
+    in_place: Int8InPlace | FloatInPlace
 
 
 class _FloatInputs:
@@ -70,17 +73,24 @@ class _FloatInputs:
         return self.cache[index]
 
 
-def corrected(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int = 0) -> Rounded | None:
+def _int8(cal) -> bytes:
+    return cal.quantize()
+
+
+def corrected(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int = 0,
+              quantize: Callable[[object], bytes] = _int8, float_stand_in: bool = False) -> Rounded | None:
     """``cal`` with every conv/depthwise/dense layer's rounding learned and bias corrected in op order;
-    None when there is nothing to do."""
+    None when there is nothing to do. ``quantize`` makes the integer model of a calibrated one (full INT8,
+    or 16x8); ``float_stand_in`` fits the layers on the float model with the weights rounded so far instead
+    of on that integer model (16x8: its activations lose next to nothing, see ``float_in_place``)."""
     model = fb.load(cal.content)
     sg = model.subgraphs[0]
-    quantized = cal.quantize()
+    quantized = quantize(cal)
     layers = grid_scales(quantized, find_layers(model))
-    int8 = Int8InPlace(quantized)
+    mirror = FloatInPlace(cal.content) if float_stand_in else Int8InPlace(quantized)
     f_index = TensorTable.of_model(model).index
     feeds = {k: v[:MAX_SAMPLES] for k, v in feeds.items()}
-    q_feeds = int_feeds(quantized, feeds)
+    q_feeds = feeds if float_stand_in else int_feeds(quantized, feeds)
     rng = np.random.default_rng(seed)
     wanted = [f_index[layer.inp] for layer in layers]
     sizes = {i: int(np.prod([max(int(d), 1) for d in sg.tensors[i].shape[1:]])) for i in wanted}
@@ -88,12 +98,13 @@ def corrected(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int =
     done = 0
     for layer in layers:
         op = sg.operators[layer.op]
-        qi = int8.table.index.get(layer.inp)
+        key = mirror.key(layer)
+        qi = mirror.inputs.get(key)
         bias_t = int(op.inputs[2]) if len(op.inputs) > 2 else -1
         bias = fb.const(model, sg, bias_t) if bias_t >= 0 else None
-        if qi is None or layer.out not in int8.weights:
+        if qi is None or key not in mirror.weights:
             continue
-        if bias is not None and layer.out not in int8.biases:
+        if bias is not None and key not in mirror.biases:
             bias = None  # (not seen) a float bias the INT8 model has no int32 twin of: rounding only
         w4 = fb.const(model, sg, layer.weight).astype(np.float64)
         w = _flat(w4, layer.kind)
@@ -101,9 +112,9 @@ def corrected(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int =
         if s is None or np.any(s <= 0):
             continue
         pfs, pqs = [], []
-        qruns = run_each_sample(bytes(int8.content), q_feeds, [qi])
+        qruns = run_each_sample(bytes(mirror.content), q_feeds, [qi])
         for xf, qv in zip(floats.get(f_index[layer.inp]), qruns):
-            xq = int8.table.real(qi, qv[qi])
+            xq = mirror.table.real(qi, qv[qi])
             pos = None
             if layer.kind != "FULLY_CONNECTED" and xf.shape[1] * xf.shape[2] > POSITIONS:
                 pos = rng.choice(xf.shape[1] * xf.shape[2], POSITIONS, replace=False)
@@ -126,20 +137,20 @@ def corrected(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int =
             drift = np.einsum("ck,kc->c", w, mf) - np.einsum("ck,kc->c", wq, mq)
         else:
             drift = w @ mf - wq @ mq
-        if not int8.write_weights(layer.out, _unflat(q, w4.shape, layer.kind)):
-            continue
         new_w = _unflat(wq, w4.shape, layer.kind).astype(np.float32)
+        # a layer without a bias (the converter drops zero ones) keeps its mean error
+        new_bias = None if bias is None else (bias.astype(np.float64) + drift).astype(np.float32)
+        if not mirror.write(key, _unflat(q, w4.shape, layer.kind), new_w, new_bias):
+            continue
         op.inputs[1] = fb.new_const(model, sg, layer.weight, new_w, "/rounding")
-        if bias is not None:  # a layer without a bias (the converter drops zero ones) keeps its mean error
-            new_bias = (bias.astype(np.float64) + drift).astype(np.float32)
-            if not int8.write_bias(layer.out, new_bias):  # sizes checked like the weight's: not reached
-                raise ValueError(f"bias of '{layer.out}' cannot be written in place")
+        if new_bias is not None:
             op.inputs[2] = fb.new_const(model, sg, bias_t, new_bias, "/rounding_bias")
         done += 1
     if not done:
         return None
+    fb.drop_replaced_constants(model)
     current = cal.with_content(fb.dump(model))
-    return Rounded(current, current.quantize(), done, int8)
+    return Rounded(current, quantize(current), done, mirror)
 
 
 class SequentialRoundingStep:
@@ -149,8 +160,12 @@ class SequentialRoundingStep:
     name, needs_held_back = "sequential_rounding", True
     backend = Backend.CALIBRATED
 
+    def __init__(self, quantize: Callable[[object], bytes] = _int8, float_stand_in: bool = False):
+        # the integer model of a calibrated one (full INT8 or 16x8), and what the layers are fitted on
+        self.quantize, self.float_stand_in = quantize, float_stand_in
+
     def candidates(self, cal, fit):
-        done = corrected(cal, fit)
+        done = corrected(cal, fit, quantize=self.quantize, float_stand_in=self.float_stand_in)
         if done is None:
             return []
         n_fit = min(len(next(iter(fit.values()))), MAX_SAMPLES)
