@@ -83,8 +83,10 @@ def test_always_qat_writes_qats_model_even_when_ptq_wins(cli, cnn, data, tmp_pat
     still the one written (and its numbers the report's)."""
     import edgeq.qat.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "_choose", lambda *a, **k: {"shipped": "ptq", "val_qat": "top-1 1.00%, 1.00 dB",
-                                                               "val_ptq": "top-1 99.00%, 9.00 dB"})
+    # PTQ wins on val; _choose ships it only when keep_better (tests/test_qat.py pins _choose itself)
+    monkeypatch.setattr(pipeline, "_choose", lambda *a, keep_better, **k: {
+        "shipped": "ptq" if keep_better else "qat", "val_qat": "top-1 1.00%, 1.00 dB",
+        "val_ptq": "top-1 99.00%, 9.00 dB"})
     ev = np.load(data / "val.npz")
     np.savez(tmp_path / "val.npz", x=ev["x"][:100], y=ev["y"][:100])
     out = tmp_path / "qat"
