@@ -49,14 +49,16 @@ CASES = {
 INT16_SAMPLE = "fashion_dwnet"
 INT16_SAMPLE_CASES = [(0.5, Fallback.INT16), (1.0, Fallback.INT16), (2.0, Fallback.INT16),
                       (0.5, Fallback.FP16), (1.0, Fallback.FP16)]
-# zoo model -> [(metric, budget)]: --fallback int16 --ptq plain on real pretrained models (benchmarks/zoo). Their
-# eval sets are small (48-100 samples), so top-1 moves in steps of 1-2 points and sqnr budgets show more.
-# efficientnet_lite0 is the slow one (~4 min: every candidate runs on LiteRT's reference 16x8 kernels).
+# zoo model -> [(metric, budget, ptq)]: --fallback int16 on real pretrained models (benchmarks/zoo). Their
+# eval sets are small (48-200 samples), so top-1 moves in steps of 0.5-2 points and sqnr budgets show more.
+# `plain` searches from the converter's calibration, `auto` from edgeq's prepared INT8 (its learned rounding).
+# efficientnet_lite0 is the slow one (minutes: every candidate runs on LiteRT's reference 16x8 kernels).
 ZOO_CASES = {
-    "fer_transfer": [(Metric.TOP1, 0.5)],
-    "ppocr_cls": [(Metric.TOP1, 0.5), (Metric.SQNR, 0.1)],
-    "fer_emotion": [(Metric.SQNR, 0.5), (Metric.SQNR, 0.2), (Metric.SQNR, 0.1)],
-    "efficientnet_lite0": [(Metric.AGREEMENT, 0.5)],
+    "fer_transfer": [(Metric.TOP1, 0.5, PtqChoice.PLAIN)],
+    "ppocr_cls": [(Metric.TOP1, 0.5, PtqChoice.PLAIN), (Metric.SQNR, 0.1, PtqChoice.PLAIN)],
+    "fer_emotion": [(Metric.SQNR, 0.5, PtqChoice.PLAIN), (Metric.SQNR, 0.2, PtqChoice.PLAIN),
+                    (Metric.SQNR, 0.1, PtqChoice.PLAIN), (Metric.SQNR, 0.1, PtqChoice.AUTO)],
+    "efficientnet_lite0": [(Metric.AGREEMENT, 0.5, PtqChoice.PLAIN), (Metric.AGREEMENT, 3.0, PtqChoice.AUTO)],
 }
 METRIC_LABEL = {Metric.TOP1.value: "top-1"}  # as the fashion_dwnet rows write it
 DEPENDS = ("benchmarks/zoo/models.toml",)  # read by the zoo manifest, not imported
@@ -138,19 +140,19 @@ def run_sample(label: str, cases: list, work: Path) -> list[dict]:
     return out
 
 
-def run_zoo(name: str, metric: Metric, budget: float, work: Path) -> dict:
-    """``convert --mode mixed --fallback int16 --ptq plain`` of one zoo model on the zoo's calibration and eval
+def run_zoo(name: str, metric: Metric, budget: float, work: Path, ptq: PtqChoice = PtqChoice.PLAIN) -> dict:
+    """``convert --mode mixed --fallback int16 --ptq PTQ`` of one zoo model on the zoo's calibration and eval
     data (through the library API, as benchmarks/zoo/item.py converts); all-integer is read from the written
     file."""
-    row = {"model": name, "metric": metric.value, "budget": budget}
+    row = {"model": name, "metric": metric.value, "budget": budget, "ptq": ptq.value}
     cache = manifest.cache_dir()
     z = manifest.load().model(name)
     where = zoo_data.ready_dir(z, cache)
     if not z.path(cache).exists() or not (where / "eval_edgeq.npz").exists():
         return {**row, "needs": f"`python -m benchmarks.zoo.fetch --only {name}` (not in the zoo cache)"}
-    out = work / f"{name}_mixed_int16_{metric.value}_{budget:g}.tflite"
+    out = work / f"{name}_mixed_int16_{metric.value}_{budget:g}_{ptq.value}.tflite"
     opts = ConvertOptions(mode=Mode.MIXED, calib=where / "calib_edgeq.npz", max_drop=budget, metric=metric,
-                          fallback=Fallback.INT16, ptq=PtqChoice.PLAIN)
+                          fallback=Fallback.INT16, ptq=ptq)
     shapes = dict(z.input_shapes) if z.format is manifest.Format.ONNX and z.input_shapes else None
     t = time.perf_counter()
     try:
@@ -173,7 +175,7 @@ def _int16_table(sample_rows: list[dict], zoo_rows: list[dict]) -> str:
     lines = []
     for r in sample_rows:
         label = r["sample"] + ("" if r["fallback"] == "int16" else f", `--fallback {r['fallback']}`")
-        lines.append(f"| {label} | top-1 {r['budget_pt']:g} | {r['drop_int8_plan']:+.2f} | "
+        lines.append(f"| {label} | plain | top-1 {r['budget_pt']:g} | {r['drop_int8_plan']:+.2f} | "
                      f"{r['mixed_drop_search']:+.2f} {'met' if r['met'] else 'NOT met'} | "
                      f"{r['int8_drop_confirm']:+.2f} / {r['mixed_drop_confirm']:+.2f} | "
                      f"{len(r['kept'])}/{r['layers_total']} | {100 * r['int8_macs_share']:.1f} | "
@@ -182,25 +184,26 @@ def _int16_table(sample_rows: list[dict], zoo_rows: list[dict]) -> str:
         label, budget = f"{r['model']} (pretrained)", f"{METRIC_LABEL.get(r['metric'], r['metric'])} {r['budget']:g}"
         if "needs" in r or "error" in r:
             what = f"needs {r['needs']}" if "needs" in r else r["error"].replace("|", "\\|")
-            lines.append(f"| {label} | {budget} | {what} | | | | | | |")
+            lines.append(f"| {label} | {r['ptq']} | {budget} | {what} | | | | | | |")
             continue
-        lines.append(f"| {label} | {budget} | {r['drop_int8']:+.2f} | {r['drop']:+.2f} "
+        lines.append(f"| {label} | {r['ptq']} | {budget} | {r['drop_int8']:+.2f} | {r['drop']:+.2f} "
                      f"{'met' if r['met'] else 'NOT met'} | ({r['eval_samples']} eval samples, no split) | "
                      f"{len(r['kept'])}/{r['layers_total']} | {100 * r['int8_macs_share']:.1f} | "
                      f"{'yes' if r['all_integer'] else 'no'} | {r['search_s']:.1f} |")
     kept = [f"- {r['sample']} top-1 {r['budget_pt']:g} ({r['fallback']}): {', '.join(r['kept']) or 'none'}"
             for r in sample_rows]
-    kept += [f"- {r['model']} {METRIC_LABEL.get(r['metric'], r['metric'])} {r['budget']:g} (int16): "
+    kept += [f"- {r['model']} ptq {r['ptq']} {METRIC_LABEL.get(r['metric'], r['metric'])} {r['budget']:g} (int16): "
              f"{', '.join(r['kept']) or 'none'}" for r in zoo_rows if "kept" in r]
-    return ("### All-integer fallback (`--mode mixed --fallback int16 --ptq plain`)\n\n"
+    return ("### All-integer fallback (`--mode mixed --fallback int16`)\n\n"
             "Drops in points of the metric against the float model, on the eval data the budget is enforced on "
             "(fashion_dwnet: 1,000 held-out images, the next 1,000 confirm; zoo models: the zoo's own eval set, "
-            "too small to split). `full INT8`: the search's own all-INT8 candidate from the same calibration. "
+            "too small to split). `full INT8`: the search's own all-INT8 candidate (`plain`: the converter's "
+            "calibration; `auto`: edgeq's prepared INT8, which the search then starts from). "
             "All-integer: no float op in the written model. Search s: the whole mixed run (float reference, "
             "calibration, ranking, verified candidates).\n\n"
-            "| model | metric, budget | full INT8 | mixed | confirm set: INT8 / mixed | kept / layers | "
+            "| model | ptq | metric, budget | full INT8 | mixed | confirm set: INT8 / mixed | kept / layers | "
             "MACs in INT8 % | all-integer | search s |\n"
-            "|---|---|---:|---:|---:|---|---:|---|---:|\n" + "\n".join(lines) +
+            "|---|---|---|---:|---:|---:|---|---:|---|---:|\n" + "\n".join(lines) +
             "\n\nLayers kept at 16-bit activations (or fp16, on the fp16 rows):\n\n" + "\n".join(kept) + "\n")
 
 
@@ -215,7 +218,8 @@ def run(work: Path) -> dict:
     int16_rows = [r for r in results if r["sample"] == INT16_SAMPLE and r["ptq"] == PtqChoice.PLAIN.value
                   and r["per_channel"] and (r["budget_pt"], Fallback(r["fallback"])) in INT16_SAMPLE_CASES]
     int16_rows.sort(key=lambda r: (r["fallback"] != Fallback.INT16.value, r["budget_pt"]))
-    zoo_rows = [run_zoo(name, metric, budget, work) for name, cases in ZOO_CASES.items() for metric, budget in cases]
+    zoo_rows = [run_zoo(name, metric, budget, work, ptq) for name, cases in ZOO_CASES.items()
+                for metric, budget, ptq in cases]
     main = [r for r in results
             if r["sample"] != INT16_SAMPLE or (r["budget_pt"], r["fallback"], r["ptq"], r["per_channel"])
             in {(b, f.value, p.value, c) for b, f, p, c in CASES[INT16_SAMPLE]}]

@@ -232,3 +232,26 @@ def test_cli_int16_fallback_is_all_integer_with_int8_io(cli, tmp_path):
     m = report["mixed"]
     assert (m["fallback"], m["met"], m["all_integer"]) == ("int16", True, True)
     assert report["io"] == "int8" and report["fully_integer"] is True
+
+
+def test_search_starts_from_the_prepared_int8(calibrated, dw_eval):
+    """--ptq auto over budget: the search's full-INT8 candidate is edgeq's prepared model (far less noise than
+    the converter's plain calibration on this sample), and the int16 layers it keeps go on top of it."""
+    from edgeq.data import load_dataset
+    from edgeq.modes import ConvertOptions, Fallback, Metric, Mode, PtqChoice
+    from edgeq.quantize.mixed import quantize_mixed
+    from edgeq.quantize.sensitivity import Scorer
+    from edgeq.sources import load_float_model
+
+    cal, inputs, ref, labels = calibrated
+    plain = Scorer(inputs, ref, labels, Metric.SQNR)
+    plain_loss = plain.loss(plain.outputs(cal.quantize()))
+    options = ConvertOptions(mode=Mode.MIXED, calib=DWNET / "calib.npz", calib_samples=40, max_drop=0.01,
+                             metric=Metric.SQNR, fallback=Fallback.INT16, ptq=PtqChoice.AUTO)
+    with load_float_model(DWNET / "model.keras") as fm:
+        calib = load_dataset(DWNET / "calib.npz", fm.inputs, limit=40)
+        content, m = quantize_mixed(fm, options, calib, load_dataset(dw_eval, fm.inputs))
+    assert any("searched from it" in n for n in m["notes"]), m["notes"]
+    assert m["drop_int8"] < plain_loss / 2, (m["drop_int8"], plain_loss)
+    assert m["kept"] and m["drop"] < m["drop_int8"]
+    assert m["all_integer"] is True and m["int8_macs_share"] < 1.0

@@ -1,7 +1,8 @@
 """``--mode mixed``: INT8 everywhere except the few layers the accuracy budget needs in higher precision.
 
 The search follows NNCF's accuracy control, adapted to TFLite and made cheap:
-1. calibrate once (the cost of one INT8 conversion); every later candidate is a sub-second re-quantization;
+1. calibrate once (the cost of one INT8 conversion), or take the calibrated model edgeq's PTQ steps ended with
+   (``--ptq auto``); every later candidate is a sub-second re-quantization of it;
 2. verify all-INT8 on the eval data: if it fits the budget, done;
 3. rank layers by measured harm (share of the INT8 output error that vanishes when only that layer is
    float, on a subset of the eval data): no hard-coded list of "sensitive" op types;
@@ -194,8 +195,10 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
     """``convert --mode mixed``: the model bytes and the report section (``extra["mixed"]``).
 
     With ``--ptq auto`` (the default) the prepared full-INT8 model (``--mode int8``) is tried first: when it
-    fits the budget, no layer needs higher precision. Otherwise the search runs on the converter's plain
-    calibration (per-layer fallback on top of the graph preparation is not combined yet).
+    fits the budget, no layer needs higher precision. Otherwise the search starts from it (the calibrated
+    model its steps ended with: equalized weights, fitted rounding, corrected biases, searched ranges), so
+    the layers left in INT8 keep what the preparation gained. ``--ptq plain`` searches from the converter's
+    own calibration.
     """
     from edgeq.convert import representative_data
     from edgeq.modes import Mode, PtqChoice
@@ -206,7 +209,7 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
         reference = fm.predict(evalds.inputs)
     evalds.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
     scorer = Scorer(evalds.inputs, reference, evalds.labels, options.metric)
-    auto = None
+    auto, cal = None, None
     if getattr(options, "ptq", None) in (PtqChoice.AUTO, PtqChoice.LEARNED):
         from edgeq.quantize.converter import ConverterSettings
         from edgeq.quantize.prepare.ptq import prepare_and_quantize
@@ -214,15 +217,19 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
         settings = ConverterSettings(mode=Mode.INT8, io=options.io_type, per_channel=options.per_channel)
         content, ptq = prepare_and_quantize(fm, settings, calib, progress, options.ptq)
         auto = (scorer.loss(scorer.outputs(content)), content, ptq.to_dict()["summary"])
+        cal = ptq.calibrated
     if auto is not None and auto[0] <= options.max_drop:
         plan = _int8_plan(scorer, options, auto)
     else:
-        with progress.task("calibrating once for every candidate"):
-            cal = Calibrated.from_float_model(fm, representative_data(calib, progress),
-                                              options.per_channel, options.io_type, str(fm.source))
+        if cal is None:
+            with progress.task("calibrating once for every candidate"):
+                cal = Calibrated.from_float_model(fm, representative_data(calib, progress),
+                                                  options.per_channel, options.io_type, str(fm.source))
         plan = search(cal, scorer, options.max_drop, options.fallback, progress)
         if auto is not None:
-            plan.notes.append(f"full INT8 with graph preparation ({auto[2]}) drops {auto[0]:+.2f}: over budget too")
+            start = "searched from it" if cal is ptq.calibrated else "searched from a plain calibration"
+            plan.notes.append(f"full INT8 with graph preparation ({auto[2]}) drops {auto[0]:+.2f}: over budget; "
+                              f"{start}")
     plan.search_s = time.perf_counter() - t  # the float reference and calibration are part of the cost
     return plan.content, plan.to_dict()
 

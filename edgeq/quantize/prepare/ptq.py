@@ -62,6 +62,9 @@ class PtqPlan:
     final: Score | None = None
     steps: list[PtqStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # the calibrated float model the flatbuffer steps ended with (its ``quantize()`` is the INT8 model they
+    # kept): what ``--mode mixed`` searches from, so kept layers keep the fitted weights, biases and ranges
+    calibrated: object | None = field(default=None, repr=False, compare=False)
 
     @property
     def applied(self) -> list[str]:
@@ -185,6 +188,7 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     if cal is not None:
         for step in (s for s in ordered if s.backend is Backend.CALIBRATED):
             cal = run.step(step, cal, lambda c: c.quantize())
+        plan.calibrated = cal
     return run.finish(m)
 
 
