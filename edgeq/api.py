@@ -150,7 +150,7 @@ def analyze(model: ModelLike, calib: Any, eval_data: Any = None, options: Analyz
         path = stack.enter_context(_model_path(model, stack))
         sens = run_analyze(path, calib, eval_data, per_channel=options.per_channel, metric=options.metric,
                            calib_samples=options.calib_samples, progress=progress, layout=options.layout,
-                           fallback=options.fallback)
+                           fallback=options.fallback, ptq=options.ptq)
     if plot is not None:
         from edgeq.quantize.sensitivity_plot import plot_sensitivity
 

@@ -37,11 +37,15 @@ class AnalyzeOptions:
     calib_samples: int | None = None  # None: every calibration sample
     layout: Layout | None = None  # 4-D data layout; None: NHWC, NCHW detected
     fallback: Fallback = Fallback.FP32  # what a layer is kept in while scored: float, or int16 (16x8 kernels)
+    # plain: rank on the converter's calibration; auto/learned: on edgeq's prepared INT8 (what --mode mixed
+    # searches from by default)
+    ptq: PtqChoice = PtqChoice.PLAIN
 
     def __post_init__(self) -> None:
         _set(self, "metric", as_optional_enum(Metric, self.metric, "metric"))
         _set(self, "layout", as_optional_enum(Layout, self.layout, "layout"))
         _set(self, "fallback", as_enum(Fallback, self.fallback, "fallback"))
+        _set(self, "ptq", as_enum(PtqChoice, self.ptq, "ptq"))
         _positive(self.calib_samples, "calib_samples")
 
 

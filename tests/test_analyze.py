@@ -55,3 +55,20 @@ def test_render_table_most_harmful_first():
 def test_analyze_bad_calib_is_one_line(cli, tmp_path):
     res = cli("analyze", DWNET / "model.keras", "--calib", tmp_path / "missing.npz")
     one_line_error(res, "missing.npz")
+
+
+def test_analyze_ranks_the_prepared_int8_with_ptq_auto(cli, tmp_path):
+    """--ptq auto ranks the layers of edgeq's prepared INT8 (what --mode mixed searches from): on this
+    sample its full-INT8 noise is a small fraction of the plain calibration's."""
+    with np.load(DWNET / "eval.npz") as z:
+        np.savez(tmp_path / "eval.npz", x=z["x"][:300])
+    runs = {}
+    for ptq in ("plain", "auto"):
+        res = cli("analyze", DWNET / "model.keras", "--calib", DWNET / "calib.npz", "--calib-samples", "60",
+                  "--eval", tmp_path / "eval.npz", "--metric", "sqnr", "--ptq", ptq, "--json", "--no-progress")
+        assert res.code == 0, res.err
+        runs[ptq] = json.loads(res.out)
+    assert any("ranked on edgeq's prepared INT8" in n for n in runs["auto"]["notes"])
+    assert not any("prepared" in n for n in runs["plain"]["notes"])
+    assert runs["auto"]["loss_int8"] < runs["plain"]["loss_int8"] / 4, (runs["auto"]["loss_int8"],
+                                                                        runs["plain"]["loss_int8"])

@@ -8,7 +8,7 @@ import typer
 
 from edgeq.cli.main import app
 from edgeq.cli.output import emit, emit_json, progress
-from edgeq.modes import Fallback, Layout, Metric
+from edgeq.modes import Fallback, Layout, Metric, PtqChoice
 
 
 def render_sensitivity(sens, top: int | None = None) -> str:
@@ -51,6 +51,10 @@ def analyze(
     fallback: Fallback = typer.Option(Fallback.FP32, "--fallback", help=(
         "What each layer is kept in while scored: fp32 (float; fp16 ranks the same) or int16 (16-bit "
         "activations, int8 weights: the ranking `convert --mode mixed --fallback int16` uses).")),
+    ptq: PtqChoice = typer.Option(PtqChoice.PLAIN, "--ptq", help=(
+        "Which INT8 model the layers are ranked on: plain (the converter's own calibration, fast) or auto / "
+        "learned (edgeq's prepared INT8 as `convert --mode int8` makes it: the model `convert --mode mixed` "
+        "searches from by default).")),
     as_json: bool = typer.Option(False, "--json", help="Print every layer's numbers as JSON."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),
@@ -66,12 +70,14 @@ def analyze(
       edgeq analyze model.keras --calib calib.npz --top 10 --plot sensitivity.png
 
       edgeq analyze saved_model/ --calib calib.npz --json > layers.json
+
+      edgeq analyze model.onnx --calib calib.npz --eval eval.npz --ptq auto --fallback int16
     """
     from edgeq.api import analyze as run_analyze
     from edgeq.options import AnalyzeOptions
 
     options = AnalyzeOptions(metric=metric, per_channel=not per_tensor, calib_samples=calib_samples, layout=layout,
-                             fallback=fallback)
+                             fallback=fallback, ptq=ptq)
     sens = run_analyze(model, calib, eval_data, options, plot=plot, progress=progress(show_progress))
     if as_json:
         emit_json({"model": str(model), **sens.to_dict(), "plot": str(plot) if plot else None})

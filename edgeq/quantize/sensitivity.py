@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeq import metrics
 from edgeq.errors import DataError
-from edgeq.modes import Fallback, Metric
+from edgeq.modes import Fallback, Metric, PtqChoice
 from edgeq.progress import Progress, Silent
 from edgeq.quantize.selective import Calibrated, Layer
 
@@ -199,11 +199,13 @@ def _lookup(rmse: dict[str, float], node: str) -> float | None:
 
 def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metric | None = None,
             calib_samples: int | None = None, progress: Progress | None = None, layout=None,
-            fallback: Fallback = Fallback.FP32) -> Sensitivity:
+            fallback: Fallback = Fallback.FP32, ptq: PtqChoice = PtqChoice.PLAIN) -> Sensitivity:
     """``edgeq analyze``: per-layer INT8 sensitivity of a float model (.keras, SavedModel, .onnx).
 
     Without ``eval_data`` the calibration samples are scored against the float model (no labels needed,
-    default metric: agreement); give held-out data with labels for top-1.
+    default metric: agreement); give held-out data with labels for top-1. ``ptq`` other than plain ranks
+    the layers of edgeq's prepared INT8 (the model ``--mode mixed`` searches from) instead of the
+    converter's own calibration.
     """
     from pathlib import Path
 
@@ -223,10 +225,32 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
             reference = fm.predict(data.inputs)
         data.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
         scorer = Scorer(data.inputs, reference, data.labels, metric)
-        with progress.task("calibrating"):
-            cal = Calibrated.from_float_model(fm, representative_data(cal_ds, progress),
-                                              per_channel, IOType.FLOAT32, str(model))
+        cal, how = _prepared(fm, cal_ds, per_channel, ptq, progress), ""
+        if cal is not None:
+            cal, how = cal
+        else:
+            with progress.task("calibrating"):
+                cal = Calibrated.from_float_model(fm, representative_data(cal_ds, progress),
+                                                  per_channel, IOType.FLOAT32, str(model))
         sens = measure(cal, scorer, progress, fallback=fallback)
+        if how:
+            sens.notes.append(how)
         if eval_data is None:
             sens.notes.append("scored on the calibration data (no --eval given)")
         return sens
+
+
+def _prepared(fm, calib, per_channel: bool, ptq: PtqChoice, progress: Progress):
+    """(edgeq's prepared calibrated model, a note saying so), or None for ``--ptq plain`` or when the
+    preparation ends without a calibrated model (then the ranking uses a plain calibration)."""
+    if ptq is PtqChoice.PLAIN:
+        return None
+    from edgeq.modes import IOType, Mode
+    from edgeq.quantize.converter import ConverterSettings
+    from edgeq.quantize.prepare.ptq import prepare_and_quantize
+
+    settings = ConverterSettings(mode=Mode.INT8, io=IOType.FLOAT32, per_channel=per_channel)
+    _, plan = prepare_and_quantize(fm, settings, calib, progress, ptq)
+    if plan.calibrated is None:
+        return None
+    return plan.calibrated, f"ranked on edgeq's prepared INT8 ({plan.summary})"
