@@ -104,7 +104,7 @@ def versions() -> dict[str, str | None]:
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.rstrip()  # porcelain lines start with a space
 
 
 def stamp(bench: str) -> dict:
