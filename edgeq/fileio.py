@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from edgeq.errors import OutputError
+from edgeq.termination import raise_if_terminated
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -93,6 +94,7 @@ def atomic_output(path: Path, suffix: str = ".tmp", inputs: Iterable[Path | str 
         raise OutputError(f"{path}: cannot write it ({_cause(exc)}); choose another output path") from None
     try:
         yield Path(tmp)
+        raise_if_terminated()  # a SIGTERM whose raise a finalizer swallowed: still no output
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator, Protocol
 
+from edgeq.termination import raise_if_terminated
+
 
 class Progress(Protocol):
     def task(self, description: str, total: int | None = None) -> contextlib.AbstractContextManager["Step"]: ...
@@ -34,6 +36,7 @@ class RichProgress:
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Step]:
+        raise_if_terminated()  # a swallowed SIGTERM stops the run at the next stage, not only at the writer
         if not self.enabled:
             yield _NullStep()
             return

@@ -6,18 +6,17 @@ the exit code stays the same), ``-q/--quiet`` and ``-v/--verbose`` work anywhere
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import sys
-import threading
 import traceback
 
 import typer
 
 from edgeq import __version__
-from edgeq.errors import EdgeqError, Terminated
+from edgeq import termination
+from edgeq.errors import EdgeqError
 
 # Library errors name arguments in backticks (`calib=DATA`); on the command line they are flags.
 FLAGS = {"calib": "--calib", "eval_data": "--eval", "val_data": "--eval", "train_data": "--train",
@@ -68,39 +67,14 @@ def _register() -> None:
     from edgeq.cli import commands  # noqa: F401
 
 
-_received: list[int] = []  # the termination signal being handled, if any
-
-
-def _terminate(signum: int, _frame) -> None:
-    if _received:  # already unwinding: let the cleanup finish
-        return
-    _received.append(signum)
-    raise Terminated(signum)
-
-
-@contextlib.contextmanager
-def _termination_handled():
-    """SIGTERM/SIGHUP raise :class:`Terminated` (a KeyboardInterrupt) so they unwind like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
-    _received.clear()
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _interrupted() -> int:
     # TensorFlow's graph-building generators, cut short by the signal, print "Exception ignored in ...
     # Nesting violated" tracebacks when garbage-collected at exit: the run is over, keep its report one line
     sys.unraisablehook = lambda _unraisable: None
-    if _received:
-        name = signal.Signals(_received[0]).name
-        print(f"edgeq: terminated by {name}; no output was written", file=sys.stderr)
-        return 128 + _received[0]
+    signum = termination.received()
+    if signum is not None:
+        print(f"edgeq: terminated by {signal.Signals(signum).name}; no output was written", file=sys.stderr)
+        return 128 + signum
     print("edgeq: interrupted; no output was written", file=sys.stderr)
     return 130
 
@@ -112,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         os.environ["EDGEQ_DEBUG"] = "1"
     try:
-        with _termination_handled():
+        with termination.handled():
             return _main(argv, debug)
     finally:
         if debug:
@@ -131,11 +105,13 @@ def _main(argv: list[str], debug: bool) -> int:
         code = result if isinstance(result, int) else 0  # typer returns Exit codes in this mode
         if code == 0:
             output.deprecation_warnings()
-        if code == 130:  # typer turned Ctrl-C (or a termination signal) into Exit(130)
+        # 130: typer turned Ctrl-C (or a termination signal) into Exit(130). A signal whose raise was swallowed
+        # (in a finalizer, or by a callback's caller) let the command finish; its writers committed nothing.
+        if code == 130 or termination.received() is not None:
             return _interrupted()
         return code
     except EdgeqError as exc:
-        if _received:  # the signal landed in a callback (the converter's calibration) and came back wrapped
+        if termination.received() is not None:  # it landed in a callback (the converter's calibration), came back wrapped
             return _interrupted()
         if debug:
             traceback.print_exc()
@@ -162,7 +138,7 @@ def _main(argv: list[str], debug: bool) -> int:
     except (KeyboardInterrupt, typer.Abort):
         return _interrupted()
     except Exception as exc:  # a bug in edgeq, not the user's fault
-        if _received:  # TensorFlow (e.g. Keras' export tracing) turned our Terminated into its own error
+        if termination.received() is not None:  # TensorFlow (e.g. Keras' export tracing) turned our Terminated into its own error
             return _interrupted()
         if debug:
             traceback.print_exc()
