@@ -104,7 +104,8 @@ def versions() -> dict[str, str | None]:
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.rstrip()  # porcelain lines start with a space
+    # rstrip, not strip: a porcelain status line starts with a space (" M path")
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.rstrip()
 
 
 def stamp(bench: str) -> dict:

@@ -201,7 +201,7 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
     own calibration.
     """
     from edgeq.convert import representative_data
-    from edgeq.modes import Mode, PtqChoice
+    from edgeq.modes import PtqChoice
 
     progress = progress or Silent()
     t = time.perf_counter()
@@ -211,12 +211,10 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
     scorer = Scorer(evalds.inputs, reference, evalds.labels, options.metric)
     auto, cal = None, None
     if getattr(options, "ptq", None) in (PtqChoice.AUTO, PtqChoice.LEARNED):
-        from edgeq.quantize.converter import ConverterSettings
-        from edgeq.quantize.prepare.ptq import prepare_and_quantize
+        from edgeq.quantize.prepare.ptq import prepare_int8
 
-        settings = ConverterSettings(mode=Mode.INT8, io=options.io_type, per_channel=options.per_channel)
-        content, ptq = prepare_and_quantize(fm, settings, calib, progress, options.ptq)
-        auto = (scorer.loss(scorer.outputs(content)), content, ptq.to_dict()["summary"])
+        content, ptq = prepare_int8(fm, calib, options.per_channel, options.io_type, options.ptq, progress)
+        auto = (scorer.loss(scorer.outputs(content)), content, ptq.summary)
         cal = ptq.calibrated
     if auto is not None and auto[0] <= options.max_drop:
         plan = _int8_plan(scorer, options, auto)
@@ -227,7 +225,7 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
                                                   options.per_channel, options.io_type, str(fm.source))
         plan = search(cal, scorer, options.max_drop, options.fallback, progress)
         if auto is not None:
-            start = "searched from it" if cal is ptq.calibrated else "searched from a plain calibration"
+            start = "searched from it" if ptq.calibrated is not None else "searched from a plain calibration"
             plan.notes.append(f"full INT8 with graph preparation ({auto[2]}) drops {auto[0]:+.2f}: over budget; "
                               f"{start}")
     plan.search_s = time.perf_counter() - t  # the float reference and calibration are part of the cost

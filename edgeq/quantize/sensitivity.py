@@ -225,32 +225,20 @@ def analyze(model, calib, eval_data=None, per_channel: bool = True, metric: Metr
             reference = fm.predict(data.inputs)
         data.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
         scorer = Scorer(data.inputs, reference, data.labels, metric)
-        cal, how = _prepared(fm, cal_ds, per_channel, ptq, progress), ""
-        if cal is not None:
-            cal, how = cal
-        else:
+        plan = None
+        if ptq is not PtqChoice.PLAIN:  # rank edgeq's prepared INT8, the model --mode mixed searches from
+            from edgeq.quantize.prepare.ptq import prepare_int8
+
+            plan = prepare_int8(fm, cal_ds, per_channel, IOType.FLOAT32, ptq, progress)[1]
+        cal = plan.calibrated if plan is not None else None
+        if cal is None:  # --ptq plain, or the preparation ended without a calibrated model
             with progress.task("calibrating"):
                 cal = Calibrated.from_float_model(fm, representative_data(cal_ds, progress),
                                                   per_channel, IOType.FLOAT32, str(model))
         sens = measure(cal, scorer, progress, fallback=fallback)
-        if how:
-            sens.notes.append(how)
+        if plan is not None and plan.calibrated is not None:
+            sens.notes.append(f"ranked on edgeq's prepared INT8 ({plan.summary})")
         if eval_data is None:
             sens.notes.append("scored on the calibration data (no --eval given)")
         return sens
 
-
-def _prepared(fm, calib, per_channel: bool, ptq: PtqChoice, progress: Progress):
-    """(edgeq's prepared calibrated model, a note saying so), or None for ``--ptq plain`` or when the
-    preparation ends without a calibrated model (then the ranking uses a plain calibration)."""
-    if ptq is PtqChoice.PLAIN:
-        return None
-    from edgeq.modes import IOType, Mode
-    from edgeq.quantize.converter import ConverterSettings
-    from edgeq.quantize.prepare.ptq import prepare_and_quantize
-
-    settings = ConverterSettings(mode=Mode.INT8, io=IOType.FLOAT32, per_channel=per_channel)
-    _, plan = prepare_and_quantize(fm, settings, calib, progress, ptq)
-    if plan.calibrated is None:
-        return None
-    return plan.calibrated, f"ranked on edgeq's prepared INT8 ({plan.summary})"

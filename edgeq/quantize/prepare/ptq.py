@@ -192,6 +192,17 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     return run.finish(m)
 
 
+def prepare_int8(fm, calib, per_channel: bool, io, choice: PtqChoice,
+                 progress: Progress | None = None) -> tuple[bytes, PtqPlan]:
+    """Full INT8 as ``--mode int8`` prepares it: what per-layer work (``--mode mixed``'s search, ``analyze
+    --ptq``'s ranking) tries first and starts from (``PtqPlan.calibrated``)."""
+    from edgeq.modes import Mode
+    from edgeq.quantize.converter import ConverterSettings
+
+    settings = ConverterSettings(mode=Mode.INT8, io=io, per_channel=per_channel)
+    return prepare_and_quantize(fm, settings, calib, progress, choice)
+
+
 def _prepare_16x8(fm, settings, m: _Measure, plan: PtqPlan, progress: Progress) -> tuple[bytes, PtqPlan]:
     """16x8: only the weights' rounding and biases are fitted (on the int16 activations). int16 activations
     lose next to nothing, so the activation steps have nothing to fix; the int8 weights, rounded to nearest
