@@ -6,6 +6,7 @@ Without the cache: skipped on a developer machine, a failure in CI (CI=true), ne
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -29,6 +30,22 @@ def _require_cache(z: manifest.ZooModel) -> None:
     pytest.skip(msg)
 
 
+@pytest.fixture(scope="module")
+def fast_results(tmp_path_factory) -> dict:
+    """Every cached fast item (and the per-tensor one), two at a time: each runs in its own process and
+    mostly on one core, so this halves the wait on a 2-core machine; the metrics do not depend on load."""
+    from benchmarks.zoo.item import PER_TENSOR
+
+    cached = [z for z in FAST if z.path(manifest.cache_dir()).exists()
+              and (manifest.cache_dir() / "data" / z.name / "eval.npz").exists()]
+    items = [(z.name, mode) for z in cached for mode in MODES]
+    items += [(z.name, PER_TENSOR) for z in cached if z.family == "classifier"][:1]
+    work = tmp_path_factory.mktemp("zoo_fast")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = pool.map(lambda item: run_item(*item, manifest.cache_dir(), work / "_".join(item)), items)
+        return dict(zip(items, done))
+
+
 def test_fast_subset_is_small_and_referenced():
     ref = reference.load()
     assert 3 <= len(FAST) <= 4
@@ -39,9 +56,9 @@ def test_fast_subset_is_small_and_referenced():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("z", FAST, ids=lambda z: z.name)
-def test_fast_model_matches_reference(z, mode, tmp_path):
+def test_fast_model_matches_reference(z, mode, fast_results):
     _require_cache(z)
-    result = run_item(z.name, mode, manifest.cache_dir(), tmp_path)
+    result = dict(fast_results[(z.name, mode)])
     result["primary"] = metrics.PRIMARY[z.metric]
     expected = reference.load()[(z.name, mode)]
     regressions, _ = reference.check([result], {(z.name, mode): expected})
@@ -83,7 +100,7 @@ def test_yolo_metric_takes_per_sample_outputs_with_their_batch_axis():
     assert out["class_match"] == 1.0 and out["box_iou"] == pytest.approx(1.0)
 
 
-def test_per_tensor_mode_runs_on_classifiers_only_with_one_scale_per_weight(tmp_path):
+def test_per_tensor_mode_runs_on_classifiers_only_with_one_scale_per_weight(fast_results):
     from benchmarks.zoo.item import PER_TENSOR
     from benchmarks.zoo.run import applies
     from edgeq.modelinfo import inspect_tflite
@@ -92,7 +109,7 @@ def test_per_tensor_mode_runs_on_classifiers_only_with_one_scale_per_weight(tmp_
     assert {z.name for z in models if applies(z, PER_TENSOR)} == {z.name for z in models if z.family == "classifier"}
     z = next(z for z in FAST if z.family == "classifier")
     _require_cache(z)
-    result = run_item(z.name, PER_TENSOR, manifest.cache_dir(), tmp_path)
+    result = fast_results[(z.name, PER_TENSOR)]
     assert result["status"] == "ok", result.get("error")
     info = inspect_tflite(result["tflite"])
     quantized = [w for w in info.weights if w.channels > 0]
