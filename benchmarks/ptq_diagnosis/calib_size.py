@@ -1,0 +1,46 @@
+"""Does EfficientNet-Lite's full-INT8 gap shrink with more calibration data? (docs/ptq.md)
+
+The zoo calibrates on 48 crops (6 per calibration photo). This script cuts ``--per-photo`` crops of the same
+8 calibration photos (another seed for each size, so the sets differ), converts with ``--ptq`` and scores on the
+zoo's eval split, as bench_ptq does:
+    python benchmarks/ptq_diagnosis/calib_size.py efficientnet_lite0 --per-photo 6 12 24 --ptq auto
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    from benchmarks.zoo import data, manifest
+    from edgeq.api import convert
+    from edgeq.modes import ConvertOptions, Mode, PtqChoice
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="zoo model with photo data, e.g. efficientnet_lite0")
+    ap.add_argument("--per-photo", type=int, nargs="+", default=[6, 12, 24])
+    ap.add_argument("--ptq", default="auto")
+    a = ap.parse_args()
+    cache = manifest.cache_dir()
+    z = manifest.load().model(a.model)
+    where = data.ready_dir(z, cache)
+    _, _, h, w = z.inputs[0].shape
+    work = Path(tempfile.mkdtemp(prefix="calib_size-"))
+    for per in a.per_photo:
+        rgb = data.photo_crops(cache, data.CALIB_PHOTOS, per, (h, w), data.SEED + 100 + per)
+        x = data.normalize(rgb, z.preprocessing).astype(np.float32).transpose(0, 3, 1, 2)  # the ONNX input: NCHW
+        calib = work / f"calib_{per}.npz"
+        np.savez(calib, **{z.inputs[0].name: x})
+        t = time.perf_counter()
+        r = convert(z.path(cache), ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice(a.ptq)),
+                    out=work / f"int8_{per}.tflite", eval_data=where / "eval_edgeq.npz",
+                    input_shapes=dict(z.input_shapes))
+        v = r.accuracy.vs_float
+        print(f"{a.model} ptq={a.ptq} calib={len(x)} crops ({per}/photo): agreement {v.agreement:.3f}, "
+              f"SQNR {v.sqnr_db:.2f} dB, {time.perf_counter() - t:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
