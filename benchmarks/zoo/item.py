@@ -33,12 +33,19 @@ def one_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-def measure(z: ZooModel, tflite: Path, cache: Path) -> dict:
-    """Family metric + output cosine/SQNR of ``tflite`` against the source framework on the eval split."""
+def measure(z: ZooModel, tflite: Path, cache: Path) -> tuple[dict, str | None]:
+    """Family metric + output cosine/SQNR of ``tflite`` against the source framework on the eval split, and
+    the per-sample hits (metrics.hits) where the family has them."""
     feeds = data.load(z, cache, "eval")
     ref = runners.source_outputs(z, z.path(cache), feeds)
     got = runners.tflite_outputs(z, tflite, feeds, ref)
-    return metrics.measure(z.metric, ref, got, feeds)
+    return metrics.measure(z.metric, ref, got, feeds), metrics.hits(z.metric, ref, got)
+
+
+def _measured(res: dict, z: ZooModel, tflite: Path, cache: Path) -> None:
+    res["metrics"], h = measure(z, tflite, cache)
+    if h is not None:
+        res["hits"] = h
 
 
 def bench(tflite: Path, runs: int) -> dict:
@@ -84,7 +91,7 @@ def run_edgeq(z: ZooModel, mode: str, cache: Path, work: Path) -> dict:
     if report.warnings:  # what the conversion report told the user (e.g. an int8 concat that loses an input)
         res["warnings"] = list(report.warnings)
     try:
-        res["metrics"] = measure(z, out, cache)
+        _measured(res, z, out, cache)
     except Exception as e:  # noqa: BLE001 - a model that converts but cannot be run or compared
         res.update(status="error", error=f"converted, but running it failed: {type(e).__name__}: {one_line(e)}")
     return res
@@ -114,7 +121,7 @@ def run_onnx2tf(z: ZooModel, cache: Path, work: Path) -> dict:
     shutil.rmtree(scratch, ignore_errors=True)
     res = {"status": "ok", "tflite": str(out), "size_bytes": out.stat().st_size}
     try:
-        res["metrics"] = measure(z, out, cache)
+        _measured(res, z, out, cache)
         res["faithful"] = res["metrics"]["output_cosine"] >= FAITHFUL_COSINE
     except Exception as e:  # noqa: BLE001
         res.update(status="error", error=f"onnx2tf wrote a model, but running it failed: {one_line(e)}")

@@ -109,6 +109,14 @@ FUNCS = {Metric.CLASSIFIER: classifier, Metric.YOLO: yolo, Metric.PICODET: picod
          Metric.CTC: ctc, Metric.ENCODER: encoder, Metric.ENCODER_MASKED: encoder_masked, Metric.SCORE: score}
 
 
+def hits(kind: Metric, ref: list, got: list) -> str | None:
+    """Per eval sample, does the converted model keep the source's answer: '+' or '-' (top-1 for classifiers;
+    other families have no per-sample yes/no). Kept per row so the report can put an interval on a gap."""
+    if kind is not Metric.CLASSIFIER:
+        return None
+    return "".join("+" if h else "-" for h in em.top1_hits(ref[0], got[0]))
+
+
 def measure(kind: Metric, ref: list, got: list, feeds: dict) -> dict:
     """The family metric plus output cosine / SQNR over all outputs."""
     out = FUNCS[kind](ref, got, feeds)
