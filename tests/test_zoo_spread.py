@@ -70,6 +70,13 @@ def test_the_report_brackets_each_gap_with_its_interval_and_falls_back_without_h
     del rows[2]["hits"]
     line = next(ln for ln in report._classifiers(rows) if ln.startswith("| efficientnet_lite0"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[3].startswith("10.0 [") and cells[5] == "10.0"
+    assert cells[3].startswith("10.0 [") and cells[6] == "10.0" and cells[7] == "-"
     low, high = map(float, cells[3][6:-1].split(", "))
     assert low < 10.0 < high  # the 20 misses sit in one photo's crops: 0 to 20 points, not 10 +- 4
+    assert cells[4] == "open"  # 3 points lies inside that interval
+
+
+def test_a_target_is_met_or_missed_only_when_the_whole_interval_says_so():
+    assert spread.verdict(spread.Interval(2.0, 0.5, 3.0), 3.0) == "met"
+    assert spread.verdict(spread.Interval(4.0, 1.5, 7.0), 3.0) == "open"
+    assert spread.verdict(spread.Interval(10.5, 5.0, 16.5), 3.0) == "not met"

@@ -64,3 +64,11 @@ def gap_interval(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None,
     tail = (1 - level) / 2
     lo, hi = np.quantile(boot, [tail, 1 - tail])
     return Interval(scale * float(np.mean(a - b)), scale * float(lo), scale * float(hi))
+
+
+def verdict(gap: Interval, target: float) -> str:
+    """'met' when the whole interval of a shortfall is at or below ``target``, 'not met' when it is all above,
+    'open' when the eval split cannot tell."""
+    if gap.high <= target:
+        return "met"
+    return "not met" if gap.low > target else "open"
