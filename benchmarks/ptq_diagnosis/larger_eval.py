@@ -5,6 +5,9 @@ The zoo scores the EfficientNets on 50 crops (5 per eval photo); one crop is 2 p
 ONNX model in onnxruntime as the reference and prints each .tflite's top-1 agreement, per-photo agreement and
 output SQNR:
     python benchmarks/ptq_diagnosis/larger_eval.py efficientnet_lite0 MODEL_fp16.tflite MODEL_int8.tflite
+``--photos opencv`` scores on crops of the 23 natural photos calib_photos.py takes from OpenCV's samples
+instead (none is a zoo photo). Each file after the first also gets its agreement gap to the first, with the
+zoo report's interval (photos resampled, crops paired; benchmarks/zoo/spread.py).
 """
 import argparse
 import os
@@ -19,30 +22,47 @@ def main() -> None:
     import onnxruntime as ort
 
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
-    from benchmarks.zoo import data, manifest
+    from PIL import Image
+
+    from benchmarks.ptq_diagnosis.calib_photos import crops, opencv_photos
+    from benchmarks.zoo import data, manifest, spread
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="zoo model name with photo data, e.g. efficientnet_lite0")
     ap.add_argument("tflite", nargs="+")
     ap.add_argument("--per-photo", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--photos", choices=["eval", "opencv"], default="eval")
     a = ap.parse_args()
     z = manifest.load().model(a.model)
     _, _, h, w = z.inputs[0].shape
-    rgb = data.photo_crops(CACHE, data.EVAL_PHOTOS, a.per_photo, (h, w), a.seed)
+    if a.photos == "eval":
+        n_photos = len(data.EVAL_PHOTOS)
+        rgb = data.photo_crops(CACHE, data.EVAL_PHOTOS, a.per_photo, (h, w), a.seed)
+    else:
+        images = [Image.open(p).convert("RGB") for p in opencv_photos(CACHE)]
+        n_photos = len(images)
+        rgb = crops(images, a.per_photo, (h, w), a.seed)
     x = data.normalize(rgb, z.preprocessing).astype(np.float32)  # NHWC, as edgeq's .tflite takes it
     onnx_path = next((CACHE / "models").glob(z.name.replace("_", "-") + ".onnx"))
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     ref = np.concatenate([sess.run(None, {name: x[s:s + 1].transpose(0, 3, 1, 2)})[0].reshape(1, -1)
                           for s in range(len(x))])
+    groups = np.repeat(np.arange(n_photos), a.per_photo)
+    first = None
     for path in a.tflite:
         y = outputs(Path(path).read_bytes(), {"input": x})
         same = ref.argmax(1) == y.argmax(1)
-        per_photo = same.reshape(len(data.EVAL_PHOTOS), a.per_photo).mean(1)
+        per_photo = same.reshape(n_photos, a.per_photo).mean(1)
         sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - y) ** 2).sum())
         print(f"{Path(path).name}: {len(same)} crops, agreement {same.mean():.3f}, SQNR {sqnr:.2f} dB, "
               f"per photo {np.round(per_photo, 2).tolist()}", flush=True)
+        if first is None:
+            first = same
+        else:
+            print(f"  gap to {Path(a.tflite[0]).name}: {spread.gap_interval(first, same, groups).text()} points",
+                  flush=True)
 
 
 if __name__ == "__main__":
