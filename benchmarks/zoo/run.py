@@ -101,13 +101,15 @@ def write(out: Path, env: dict, started: float, a, m, models, results: list[dict
     """zoo.json + zoo.md for the results so far (``partial`` until all ``total`` items are in); ``meta`` is
     the provenance block (commit, versions, source hashes) every results file carries, stamped before the run."""
     regressions, improvements = reference.check(results, reference.load())
+    merged = {r["model"] for r in results}  # rows kept from --merge-from files may be of models not run now
     left = total - len(results)
     doc = {"environment": env, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            "wall_s": round(time.time() - started, 1), "jobs": a.jobs, "partial": left > 0,
            "partial_note": f"{len(results)} of {total} items done, {left} not run yet", "bench_runs": a.runs,
            "subset": "fast" if a.fast else ("models" if a.models else "all"), "modes": a.modes,
            "models": [{"name": z.name, "family": z.family, "wheel": m.wheels[z.wheel].pin, "file": z.file,
-                       "license": z.license, "redistributable": z.redistributable} for z in models],
+                       "license": z.license, "redistributable": z.redistributable} for z in m.models
+                      if z in models or z.name in merged],
            "results": results, "regressions": regressions, "improvements": improvements, "runs": runs or [],
            "combined": not any(x.get("modes") for x in (runs or [])[-1:])}
     if meta is not None:

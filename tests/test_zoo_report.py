@@ -1,4 +1,5 @@
-"""The zoo's interval on a gap between two models (benchmarks/zoo/spread.py) and the per-sample hits it reads."""
+"""The zoo report: the interval on a gap between two models (spread.py), the per-sample hits it reads, and the
+merged tables it renders."""
 from __future__ import annotations
 
 import numpy as np
@@ -80,3 +81,20 @@ def test_a_target_is_met_or_missed_only_when_the_whole_interval_says_so():
     assert spread.verdict(spread.Interval(2.0, 0.5, 3.0), 3.0) == "met"
     assert spread.verdict(spread.Interval(4.0, 1.5, 7.0), 3.0) == "open"
     assert spread.verdict(spread.Interval(10.5, 5.0, 16.5), 3.0) == "not met"
+
+
+def test_a_merged_table_lists_the_models_of_the_rows_it_kept(tmp_path):
+    # `run --models A --merge-from old.json`: rows of other models come along and the report must know them
+    import argparse
+
+    from benchmarks.zoo import run
+
+    m = manifest.load()
+    a = argparse.Namespace(jobs=1, runs=0, fast=False, models=["fer_emotion"], modes=["fp16"])
+    rows = [dict(_row("fer_emotion", "fp16", "+" * 50), primary="top1_agreement"),
+            dict(_row("efficientnet_lite0", "fp16", "+" * 200), primary="top1_agreement")]
+    run.write(tmp_path / "zoo", run.environment(), 0.0, a, m, [m.model("fer_emotion")], rows, 2)
+    doc = __import__("json").loads((tmp_path / "zoo.json").read_text())
+    assert [z["name"] for z in doc["models"]] == [z.name for z in m.models if z.name in
+                                                  ("fer_emotion", "efficientnet_lite0")]
+    assert "efficientnet_lite0" in (tmp_path / "zoo.md").read_text()
