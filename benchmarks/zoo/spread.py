@@ -39,7 +39,7 @@ def eval_groups(z: ZooModel) -> np.ndarray | None:
 
 
 def parse_hits(hits: str) -> np.ndarray:
-    """The '+'/'-' string a zoo row records (benchmarks/zoo/metrics.hits) as 0/1 floats."""
+    """The '+'/'-' string a zoo row records (benchmarks/zoo/metrics.hits) as booleans, one per sample."""
     if set(hits) - {"+", "-"}:
         raise ValueError(f"hits must be '+'/'-' only, got {sorted(set(hits) - {'+', '-'})}")
     return np.frombuffer(hits.encode(), np.uint8).astype(np.float64) == ord("+")
