@@ -1,8 +1,9 @@
 """Every measured number in README.md and docs/*.md, found in a committed results file, or reported.
 
 What counts as a measured number: any number written with a decimal point or an exponent (90.90, +0.20,
-0.259x, 1.19e-06), any percentage, and every count written "N of M" or "N/M". Integers standing alone (300
-images, 2,000 samples, 224x224) are settings and are not checked; versions, addresses and file names are
+0.259x, 1.19e-06), any percentage, every count written "N of M" or "N/M", and whole durations and ratios
+(162 s, 17 ms, 198x). Other integers standing alone (300 images, 2,000 samples, 224x224) are settings and are
+not checked; versions, addresses and file names are
 skipped. A number that looks measured but is not (a goal such as "<= 0.27x", a constant) is listed in
 NOT_MEASURED with the reason. A paragraph, table or code block whose numbers no benchmark reproduces (one
 run's example output, a one-off investigation) is preceded by a line ``<!-- numbers: REASON -->`` and should
@@ -69,11 +70,13 @@ NOT_MEASURED: tuple[tuple[str, str, str, str], ...] = (  # "*": every number on 
     ("docs/ptq.md", "1e-5", "BN epsilon 1e-5", "PyTorch's default BN epsilon"),
     ("docs/ptq.md", "1/10", "[1/10, 10]", "the sample's construction (build.py)"),
     ("docs/ptq.md", "0.1", "0.1 pt is 2 images", "arithmetic: 2 of 2,000 images"),
+    ("docs/your-model.md", "255", "range 255x too wide", "arithmetic: [0, 255] against [0, 1]"),
 )
 
 _NUM = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:e[-+]?\d+)?(?![\w.]*\.\d)"
                   r"|(?<![\w.])[-+]?\d+e[-+]?\d+(?![\w.])"
-                  r"|(?<![\w.])[-+]?\d+(?=\s?%)")
+                  r"|(?<![\w.])[-+]?\d+(?=\s?%)"
+                  r"|(?<![\w.,-])\d+(?=\s?(?:s|ms|x)\b)")
 _COUNT = re.compile(r"(?<![\w./])(\d+)(?: of |/)(\d+)(?![\w/]|\.\d)")
 _SKIP = re.compile(r"(?<![\w.])\d+\.\d+\.\d+[\w.]*|(?:Python|TF|tensorflow|Keras|ai-edge-litert|onnx2tf|onnx|"
                    r"onnxruntime|qemu|qemu-user|numpy|Android|litert|opset|SDK|adbd|v)[ -]?\d+(?:\.\d+)*"

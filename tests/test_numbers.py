@@ -107,3 +107,16 @@ def test_sync_tables_replaces_a_stale_copy_and_leaves_other_tables(tmp_path, mon
     doc.write_text("```\n$ edgeq bench m.tflite\nold line\n```\n")
     assert sync_tables.sync(doc, [], {"edgeq bench m.tflite": ("bench_host", "new 1\nnew 2")})
     assert doc.read_text() == "```\n$ edgeq bench m.tflite\nnew 1\nnew 2\n```\n"
+
+
+def test_whole_seconds_and_ratios_are_checked_but_settings_are_not(tmp_path):
+    # "took 119 s" survived a rerun that measured 162 s: integer durations and ratios are measured numbers
+    text = (check_numbers.RESULTS / "bench_ptq.json").read_text()
+    wall = json.loads(text)["zoo"][1]["wall_s"]
+    right = f"{wall:.0f}"
+    wrong = next(w for k in (0.7, 0.6, 1.3, 1.45) if not re.search(rf"\b{(w := f'{wall * k:.0f}')}(\.|\b)", text))
+    doc = _doc(tmp_path, f"In `bench_ptq` auto took {right} s, not {wrong} s, on 300 images of 224x224.\n")
+    found = {f.quote.text: f for f in check_numbers.check(docs=[doc])}
+    assert (found[right].source or "").startswith("bench_ptq.json: ")
+    assert found[wrong].source is None
+    assert "300" not in found and "224" not in found
