@@ -12,7 +12,6 @@ import hashlib
 import re
 import tarfile
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -65,9 +64,8 @@ def crops(images: list[Image.Image], per: int, size: tuple[int, int], seed: int)
 
 
 def main() -> None:
+    from benchmarks.ptq_diagnosis.calib_size import convert_scored
     from benchmarks.zoo import data, manifest
-    from edgeq.api import convert
-    from edgeq.modes import ConvertOptions, Mode, PtqChoice
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="zoo model with photo data, e.g. efficientnet_lite0")
@@ -77,24 +75,16 @@ def main() -> None:
     a = ap.parse_args()
     cache = manifest.cache_dir()
     z = manifest.load().model(a.model)
-    where = data.ready_dir(z, cache)
     _, _, h, w = z.inputs[0].shape
     images = [Image.open(p).convert("RGB") for p in opencv_photos(cache)]
     if a.set == "zoo+opencv":
         images = [data._photo(cache, n) for n in data.CALIB_PHOTOS] + images
     work = Path(tempfile.mkdtemp(prefix="calib_photos-"))
     for per in a.per_photo:
-        x = data.normalize(crops(images, per, (h, w), data.SEED + 200 + per), z.preprocessing)
-        x = x.astype(np.float32).transpose(0, 3, 1, 2)  # the ONNX input: NCHW
-        calib = work / f"calib_{per}.npz"
-        np.savez(calib, **{z.inputs[0].name: x})
-        t = time.perf_counter()
-        r = convert(z.path(cache), ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice(a.ptq)),
-                    out=work / f"int8_{per}.tflite", eval_data=where / "eval_edgeq.npz",
-                    input_shapes=dict(z.input_shapes))
-        v = r.accuracy.vs_float
-        print(f"{a.model} {a.set} {len(images)} photos x {per} = {len(x)} crops, ptq={a.ptq}: agreement "
-              f"{v.agreement:.3f}, SQNR {v.sqnr_db:.2f} dB, {time.perf_counter() - t:.0f} s", flush=True)
+        rgb = crops(images, per, (h, w), data.SEED + 200 + per)
+        agreement, sqnr, secs = convert_scored(z, cache, rgb, a.ptq, work, str(per))
+        print(f"{a.model} {a.set} {len(images)} photos x {per} = {len(rgb)} crops, ptq={a.ptq}: agreement "
+              f"{agreement:.3f}, SQNR {sqnr:.2f} dB, {secs:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,26 @@ from pathlib import Path
 import numpy as np
 
 
-def main() -> None:
-    from benchmarks.zoo import data, manifest
+def convert_scored(z, cache: Path, rgb: np.ndarray, ptq: str, work: Path, tag: str) -> tuple[float, float, float]:
+    """Calibrate ``z`` to full INT8 on the uint8 RGB crops ``rgb`` (NHWC) with ``--ptq ptq`` and score it on the
+    zoo's eval split, as bench_ptq does: (agreement, SQNR dB, seconds)."""
+    from benchmarks.zoo import data
     from edgeq.api import convert
     from edgeq.modes import ConvertOptions, Mode, PtqChoice
+
+    x = data.normalize(rgb, z.preprocessing).astype(np.float32).transpose(0, 3, 1, 2)  # the ONNX input: NCHW
+    calib = work / f"calib_{tag}.npz"
+    np.savez(calib, **{z.inputs[0].name: x})
+    t = time.perf_counter()
+    r = convert(z.path(cache), ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice(ptq)),
+                out=work / f"int8_{tag}.tflite", eval_data=data.ready_dir(z, cache) / "eval_edgeq.npz",
+                input_shapes=dict(z.input_shapes))
+    v = r.accuracy.vs_float
+    return v.agreement, v.sqnr_db, time.perf_counter() - t
+
+
+def main() -> None:
+    from benchmarks.zoo import data, manifest
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="zoo model with photo data, e.g. efficientnet_lite0")
@@ -25,21 +41,13 @@ def main() -> None:
     a = ap.parse_args()
     cache = manifest.cache_dir()
     z = manifest.load().model(a.model)
-    where = data.ready_dir(z, cache)
     _, _, h, w = z.inputs[0].shape
     work = Path(tempfile.mkdtemp(prefix="calib_size-"))
     for per in a.per_photo:
         rgb = data.photo_crops(cache, data.CALIB_PHOTOS, per, (h, w), data.SEED + 100 + per)
-        x = data.normalize(rgb, z.preprocessing).astype(np.float32).transpose(0, 3, 1, 2)  # the ONNX input: NCHW
-        calib = work / f"calib_{per}.npz"
-        np.savez(calib, **{z.inputs[0].name: x})
-        t = time.perf_counter()
-        r = convert(z.path(cache), ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice(a.ptq)),
-                    out=work / f"int8_{per}.tflite", eval_data=where / "eval_edgeq.npz",
-                    input_shapes=dict(z.input_shapes))
-        v = r.accuracy.vs_float
-        print(f"{a.model} ptq={a.ptq} calib={len(x)} crops ({per}/photo): agreement {v.agreement:.3f}, "
-              f"SQNR {v.sqnr_db:.2f} dB, {time.perf_counter() - t:.0f} s", flush=True)
+        agreement, sqnr, secs = convert_scored(z, cache, rgb, a.ptq, work, str(per))
+        print(f"{a.model} ptq={a.ptq} calib={len(rgb)} crops ({per}/photo): agreement {agreement:.3f}, "
+              f"SQNR {sqnr:.2f} dB, {secs:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
