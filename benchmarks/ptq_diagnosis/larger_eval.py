@@ -1,6 +1,6 @@
-"""Agreement of zoo classifiers' .tflite files with onnxruntime on a larger photo eval split (docs/zoo.md).
+"""Agreement of zoo classifiers' .tflite files with onnxruntime on other crops of photos (docs/zoo.md, docs/ptq.md).
 
-The zoo scores the EfficientNets on 50 crops (5 per eval photo); one crop is 2 points. This script cuts
+Written when the zoo scored the EfficientNets on 50 crops (5 per eval photo; now 20 each). This script cuts
 ``--per-photo`` fresh crops of the same eval photos with another seed (default 20 each: 200 crops), runs the
 ONNX model in onnxruntime as the reference and prints each .tflite's top-1 agreement, per-photo agreement and
 output SQNR:
