@@ -1,0 +1,416 @@
+"""Block reconstruction (BRECQ, Li et al. 2021): the rounding and biases of several layers fitted together,
+with the INT8 model's activation grids in the loop.
+
+``sequential_rounding`` fits one layer at a time on a quadratic objective: it sees the layer's int8 input but
+not the rounding of its own output, nor how the next layers' errors add to its own. The zoo's EfficientNet-Lite
+models lose what is left after it in 50-65 small, independent weight errors (docs/ptq.md), which only a
+joint fit can make cancel. Here the INT8 model is cut into blocks (a run of ops with one tensor in and one out:
+an inverted residual, or up to ``MAX_LAYERS`` plain layers), and each block is simulated in TensorFlow with
+every op's output fake-quantized on the INT8 model's own scale and zero point. Each weight's rounding (up or
+down, AdaRound's rectified sigmoid annealed to 0/1) and each bias are fitted so that the block, fed the INT8
+model's input to it, reproduces the float model's output of it:
+
+    min  E || block_q(x_q; floor(W/s) + h, b) - block_f(x_f) ||^2  +  lambda * rounding regularizer
+
+Blocks go in op order; each block's integers are written into the INT8 model in place (``Int8InPlace``) before
+the next block's inputs are read, so later blocks fit on what the earlier ones left. A block fits on 3/4 of the
+samples and keeps its fit only when its output error on the other quarter is lower than with the integers it
+started from.
+
+Not in ``order.steps()``: on EfficientNet-Lite0 it matches ``sequential_rounding`` on the zoo's 36 fit samples
+at 2.5x its time, and is ahead only with ~4x more calibration data (docs/ptq.md,
+``benchmarks/ptq_diagnosis/block_reconstruction.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
+from edgeq.quantize.prepare.adaround import GAMMA, ZETA, _hsig, _keep_grid, find_layers, grid_scales
+from edgeq.quantize.prepare.int8_in_place import Int8InPlace
+from edgeq.quantize.prepare.sequential_rounding import MAX_SAMPLES, _FloatInputs
+from edgeq.quantize.prepare.step import Backend, Candidate
+from edgeq.tflite import flatbuffer as fb
+
+MAX_LAYERS = 3  # weight layers per block when blocks are plain chains (one inverted residual is one block)
+ITERS = 300
+BATCH = 8  # samples per iteration
+# the rounding regularizer's weight against the output error relative to the starting one's: at 0.01 (AdaRound's
+# value for its unnormalized loss) most roundings were still undecided after ITERS, and hardening them undid the fit
+LAMBDA = 1.0
+LR_ROUNDING, LR_BIAS = 0.05, 1e-3  # Adam steps; a 1e-2 bias step overshot (toy residual model: -1 dB per block)
+# ops the simulation knows; a block holding any other op is left as it is
+OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "MEAN", "RESHAPE", "AVERAGE_POOL_2D",
+       "LOGISTIC", "HARD_SWISH", "RELU", "RELU6", "SOFTMAX", "PAD"}
+WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive ops of the INT8 model that read one tensor and write one."""
+
+    ops: tuple[int, ...]
+    inp: int  # tensor index in the INT8 model
+    out: int
+
+
+def blocks(model, max_layers: int = MAX_LAYERS) -> list[Block]:
+    """The INT8 model cut where exactly one activation tensor is alive, regrouped into blocks of up to
+    ``max_layers`` weight layers (a segment with more stays whole); segments with an op the simulation does
+    not know end a block and are left out."""
+    sg, names = model.subgraphs[0], fb.op_names(model)
+    const = {i for i, t in enumerate(sg.tensors) if fb.raw_data(model, t) is not None}
+    last = {}
+    for k, op in enumerate(sg.operators):
+        for i in (int(i) for i in op.inputs if int(i) >= 0 and int(i) not in const):
+            last[i] = k
+    for i in sg.outputs:
+        last[int(i)] = len(sg.operators)
+    live, cuts = {int(i) for i in sg.inputs}, []
+    for k, op in enumerate(sg.operators):
+        alive = {i for i in live if last.get(i, -1) >= k}
+        if len(alive) == 1:
+            cuts.append((k, next(iter(alive))))
+        live = alive | {int(i) for i in op.outputs}
+    end = {int(i) for i in sg.outputs}
+    if len(end) == 1:
+        cuts.append((len(sg.operators), next(iter(end))))
+    found, ops, start, layers = [], [], None, 0
+    for (a, t_in), (b, t_out) in zip(cuts, cuts[1:]):
+        seg = list(range(a, b))
+        n = sum(names[sg.operators[k].opcodeIndex] in WEIGHTED for k in seg)
+        if any(names[sg.operators[k].opcodeIndex] not in OPS for k in seg):
+            if ops and layers:
+                found.append(Block(tuple(ops), start, prev_out))
+            ops, start, layers = [], None, 0
+            continue
+        if ops and layers + n > max_layers and layers:
+            found.append(Block(tuple(ops), start, prev_out))
+            ops, start, layers = [], None, 0
+        if start is None:
+            start = t_in
+        ops, layers, prev_out = ops + seg, layers + n, t_out
+    if ops and layers:
+        found.append(Block(tuple(ops), start, prev_out))
+    return found
+
+
+@dataclass
+class _Weights:
+    """One weight layer of a block: its float weight and grid step, the rounding it starts from, and the fitted
+    rounding logits and bias (TensorFlow variables, set by ``_fit``)."""
+
+    name: str  # output tensor name in the INT8 model (``Int8InPlace``'s key)
+    cal_op: int  # the op in the calibrated model
+    w: np.ndarray  # float weight, TFLite layout
+    s: np.ndarray  # grid step, broadcastable to w
+    axis: int  # output-channel axis of w
+    bias: np.ndarray | None
+    h0: np.ndarray | None = None  # the rounding to start from (0 down, 1 up); None: nearest
+    v: object = None  # tf.Variable: AdaRound's rounding logits
+    b: object = None  # tf.Variable: the bias
+
+    def ints(self, tf=None, hard: bool = False):
+        """The integers: hard (numpy) without ``tf``; soft or hard tensors with it."""
+        base = np.floor(self.w / self.s).astype(np.float32)
+        if tf is None:
+            return np.clip(base + (_hsig(self.v.numpy()) >= 0.5), -127, 127)
+        h = _soft(tf, self.v)
+        return tf.clip_by_value(base + (tf.cast(h >= 0.5, tf.float32) if hard else h), -127, 127)
+
+
+def _soft(tf, v):
+    return tf.clip_by_value(tf.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+
+class _Simulation:
+    """A block of the INT8 model in TensorFlow: float math, each op's output fake-quantized on its grid."""
+
+    def __init__(self, model, block: Block, table: TensorTable, weights: dict[int, _Weights]):
+        import tensorflow as tf
+
+        self.tf, self.model, self.block, self.table, self.weights = tf, model, block, table, weights
+        self.sg, self.names = model.subgraphs[0], fb.op_names(model)
+
+    def _fq(self, i: int, x, lo=None, hi=None):
+        tf = self.tf
+        if i not in self.table.quantized:
+            return x
+        s, z = self.table.quantized[i]
+        qmin, qmax = (-32768, 32767) if self.sg.tensors[i].type == fb.INT16 else (-128, 127)
+        lo_q, hi_q = (qmin - z) * s, (qmax - z) * s
+        xc = tf.clip_by_value(x, lo_q, hi_q)  # straight-through inside the grid, no gradient outside
+        return xc + tf.stop_gradient((tf.round(xc / s + z) - z) * s - xc)
+
+    def _const(self, i: int):
+        """A constant input as float: quantized ones (int8 weights, int32 biases, per channel or not)
+        dequantized, shapes and axes as they are."""
+        t = self.sg.tensors[i]
+        raw = fb.raw_data(self.model, t)
+        dtype = {fb.INT8: np.int8, fb.INT16: np.int16, fb.INT32: np.int32, fb.INT64: np.int64,
+                 fb.FLOAT32: np.float32}.get(t.type)
+        if raw is None or dtype is None:
+            raise ValueError(f"input '{fb.name_of(t)}' is neither an activation of the block nor a constant")
+        v = np.frombuffer(raw.tobytes(), dtype).reshape(list(t.shape) if t.shape is not None else [])
+        q = t.quantization
+        if dtype is np.float32 or q is None or q.scale is None or not len(q.scale):
+            return v
+        shape = [1] * v.ndim
+        if len(q.scale) > 1:
+            shape[q.quantizedDimension] = -1
+        zero = np.zeros(len(q.scale)) if q.zeroPoint is None else np.asarray(q.zeroPoint, np.float64)
+        return ((v - zero.reshape(shape)) * np.asarray(q.scale, np.float64).reshape(shape)).astype(np.float32)
+
+    def __call__(self, x, hard: bool = False):
+        tf = self.tf
+        vals = {self.block.inp: x}
+        for k in self.block.ops:
+            op = self.sg.operators[k]
+            kind = self.names[op.opcodeIndex]
+            ins = [vals[int(i)] if int(i) in vals else self._const(int(i)) if int(i) >= 0 else None
+                   for i in op.inputs]
+            out = int(op.outputs[0])
+            vals[out] = self._fq(out, self._op(kind, op, ins, out, k, hard))
+        return vals[self.block.out]
+
+    def _op(self, kind: str, op, ins, out: int, k: int, hard: bool):
+        tf = self.tf
+        o = op.builtinOptions
+        if kind in WEIGHTED:
+            lw = self.weights.get(k)
+            if lw is None:
+                w, b = tf.constant(ins[1], tf.float32), None if len(ins) < 3 or ins[2] is None else ins[2]
+            else:
+                w = lw.ints(tf, hard) * lw.s
+                b = lw.b if lw.b is not None else None if len(ins) < 3 else ins[2]
+            x = ins[0]
+            if kind == "FULLY_CONNECTED":
+                y = tf.matmul(tf.reshape(x, [-1, w.shape[1]]), w, transpose_b=True)
+            else:
+                strides, pad = [1, o.strideH, o.strideW, 1], "SAME" if o.padding == 0 else "VALID"
+                dil = [max(o.dilationHFactor, 1), max(o.dilationWFactor, 1)]
+                wt = tf.transpose(w, [1, 2, 3, 0])
+                y = (tf.nn.conv2d(x, wt, strides, pad, dilations=dil) if kind == "CONV_2D"
+                     else tf.nn.depthwise_conv2d(x, wt, strides, pad, dilations=dil))
+            if b is not None:
+                y = y + b
+            y = tf.reshape(y, [-1, *self.sg.tensors[out].shape[1:]]) if kind == "FULLY_CONNECTED" else y
+            return self._act(y, o.fusedActivationFunction)
+        if kind in ("ADD", "MUL"):
+            y = ins[0] + ins[1] if kind == "ADD" else ins[0] * ins[1]
+            return self._act(y, o.fusedActivationFunction if o is not None else 0)
+        if kind == "MEAN":
+            return tf.reduce_mean(ins[0], axis=[int(a) for a in np.ravel(ins[1])], keepdims=bool(o.keepDims))
+        if kind == "RESHAPE":
+            return tf.reshape(ins[0], [-1, *self.sg.tensors[out].shape[1:]])
+        if kind == "AVERAGE_POOL_2D":
+            return self._act(tf.nn.avg_pool2d(ins[0], [o.filterHeight, o.filterWidth], [1, o.strideH, o.strideW, 1],
+                                              "SAME" if o.padding == 0 else "VALID"), o.fusedActivationFunction)
+        if kind == "PAD":
+            return tf.pad(ins[0], np.asarray(ins[1]).reshape(-1, 2))
+        if kind == "SOFTMAX":
+            return tf.nn.softmax(o.beta * ins[0])
+        return {"LOGISTIC": tf.sigmoid, "RELU": tf.nn.relu, "RELU6": tf.nn.relu6,
+                "HARD_SWISH": lambda v: v * tf.nn.relu6(v + 3) / 6}[kind](ins[0])
+
+    def _act(self, y, code: int):
+        tf = self.tf
+        if code == 0:
+            return y
+        if code == 1:
+            return tf.nn.relu(y)
+        if code == 2:
+            return tf.clip_by_value(y, -1.0, 1.0)
+        if code == 3:
+            return tf.nn.relu6(y)
+        raise ValueError(f"fused activation {code}")
+
+
+@dataclass(frozen=True)
+class BlockFit:
+    """What fitting one block did: its output error's change (dB, positive = closer to float) on the samples
+    it fitted and on those held back, how many weights changed their integer, and whether it was kept."""
+
+    fit_db: float
+    held_db: float
+    moved: int
+    weights: int
+    kept: bool
+
+
+def _fit(sim: _Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray, iters: int, seed: int) -> BlockFit:
+    """Fit the block's rounding and biases on 3/4 of the samples; kept when the fit beats the integers it
+    started from on the other quarter (on the samples it fitted, a block's fit always looks better: the
+    classifier head of EfficientNet-Lite0 flipped 39% of its roundings to fit 36 samples)."""
+    tf = sim.tf
+    rng = np.random.default_rng(seed)
+    for lw in layers:  # h(v) starts at the weight's own fraction (nearest once hardened), or near ``h0``
+        frac = lw.w / lw.s - np.floor(lw.w / lw.s) if lw.h0 is None else 0.25 + 0.5 * lw.h0
+        p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
+        lw.v = tf.Variable(np.log(p / (1 - p)).astype(np.float32))
+        lw.b = None if lw.bias is None else tf.Variable(lw.bias.astype(np.float32))
+    vs, bs = [lw.v for lw in layers], [lw.b for lw in layers if lw.b is not None]
+    n_weights = float(sum(lw.w.size for lw in layers))
+
+    @tf.function(reduce_retracing=True)
+    def sq_error(x, y):
+        d = sim(x, True) - y
+        return tf.reduce_sum(d * d)
+
+    held = np.arange(len(xq)) % 4 == 3
+    xv, yv, xq, yf = xq[held], yf[held], xq[~held], yf[~held]
+
+    def error(x, y) -> float:
+        return sum(float(sq_error(tf.constant(x[i:i + BATCH]), tf.constant(y[i:i + BATCH])))
+                   for i in range(0, len(x), BATCH)) / max(y.size, 1)
+
+    before, before_held = error(xq, yf), error(xv, yv)
+    if before == 0:
+        return BlockFit(0.0, 0.0, 0, int(n_weights), False)
+    start = [(lw.v.numpy().copy(), None if lw.b is None else lw.b.numpy().copy()) for lw in layers]
+    opt_v, opt_b = tf.keras.optimizers.Adam(LR_ROUNDING), tf.keras.optimizers.Adam(LR_BIAS)
+
+    @tf.function(reduce_retracing=True)
+    def train(x, y, beta, reg_on):
+        with tf.GradientTape() as tape:
+            d = sim(x) - y
+            # the output error relative to the nearest rounding's, so LAMBDA weighs alike in every block
+            loss = tf.reduce_mean(d * d) / before
+            reg = tf.add_n([tf.reduce_sum(1 - tf.abs(2 * _soft(tf, lw.v) - 1) ** beta) for lw in layers])
+            loss = loss + reg_on * LAMBDA * reg / n_weights
+        grads = tape.gradient(loss, vs + bs)
+        opt_v.apply_gradients(zip(grads[:len(vs)], vs))
+        if bs:
+            opt_b.apply_gradients(zip(grads[len(vs):], bs))
+        return loss
+
+    warm = iters // 5
+    for t in range(iters):
+        idx = rng.choice(len(xq), min(BATCH, len(xq)), replace=False)
+        beta = 20 - 18 * max(t - warm, 0) / max(iters - warm, 1)
+        train(tf.constant(xq[idx]), tf.constant(yf[idx]), tf.constant(beta, tf.float32),
+              tf.constant(float(t >= warm)))
+    after, after_held = error(xq, yf), error(xv, yv)
+    moved = sum(int(np.sum(lw.ints() != np.clip(np.round(lw.w / lw.s) if lw.h0 is None else
+                                                 np.floor(lw.w / lw.s) + lw.h0, -127, 127))) for lw in layers)
+    fit = BlockFit(_db(before, after), _db(before_held, after_held), moved, int(n_weights), after_held < before_held)
+    if not fit.kept:
+        for lw, (v, b) in zip(layers, start):
+            lw.v.assign(v)
+            if b is not None:
+                lw.b.assign(b)
+    return fit
+
+
+def _db(before: float, after: float) -> float:
+    return round(float(10 * np.log10(before / after)), 2) if after > 0 and before > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Reconstructed:
+    calibrated: object
+    content: bytes
+    blocks: int  # blocks whose fit was kept
+    layers: int
+    fits: tuple[BlockFit, ...] = ()  # every block tried, in op order
+
+
+def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int = 0, start=None,
+                max_samples: int = MAX_SAMPLES) -> Reconstructed | None:
+    """``cal`` with the rounding and biases of every block's weight layers fitted jointly (see the module
+    docstring); None when no block was changed. ``start``, the same graph with its weights on the grid
+    (e.g. ``sequential_rounding``'s), gives the integers and biases the fit starts from."""
+    base = start if start is not None else cal
+    quantized = base.quantize()
+    model = fb.load(base.content)
+    sg = model.subgraphs[0]
+    orig = fb.load(cal.content)
+    osg = orig.subgraphs[0]
+    layers = {layer.q_out: layer for layer in grid_scales(quantized, find_layers(model))}
+    mirror = Int8InPlace(quantized)
+    qmodel = fb.load(bytes(mirror.content))
+    qsg, qnames = qmodel.subgraphs[0], fb.op_names(qmodel)
+    f_index = TensorTable.of_model(model).index
+    feeds = {k: v[:max_samples] for k, v in feeds.items()}
+    q_feeds = int_feeds(quantized, feeds)
+    todo = [b for b in blocks(qmodel) if fb.tensor_name(qsg, b.out) in f_index]
+    wanted = [f_index[fb.tensor_name(qsg, b.out)] for b in todo]
+    sizes = {i: int(np.prod([max(int(d), 1) for d in sg.tensors[i].shape[1:]])) for i in wanted}
+    floats = _FloatInputs(cal.content, feeds, list(dict.fromkeys(wanted)), sizes)
+    kept_blocks = kept_layers = 0
+    fits: list[BlockFit] = []
+    for n, block in enumerate(todo):
+        ws = {}
+        for k in block.ops:
+            name = fb.tensor_name(qsg, int(qsg.operators[k].outputs[0]))
+            layer = layers.get(name)
+            if qnames[qsg.operators[k].opcodeIndex] not in WEIGHTED or layer is None or name not in mirror.weights:
+                continue
+            op = sg.operators[layer.op]
+            w = fb.const(orig, osg, int(osg.operators[layer.op].inputs[1])).astype(np.float32)
+            axis = 3 if layer.kind == "DEPTHWISE_CONV_2D" else 0
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            s = np.broadcast_to(layer.scale, (w.shape[axis],)).reshape(shape).astype(np.float32)
+            h0 = None
+            if start is not None:  # the start's integers as up (1) or down (0) from the float weight
+                h0 = np.clip(np.round(fb.const(model, sg, layer.weight) / s) - np.floor(w / s), 0, 1)
+            bias_t = int(op.inputs[2]) if len(op.inputs) > 2 else -1
+            bias = fb.const(model, sg, bias_t) if bias_t >= 0 and name in mirror.biases else None
+            ws[k] = _Weights(name, layer.op, w, s, axis, bias, h0)
+        if not ws:
+            continue
+        xq = np.concatenate([mirror.table.real(block.inp, v[block.inp])
+                             for v in run_each_sample(bytes(mirror.content), q_feeds, [block.inp])])
+        yf = np.concatenate(floats.get(f_index[fb.tensor_name(qsg, block.out)]))
+        sim = _Simulation(qmodel, block, mirror.table, ws)
+        fit = _fit(sim, list(ws.values()), xq.astype(np.float32), yf.astype(np.float32), iters, seed + n)
+        fits.append(fit)
+        if not fit.kept:
+            continue
+        for lw in ws.values():
+            x = lw.w / lw.s
+            q = _keep_grid(_rows(lw.ints(), lw.axis), _rows(x, lw.axis))
+            ints = _unrows(q, lw.w.shape, lw.axis)
+            new_w = (ints * lw.s).astype(np.float32)
+            new_b = None if lw.b is None else lw.b.numpy().astype(np.float32)
+            if not mirror.write(lw.name, ints, new_w, new_b):
+                continue
+            op = sg.operators[lw.cal_op]
+            op.inputs[1] = fb.new_const(model, sg, int(op.inputs[1]), new_w, "/block")
+            if new_b is not None:
+                op.inputs[2] = fb.new_const(model, sg, int(op.inputs[2]), new_b, "/block_bias")
+            kept_layers += 1
+        kept_blocks += 1
+    if not kept_layers:
+        return None
+    fb.drop_replaced_constants(model)
+    current = cal.with_content(fb.dump(model))
+    return Reconstructed(current, current.quantize(), kept_blocks, kept_layers, tuple(fits))
+
+
+def _rows(a: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+
+
+def _unrows(rows: np.ndarray, shape, axis: int) -> np.ndarray:
+    moved = [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
+    return np.moveaxis(rows.reshape(moved), 0, axis)
+
+
+class BlockReconstructionStep:
+    """Rounding and biases fitted block by block with the INT8 activations in the loop (a PTQ step, see
+    ``step.py``): one candidate, judged on held-back samples. Not in ``order.steps()`` (module docstring)."""
+
+    name, needs_held_back = "block_reconstruction", True
+    backend = Backend.CALIBRATED
+
+    def candidates(self, cal, fit):
+        done = reconstruct(cal, fit)
+        if done is None:
+            return []
+        n_fit = min(len(next(iter(fit.values()))), MAX_SAMPLES)
+        return [Candidate(done.calibrated, f"rounding and biases fitted jointly in {done.blocks} blocks "
+                          f"({done.layers} layers) on the INT8 model's inputs ({n_fit} samples)", "", done.content)]
