@@ -77,13 +77,14 @@ def test_simulation_reproduces_litert_on_the_int8_grid(residual):
         assert off.max() <= 1.01 and (off > 0.5).mean() < 0.02, (_kinds(content, block), off.max())
 
 
-def test_reconstruction_writes_the_converters_integers_and_fits_closer(residual):
+@pytest.mark.parametrize("drop", [0.0, 0.5])  # 0.5: QDrop, half the block's input values float while fitting
+def test_reconstruction_writes_the_converters_integers_and_fits_closer(residual, drop):
     from edgeq.modelinfo import inspect_tflite
     from edgeq.quantize.prepare.block_reconstruction import reconstruct
     from edgeq.runtime import TFLiteRunner
 
     model, cal, feeds = residual
-    done = reconstruct(cal, feeds, iters=150)
+    done = reconstruct(cal, feeds, iters=150, drop=drop)
     assert done is not None and done.layers >= 4
     # the converter, quantizing the edited calibrated model, writes exactly the integers fitted in place
     assert done.calibrated.quantize() == done.content

@@ -21,10 +21,11 @@ class _Block:
 
     name, needs_held_back = "rounding", True
 
-    def __init__(self, variant: str, max_samples: int):
+    def __init__(self, variant: str, max_samples: int, drop: float = 0.0):
         from edgeq.quantize.prepare.step import Backend
 
         self.variant, self.max_samples, self.backend, self.fits = variant, max_samples, Backend.CALIBRATED, ()
+        self.drop = drop
 
     def candidates(self, cal, fit):
         from edgeq.quantize.prepare.block_reconstruction import reconstruct
@@ -32,7 +33,7 @@ class _Block:
         from edgeq.quantize.prepare.step import Candidate
 
         start = corrected(cal, fit).calibrated if self.variant == "refine" else None
-        done = reconstruct(cal, fit, start=start, max_samples=self.max_samples)
+        done = reconstruct(cal, fit, start=start, max_samples=self.max_samples, drop=self.drop)
         if done is None:
             return []
         self.fits = done.fits
@@ -70,6 +71,8 @@ def main() -> None:
     ap.add_argument("--calib", choices=["zoo", "zoo+opencv"], default="zoo",
                     help="the zoo's 48 calibration crops, or 6 crops of each of its 8 + OpenCV's 23 photos (186)")
     ap.add_argument("--max-samples", type=int, default=64, help="fit samples block reconstruction uses at most")
+    ap.add_argument("--drop", type=float, default=0.0,
+                    help="QDrop: the share of a block's input values fed float instead of int8 while fitting")
     a = ap.parse_args()
     cache = manifest.cache_dir()
     z = manifest.load().model(a.model)
@@ -80,7 +83,7 @@ def main() -> None:
         calib = _zoo_and_opencv(z, cache, work)
     default = order.steps
     for variant in a.variant:
-        step = _Block(variant, a.max_samples)
+        step = _Block(variant, a.max_samples, a.drop)
         order.steps = default if variant == "sequential" else (  # noqa: E731 - a diagnosis swaps one step
             lambda pc, learned: [step if isinstance(s, SequentialRoundingStep) else s for s in default(pc, learned)])
         t = time.perf_counter()

@@ -240,7 +240,8 @@ class BlockFit:
     kept: bool
 
 
-def _fit(sim: _Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray, iters: int, seed: int) -> BlockFit:
+def _fit(sim: _Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray, iters: int, seed: int,
+         xf: np.ndarray | None = None, drop: float = 0.0) -> BlockFit:
     """Fit the block's rounding and biases on 3/4 of the samples; kept when the fit beats the integers it
     started from on the other quarter (on the samples it fitted, a block's fit always looks better: the
     classifier head of EfficientNet-Lite0 flipped 39% of its roundings to fit 36 samples)."""
@@ -261,6 +262,7 @@ def _fit(sim: _Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarra
 
     held = np.arange(len(xq)) % 4 == 3
     xv, yv, xq, yf = xq[held], yf[held], xq[~held], yf[~held]
+    xf = None if xf is None or not drop else xf[~held]
 
     def error(x, y) -> float:
         return sum(float(sq_error(tf.constant(x[i:i + BATCH]), tf.constant(y[i:i + BATCH])))
@@ -290,7 +292,10 @@ def _fit(sim: _Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarra
     for t in range(iters):
         idx = rng.choice(len(xq), min(BATCH, len(xq)), replace=False)
         beta = 20 - 18 * max(t - warm, 0) / max(iters - warm, 1)
-        train(tf.constant(xq[idx]), tf.constant(yf[idx]), tf.constant(beta, tf.float32),
+        x = xq[idx]
+        if xf is not None:  # QDrop (Wei et al. 2022): some inputs float, so the fit does not lean on one noise draw
+            x = np.where(rng.random(x.shape) < drop, xf[idx], x)
+        train(tf.constant(x), tf.constant(yf[idx]), tf.constant(beta, tf.float32),
               tf.constant(float(t >= warm)))
     after, after_held = error(xq, yf), error(xv, yv)
     moved = sum(int(np.sum(lw.ints() != np.clip(np.round(lw.w / lw.s) if lw.h0 is None else
@@ -318,7 +323,7 @@ class Reconstructed:
 
 
 def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int = 0, start=None,
-                max_samples: int = MAX_SAMPLES) -> Reconstructed | None:
+                max_samples: int = MAX_SAMPLES, drop: float = 0.0) -> Reconstructed | None:
     """``cal`` with the rounding and biases of every block's weight layers fitted jointly (see the module
     docstring); None when no block was changed. ``start``, the same graph with its weights on the grid
     (e.g. ``sequential_rounding``'s), gives the integers and biases the fit starts from."""
@@ -336,7 +341,8 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
     feeds = {k: v[:max_samples] for k, v in feeds.items()}
     q_feeds = int_feeds(quantized, feeds)
     todo = [b for b in blocks(qmodel) if fb.tensor_name(qsg, b.out) in f_index]
-    wanted = [f_index[fb.tensor_name(qsg, b.out)] for b in todo]
+    wanted = [f_index[n] for b in todo for n in (fb.tensor_name(qsg, b.inp), fb.tensor_name(qsg, b.out))
+              if n in f_index and (drop or n == fb.tensor_name(qsg, b.out))]
     sizes = {i: int(np.prod([max(int(d), 1) for d in sg.tensors[i].shape[1:]])) for i in wanted}
     floats = _FloatInputs(cal.content, feeds, list(dict.fromkeys(wanted)), sizes)
     kept_blocks = kept_layers = 0
@@ -364,9 +370,11 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
             continue
         xq = np.concatenate([mirror.table.real(block.inp, v[block.inp])
                              for v in run_each_sample(bytes(mirror.content), q_feeds, [block.inp])])
+        in_name = fb.tensor_name(qsg, block.inp)
+        xf = np.concatenate(floats.get(f_index[in_name])).astype(np.float32) if drop and in_name in f_index else None
         yf = np.concatenate(floats.get(f_index[fb.tensor_name(qsg, block.out)]))
         sim = _Simulation(qmodel, block, mirror.table, ws)
-        fit = _fit(sim, list(ws.values()), xq.astype(np.float32), yf.astype(np.float32), iters, seed + n)
+        fit = _fit(sim, list(ws.values()), xq.astype(np.float32), yf.astype(np.float32), iters, seed + n, xf, drop)
         fits.append(fit)
         if not fit.kept:
             continue
