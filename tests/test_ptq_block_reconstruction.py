@@ -41,7 +41,7 @@ def _kinds(content: bytes, block) -> list[str]:
 
 
 def test_blocks_keep_each_inverted_residual_whole(residual):
-    from edgeq.quantize.prepare.block_reconstruction import blocks
+    from edgeq.quantize.prepare.block_simulation import blocks
     from edgeq.tflite import flatbuffer as fb
 
     _, cal, _ = residual
@@ -60,7 +60,7 @@ def test_simulation_reproduces_litert_on_the_int8_grid(residual):
     """With the converter's own integers, each simulated block gives LiteRT's int8 output within one step
     (TensorFlow's float math and LiteRT's integer requantization round a few values differently)."""
     from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
-    from edgeq.quantize.prepare.block_reconstruction import _Simulation, blocks
+    from edgeq.quantize.prepare.block_simulation import Simulation, blocks
     from edgeq.tflite import flatbuffer as fb
 
     _, cal, feeds = residual
@@ -71,7 +71,7 @@ def test_simulation_reproduces_litert_on_the_int8_grid(residual):
         runs = list(run_each_sample(content, int_feeds(content, feeds), [block.inp, block.out], limit=8))
         x = np.concatenate([table.real(block.inp, r[block.inp]) for r in runs])
         want = np.concatenate([table.real(block.out, r[block.out]) for r in runs])
-        got = _Simulation(model, block, table, {})(x, hard=True).numpy()
+        got = Simulation(model, block, table, {})(x, hard=True).numpy()
         step = table.quantized[block.out][0]
         off = np.abs(got - want) / step
         assert off.max() <= 1.01 and (off > 0.5).mean() < 0.02, (_kinds(content, block), off.max())
@@ -101,7 +101,7 @@ def test_reconstruction_writes_the_converters_integers_and_fits_closer(residual,
 
 
 def test_a_block_with_an_op_it_cannot_simulate_is_left_out():
-    from edgeq.quantize.prepare.block_reconstruction import blocks
+    from edgeq.quantize.prepare.block_simulation import blocks
     from edgeq.tflite import flatbuffer as fb
 
     keras.utils.set_random_seed(0)
