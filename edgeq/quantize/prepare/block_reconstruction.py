@@ -119,7 +119,7 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
     def train(x, y, beta, reg_on):
         with tf.GradientTape() as tape:
             d = sim(x) - y
-            # the output error relative to the nearest rounding's, so LAMBDA weighs alike in every block
+            # the output error relative to the starting rounding's, so LAMBDA weighs alike in every block
             loss = tf.reduce_mean(d * d) / before
             reg = tf.add_n([tf.reduce_sum(1 - tf.abs(2 * _soft(tf, lw.v) - 1) ** beta) for lw in layers])
             loss = loss + reg_on * LAMBDA * reg / n_weights
@@ -156,6 +156,9 @@ def _db(before: float, after: float) -> float:
 
 @dataclass(frozen=True)
 class Reconstructed:
+    """What ``reconstruct`` made: the edited calibrated model, the converter's INT8 of it (the integers fitted
+    in place), and what each block's fit did."""
+
     calibrated: object
     content: bytes
     blocks: int  # blocks whose fit was kept
