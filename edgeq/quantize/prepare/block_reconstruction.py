@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
-from edgeq.quantize.prepare.adaround import GAMMA, ZETA, _hsig, _keep_grid, find_layers, grid_scales
+from edgeq.quantize.prepare.adaround import (GAMMA, ZETA, _flat, _hsig, _keep_grid, _unflat, find_layers,
+                                             grid_scales)
 from edgeq.quantize.prepare.block_simulation import WEIGHTED, Simulation, blocks
 from edgeq.quantize.prepare.int8_in_place import Int8InPlace
 from edgeq.quantize.prepare.sequential_rounding import MAX_SAMPLES, _FloatInputs
@@ -47,10 +48,10 @@ class _Weights:
     rounding logits and bias (TensorFlow variables, set by ``_fit``)."""
 
     name: str  # output tensor name in the INT8 model (``Int8InPlace``'s key)
+    kind: str  # CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED
     cal_op: int  # the op in the calibrated model
     w: np.ndarray  # float weight, TFLite layout
     s: np.ndarray  # grid step, broadcastable to w
-    axis: int  # output-channel axis of w
     bias: np.ndarray | None
     h0: np.ndarray | None = None  # the rounding to start from (0 down, 1 up); None: nearest
     v: object = None  # tf.Variable: AdaRound's rounding logits
@@ -209,7 +210,7 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
                 h0 = np.clip(np.round(fb.const(model, sg, layer.weight) / s) - np.floor(w / s), 0, 1)
             bias_t = int(op.inputs[2]) if len(op.inputs) > 2 else -1
             bias = fb.const(model, sg, bias_t) if bias_t >= 0 and name in mirror.biases else None
-            ws[k] = _Weights(name, layer.op, w, s, axis, bias, h0)
+            ws[k] = _Weights(name, layer.kind, layer.op, w, s, bias, h0)
         if not ws:
             continue
         xq = np.concatenate([mirror.table.real(block.inp, v[block.inp])
@@ -223,9 +224,8 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
         if not fit.kept:
             continue
         for lw in ws.values():
-            x = lw.w / lw.s
-            q = _keep_grid(_rows(lw.ints(), lw.axis), _rows(x, lw.axis))
-            ints = _unrows(q, lw.w.shape, lw.axis)
+            q = _keep_grid(_flat(lw.ints(), lw.kind), _flat(lw.w / lw.s, lw.kind))
+            ints = _unflat(q, lw.w.shape, lw.kind)
             new_w = (ints * lw.s).astype(np.float32)
             new_b = None if lw.b is None else lw.b.numpy().astype(np.float32)
             if not mirror.write(lw.name, ints, new_w, new_b):
@@ -241,15 +241,6 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
     fb.drop_replaced_constants(model)
     current = cal.with_content(fb.dump(model))
     return Reconstructed(current, current.quantize(), kept_blocks, kept_layers, tuple(fits))
-
-
-def _rows(a: np.ndarray, axis: int) -> np.ndarray:
-    return np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
-
-
-def _unrows(rows: np.ndarray, shape, axis: int) -> np.ndarray:
-    moved = [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
-    return np.moveaxis(rows.reshape(moved), 0, axis)
 
 
 class BlockReconstructionStep:
