@@ -13,6 +13,15 @@ from pathlib import Path
 import numpy as np
 
 
+def write_calib(z, rgb: np.ndarray, path: Path) -> Path:
+    """The uint8 RGB crops ``rgb`` (NHWC) normalized for ``z`` as an edgeq calibration file at ``path``."""
+    from benchmarks.zoo import data
+
+    x = data.normalize(rgb, z.preprocessing).astype(np.float32).transpose(0, 3, 1, 2)  # the ONNX input: NCHW
+    np.savez(path, **{z.inputs[0].name: x})
+    return path
+
+
 def convert_scored(z, cache: Path, rgb: np.ndarray, ptq: str, work: Path, tag: str) -> tuple[float, float, float]:
     """Calibrate ``z`` to full INT8 on the uint8 RGB crops ``rgb`` (NHWC) with ``--ptq ptq`` and score it on the
     zoo's eval split, as bench_ptq does: (agreement, SQNR dB, seconds)."""
@@ -20,9 +29,7 @@ def convert_scored(z, cache: Path, rgb: np.ndarray, ptq: str, work: Path, tag: s
     from edgeq.api import convert
     from edgeq.modes import ConvertOptions, Mode, PtqChoice
 
-    x = data.normalize(rgb, z.preprocessing).astype(np.float32).transpose(0, 3, 1, 2)  # the ONNX input: NCHW
-    calib = work / f"calib_{tag}.npz"
-    np.savez(calib, **{z.inputs[0].name: x})
+    calib = write_calib(z, rgb, work / f"calib_{tag}.npz")
     t = time.perf_counter()
     r = convert(z.path(cache), ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice(ptq)),
                 out=work / f"int8_{tag}.tflite", eval_data=data.ready_dir(z, cache) / "eval_edgeq.npz",
