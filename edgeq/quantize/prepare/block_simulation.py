@@ -83,7 +83,7 @@ class Simulation:
         self.tf, self.model, self.block, self.table, self.weights = tf, model, block, table, weights
         self.sg, self.names = model.subgraphs[0], fb.op_names(model)
 
-    def _fq(self, i: int, x, lo=None, hi=None):
+    def _fq(self, i: int, x):
         tf = self.tf
         if i not in self.table.quantized:
             return x
