@@ -14,7 +14,8 @@ model's input to it, reproduces the float model's output of it:
 Blocks go in op order; each block's integers are written into the INT8 model in place (``Int8InPlace``) before
 the next block's inputs are read, so later blocks fit on what the earlier ones left. A block fits on 3/4 of the
 samples and keeps its fit only when its output error on the other quarter is lower than with the integers it
-started from.
+started from. With ``ranges`` the block's activation ranges are fitted too and written into the calibrated
+model's min/max; the converter then quantizes it again, so later blocks read inputs on the new grids.
 
 Not in ``order.steps()``: on EfficientNet-Lite0/1 it ties ``sequential_rounding`` with the zoo's 36 fit
 samples at 2.2-2.6x its time (docs/ptq.md, ``benchmarks/ptq_diagnosis/block_reconstruction.py``).
@@ -28,8 +29,9 @@ import numpy as np
 from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
 from edgeq.quantize.prepare.adaround import (GAMMA, ZETA, _flat, _hsig, _keep_grid, _unflat, find_layers,
                                              grid_scales)
-from edgeq.quantize.prepare.block_simulation import WEIGHTED, Simulation, blocks
+from edgeq.quantize.prepare.block_simulation import WEIGHTED, FittedRange, Simulation, blocks
 from edgeq.quantize.prepare.int8_in_place import Int8InPlace
+from edgeq.quantize.prepare.ranges import EDITABLE_OPS
 from edgeq.quantize.prepare.sequential_rounding import MAX_SAMPLES, _FloatInputs
 from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fb
@@ -40,6 +42,7 @@ BATCH = 8  # samples per iteration
 # value for its unnormalized loss) most roundings were still undecided after ITERS, and hardening them undid the fit
 LAMBDA = 1.0
 LR_ROUNDING, LR_BIAS = 0.05, 1e-3  # Adam steps; a 1e-2 bias step overshot (toy residual model: -1 dB per block)
+LR_RANGE = 1e-3  # Adam step on an activation range's log factor: at most about 30% over ITERS
 
 
 @dataclass
@@ -94,7 +97,10 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
         p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
         lw.v = tf.Variable(np.log(p / (1 - p)).astype(np.float32))
         lw.b = None if lw.bias is None else tf.Variable(lw.bias.astype(np.float32))
+    for r in sim.ranges.values():
+        r.v = tf.Variable(np.zeros(2, np.float32))
     vs, bs = [lw.v for lw in layers], [lw.b for lw in layers if lw.b is not None]
+    rs = [r.v for r in sim.ranges.values()]
     n_weights = float(sum(lw.w.size for lw in layers))
 
     @tf.function(reduce_retracing=True)
@@ -115,6 +121,7 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
         return BlockFit(0.0, 0.0, 0, int(n_weights), False)
     start = [(lw.v.numpy().copy(), None if lw.b is None else lw.b.numpy().copy()) for lw in layers]
     opt_v, opt_b = tf.keras.optimizers.Adam(LR_ROUNDING), tf.keras.optimizers.Adam(LR_BIAS)
+    opt_r = tf.keras.optimizers.Adam(LR_RANGE)
 
     @tf.function(reduce_retracing=True)
     def train(x, y, beta, reg_on):
@@ -124,10 +131,12 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
             loss = tf.reduce_mean(d * d) / before
             reg = tf.add_n([tf.reduce_sum(1 - tf.abs(2 * _soft(tf, lw.v) - 1) ** beta) for lw in layers])
             loss = loss + reg_on * LAMBDA * reg / n_weights
-        grads = tape.gradient(loss, vs + bs)
+        grads = tape.gradient(loss, vs + bs + rs)
         opt_v.apply_gradients(zip(grads[:len(vs)], vs))
         if bs:
-            opt_b.apply_gradients(zip(grads[len(vs):], bs))
+            opt_b.apply_gradients(zip(grads[len(vs):len(vs) + len(bs)], bs))
+        if rs:
+            opt_r.apply_gradients(zip(grads[len(vs) + len(bs):], rs))
         return loss
 
     warm = iters // 5
@@ -148,7 +157,34 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
             lw.v.assign(v)
             if b is not None:
                 lw.b.assign(b)
+        for r in sim.ranges.values():
+            r.v.assign(np.zeros(2, np.float32))
     return fit
+
+
+def _activations(model) -> list[tuple[int, ...]]:
+    sg = model.subgraphs[0]
+    return [tuple(int(i) for i in op.outputs) for op in sg.operators]
+
+
+def _fitted_ranges(qmodel, block, table: TensorTable, calibrated, f_index: dict[str, int]) -> dict[int, FittedRange]:
+    """The block's int8 activations whose range the converter takes from the calibrated model's min/max,
+    each starting from its grid in the INT8 model."""
+    qsg, names, csg = qmodel.subgraphs[0], fb.op_names(qmodel), calibrated.subgraphs[0]
+    found = {}
+    for k in block.ops:
+        op = qsg.operators[k]
+        out = int(op.outputs[0])
+        name = fb.tensor_name(qsg, out)
+        if names[op.opcodeIndex] not in EDITABLE_OPS or qsg.tensors[out].type != fb.INT8 \
+                or out not in table.quantized or name not in f_index:
+            continue
+        q = csg.tensors[f_index[name]].quantization
+        if q is None or q.min is None or len(q.min) != 1:
+            continue
+        s, z = table.quantized[out]
+        found[out] = FittedRange((-128 - z) * s, (127 - z) * s)
+    return found
 
 
 def _db(before: float, after: float) -> float:
@@ -165,13 +201,16 @@ class Reconstructed:
     blocks: int  # blocks whose fit was kept
     layers: int
     fits: tuple[BlockFit, ...] = ()  # every block tried, in op order
+    ranges: dict[str, tuple[float, float]] | None = None  # activation name -> fitted (min, max), kept blocks'
 
 
 def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int = 0, start=None,
-                max_samples: int = MAX_SAMPLES, drop: float = 0.0) -> Reconstructed | None:
+                max_samples: int = MAX_SAMPLES, drop: float = 0.0, ranges: bool = False) -> Reconstructed | None:
     """``cal`` with the rounding and biases of every block's weight layers fitted jointly (see the module
     docstring); None when no block was changed. ``start``, the same graph with its weights on the grid
-    (e.g. ``sequential_rounding``'s), gives the integers and biases the fit starts from."""
+    (e.g. ``sequential_rounding``'s), gives the integers and biases the fit starts from. ``ranges`` also fits
+    the range of each int8 activation the converter takes from calibration (conv, depthwise, dense and add
+    outputs), written into the calibrated model's min/max."""
     base = start if start is not None else cal
     quantized = base.quantize()
     model = fb.load(base.content)
@@ -191,6 +230,7 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
     sizes = {i: int(np.prod([max(int(d), 1) for d in sg.tensors[i].shape[1:]])) for i in wanted}
     floats = _FloatInputs(cal.content, feeds, list(dict.fromkeys(wanted)), sizes)
     kept_blocks = kept_layers = 0
+    fitted: dict[str, tuple[float, float]] = {}
     fits: list[BlockFit] = []
     for n, block in enumerate(todo):
         ws = {}
@@ -218,7 +258,8 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
         in_name = fb.tensor_name(qsg, block.inp)
         xf = np.concatenate(floats.get(f_index[in_name])).astype(np.float32) if drop and in_name in f_index else None
         yf = np.concatenate(floats.get(f_index[fb.tensor_name(qsg, block.out)]))
-        sim = Simulation(qmodel, block, mirror.table, ws)
+        rs = _fitted_ranges(qmodel, block, mirror.table, model, f_index) if ranges else {}
+        sim = Simulation(qmodel, block, mirror.table, ws, rs)
         fit = _fit(sim, list(ws.values()), xq.astype(np.float32), yf.astype(np.float32), iters, seed + n, xf, drop)
         fits.append(fit)
         if not fit.kept:
@@ -236,11 +277,22 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
                 op.inputs[2] = fb.new_const(model, sg, int(op.inputs[2]), new_b, "/block_bias")
             kept_layers += 1
         kept_blocks += 1
+        moved = {i: r.bounds() for i, r in rs.items() if np.any(r.v.numpy() != 0)}
+        fitted.update({fb.tensor_name(qsg, i): b for i, b in moved.items()})
+        if moved:  # new activation grids: the converter quantizes again, the later blocks read the new model
+            for i, (lo, hi) in moved.items():
+                q = sg.tensors[f_index[fb.tensor_name(qsg, i)]].quantization
+                q.min, q.max = [lo], [hi]
+            mirror = Int8InPlace(cal.with_content(fb.dump(model)).quantize())
+            again = fb.load(bytes(mirror.content))
+            if _activations(again) != _activations(qmodel):  # the blocks hold op and tensor indices
+                raise RuntimeError("block reconstruction: the converter reordered the INT8 model's ops")
+            qmodel, qsg, qnames = again, again.subgraphs[0], fb.op_names(again)
     if not kept_layers:
         return None
     fb.drop_replaced_constants(model)
     current = cal.with_content(fb.dump(model))
-    return Reconstructed(current, current.quantize(), kept_blocks, kept_layers, tuple(fits))
+    return Reconstructed(current, current.quantize(), kept_blocks, kept_layers, tuple(fits), fitted)
 
 
 class BlockReconstructionStep:

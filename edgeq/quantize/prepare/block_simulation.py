@@ -22,6 +22,23 @@ OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "MEAN", 
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
+@dataclass
+class FittedRange:
+    """An int8 activation's range as fitted: the INT8 model's own (min, max) scaled by ``exp`` of two fitted log
+    factors (``v``, a TensorFlow variable), so every tensor moves by the same relative steps whatever its size."""
+
+    lo: float
+    hi: float
+    v: object = None
+
+    def bounds(self, tf=None):
+        """(min, max): numpy floats without ``tf``, tensors with it."""
+        if tf is None:
+            f = np.exp(self.v.numpy())
+            return float(self.lo * f[0]), float(self.hi * f[1])
+        return self.lo * tf.exp(self.v[0]), self.hi * tf.exp(self.v[1])
+
+
 @dataclass(frozen=True)
 class Block:
     """Consecutive ops of the INT8 model that read one tensor and write one."""
@@ -75,16 +92,32 @@ def blocks(model, max_layers: int = MAX_LAYERS) -> list[Block]:
 class Simulation:
     """A block of the INT8 model in TensorFlow: float math, each op's output fake-quantized on its grid.
     ``weights`` maps a weight op's index to what is fitted for it (``ints(tf, hard)``, grid step ``s``, bias
-    variable ``b`` or None); other weight ops use the INT8 model's own constants."""
+    variable ``b`` or None); other weight ops use the INT8 model's own constants. ``ranges`` maps an int8
+    tensor's index to its ``FittedRange``; the others keep the INT8 model's grid."""
 
-    def __init__(self, model, block: Block, table: TensorTable, weights: dict[int, _Weights]):
+    def __init__(self, model, block: Block, table: TensorTable, weights: dict[int, _Weights],
+                 ranges: dict[int, FittedRange] | None = None):
         import tensorflow as tf
 
         self.tf, self.model, self.block, self.table, self.weights = tf, model, block, table, weights
-        self.sg, self.names = model.subgraphs[0], fb.op_names(model)
+        self.sg, self.names, self.ranges = model.subgraphs[0], fb.op_names(model), ranges or {}
+
+    def _fq_fitted(self, r: FittedRange, x):
+        """Fake-quantize on a fitted range, as the converter derives scale and zero point from (min, max);
+        rounding is straight-through, so the range gets LSQ's gradient (Esser et al. 2020)."""
+        tf = self.tf
+        lo, hi = r.bounds(tf)
+        s = (hi - lo) / 255.0
+        z = -128.0 - lo / s
+        z = tf.clip_by_value(z + tf.stop_gradient(tf.round(z) - z), -128.0, 127.0)
+        v = x / s
+        q = tf.clip_by_value(v + tf.stop_gradient(tf.round(v) - v) + z, -128.0, 127.0)
+        return (q - z) * s
 
     def _fq(self, i: int, x):
         tf = self.tf
+        if i in self.ranges:
+            return self._fq_fitted(self.ranges[i], x)
         if i not in self.table.quantized:
             return x
         s, z = self.table.quantized[i]
