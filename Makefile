@@ -30,8 +30,11 @@ demo: $(STAMP)
 # commands from a folder outside the repo.
 # Results older than the code (fresh_results) fail `make numbers`, not `make test`: every code change stales
 # them until `make bench` reruns them, and a unit-test run is not the place for an hour of benchmarks.
+# Two workers, one test file each at a time (a module's fixtures are built once); the longest files go first
+# (tests/conftest.py). TEST_JOBS=0 runs in one process.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not fresh_results"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not fresh_results" -n $(TEST_JOBS) --dist loadfile
 
 # Thousands of seeded damaged .tflite/.onnx/.keras/.npz files through the CLI (make test runs a few hundred):
 # every case must exit 0 or 2 in one line, leave no file behind, and never crash. FUZZ_CASES/FUZZ_SEED override.
