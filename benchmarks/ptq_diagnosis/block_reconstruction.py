@@ -73,6 +73,7 @@ def main() -> None:
                     help="QDrop: the share of a block's input values fed float instead of int8 while fitting")
     ap.add_argument("--ranges", action="store_true",
                     help="also fit the activation ranges of each block (conv, depthwise, dense and add outputs)")
+    ap.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (the zoo's int8_per_tensor)")
     a = ap.parse_args()
     cache = manifest.cache_dir()
     z = manifest.load().model(a.model)
@@ -87,7 +88,8 @@ def main() -> None:
         order.steps = default if variant == "sequential" else (  # noqa: E731 - a diagnosis swaps one step
             lambda pc, learned: [step if isinstance(s, SequentialRoundingStep) else s for s in default(pc, learned)])
         t = time.perf_counter()
-        r = convert(z.path(cache), ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice.AUTO),
+        opts = ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice.AUTO, per_channel=not a.per_tensor)
+        r = convert(z.path(cache), opts,
                     out=work / f"{variant}.tflite", eval_data=where / "eval_edgeq.npz", input_shapes=dict(z.input_shapes))
         v = r.accuracy.vs_float
         for k, f in enumerate(step.fits):

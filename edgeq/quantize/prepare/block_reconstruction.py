@@ -22,7 +22,7 @@ samples at 2.2-2.6x its time (docs/ptq.md, ``benchmarks/ptq_diagnosis/block_reco
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -163,6 +163,7 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
 
 
 def _activations(model) -> list[tuple[int, ...]]:
+    """Each op's output tensor indices: what must not change when the converter quantizes the model again."""
     sg = model.subgraphs[0]
     return [tuple(int(i) for i in op.outputs) for op in sg.operators]
 
@@ -201,7 +202,7 @@ class Reconstructed:
     blocks: int  # blocks whose fit was kept
     layers: int
     fits: tuple[BlockFit, ...] = ()  # every block tried, in op order
-    ranges: dict[str, tuple[float, float]] | None = None  # activation name -> fitted (min, max), kept blocks'
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # activation -> fitted (min, max)
 
 
 def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int = 0, start=None,
