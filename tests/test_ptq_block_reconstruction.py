@@ -77,8 +77,7 @@ def test_simulation_reproduces_litert_on_the_int8_grid(residual):
         assert off.max() <= 1.01 and (off > 0.5).mean() < 0.02, (_kinds(content, block), off.max())
 
 
-# drop 0.5: QDrop, half the block's input values float while fitting; ranges: activation ranges fitted too,
-# with the Fisher-weighted loss
+# drop 0.5: QDrop, half the block's input values float while fitting; ranges: activation ranges fitted too
 @pytest.mark.parametrize("drop, ranges", [(0.0, False), (0.5, False), (0.0, True)])
 def test_reconstruction_writes_the_converters_integers_and_fits_closer(residual, drop, ranges):
     from edgeq.modelinfo import inspect_tflite
@@ -87,7 +86,7 @@ def test_reconstruction_writes_the_converters_integers_and_fits_closer(residual,
     from edgeq.runtime import TFLiteRunner
 
     model, cal, feeds = residual
-    done = reconstruct(cal, feeds, iters=150, drop=drop, ranges=ranges, fisher=ranges)
+    done = reconstruct(cal, feeds, iters=150, drop=drop, ranges=ranges)
     assert done is not None and done.layers >= 4
     # the converter, quantizing the edited calibrated model, writes exactly the integers fitted in place
     assert done.calibrated.quantize() == done.content
@@ -105,31 +104,8 @@ def test_reconstruction_writes_the_converters_integers_and_fits_closer(residual,
         (y,) = TFLiteRunner(content=content).run(feeds)
         return float(10 * np.log10((ref ** 2).sum() / ((ref - y) ** 2).sum()))
 
-    # +0.8 dB measured without ranges, +1.2 dB with ranges and Fisher weights; nearest is 44.3 dB
+    # +0.8 dB measured without ranges, +1.2 dB with them; nearest is 44.3 dB
     assert sqnr(done.content) > sqnr(cal.quantize()) + 0.4
-
-
-def test_fisher_weights_are_the_squared_loss_gradient_and_need_a_chain_to_the_output(residual):
-    """On the logits the weight is (softmax - one-hot of the top-1)^2, scaled to mean 1; a block whose
-    successors do not reach the model's output gets no weights."""
-    from edgeq.quantize.prepare.activations import TensorTable, int_feeds, run_each_sample
-    from edgeq.quantize.prepare.block_reconstruction import _fisher
-    from edgeq.quantize.prepare.block_simulation import blocks
-    from edgeq.tflite import flatbuffer as fb
-
-    _, cal, feeds = residual
-    content = cal.quantize()
-    model = fb.load(content)
-    found, table = blocks(model), TensorTable.of_model(model)
-    last = found[-1]
-    y = np.concatenate([table.real(last.out, r[last.out])
-                        for r in run_each_sample(content, int_feeds(content, feeds), [last.out], limit=8)])
-    p = np.exp(y - y.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    want = (p - np.eye(y.shape[1])[y.argmax(axis=1)]) ** 2
-    np.testing.assert_allclose(_fisher(model, [last], y), want / want.mean(), rtol=1e-4, atol=1e-6)
-    assert _fisher(model, [found[0], found[2], found[3]], np.zeros((1, 8, 8, 8), np.float32)) is None
-    assert _fisher(model, found[:2], np.zeros((1, 8, 8, 8), np.float32)) is None
 
 
 def test_a_block_with_an_op_it_cannot_simulate_is_left_out():

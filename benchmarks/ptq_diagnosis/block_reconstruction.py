@@ -5,7 +5,7 @@ rounding) replaced by one of:
   sequential  the step as it is (the reference)
   block       edgeq.quantize.prepare.block_reconstruction from the nearest rounding
   refine      sequential rounding, then block reconstruction starting from its integers and biases
-(``--ranges``: block reconstruction also fits the activation ranges; ``--fisher``: its loss is Fisher-weighted)
+(``--ranges``: block reconstruction also fits the activation ranges)
 and scores the result on the zoo's eval split, as bench_ptq does. Prints every block's output-error change on
 the samples it fitted and on the quarter it held back:
     python benchmarks/ptq_diagnosis/block_reconstruction.py efficientnet_lite0 --variant block refine
@@ -22,12 +22,11 @@ class _Block:
 
     name, needs_held_back = "rounding", True
 
-    def __init__(self, variant: str, max_samples: int, drop: float = 0.0, ranges: bool = False,
-                 fisher: bool = False):
+    def __init__(self, variant: str, max_samples: int, drop: float = 0.0, ranges: bool = False):
         from edgeq.quantize.prepare.step import Backend
 
         self.variant, self.max_samples, self.backend, self.fits = variant, max_samples, Backend.CALIBRATED, ()
-        self.drop, self.ranges, self.fisher = drop, ranges, fisher
+        self.drop, self.ranges = drop, ranges
 
     def candidates(self, cal, fit):
         from edgeq.quantize.prepare.block_reconstruction import reconstruct
@@ -35,8 +34,7 @@ class _Block:
         from edgeq.quantize.prepare.step import Candidate
 
         start = corrected(cal, fit).calibrated if self.variant == "refine" else None
-        done = reconstruct(cal, fit, start=start, max_samples=self.max_samples, drop=self.drop, ranges=self.ranges,
-                           fisher=self.fisher)
+        done = reconstruct(cal, fit, start=start, max_samples=self.max_samples, drop=self.drop, ranges=self.ranges)
         if done is None:
             return []
         self.fits = done.fits
@@ -75,8 +73,6 @@ def main() -> None:
                     help="QDrop: the share of a block's input values fed float instead of int8 while fitting")
     ap.add_argument("--ranges", action="store_true",
                     help="also fit the activation ranges of each block (conv, depthwise, dense and add outputs)")
-    ap.add_argument("--fisher", action="store_true",
-                    help="weigh each block's output error by its effect on the network's loss (BRECQ's Fisher)")
     ap.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (the zoo's int8_per_tensor)")
     a = ap.parse_args()
     cache = manifest.cache_dir()
@@ -88,7 +84,7 @@ def main() -> None:
         calib = _zoo_and_opencv(z, cache, work)
     default = order.steps
     for variant in a.variant:
-        step = _Block(variant, a.max_samples, a.drop, a.ranges, a.fisher)
+        step = _Block(variant, a.max_samples, a.drop, a.ranges)
         order.steps = default if variant == "sequential" else (  # noqa: E731 - a diagnosis swaps one step
             lambda pc, learned: [step if isinstance(s, SequentialRoundingStep) else s for s in default(pc, learned)])
         t = time.perf_counter()

@@ -86,11 +86,10 @@ class BlockFit:
 
 
 def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray, iters: int, seed: int,
-         xf: np.ndarray | None = None, drop: float = 0.0, fisher: np.ndarray | None = None) -> BlockFit:
+         xf: np.ndarray | None = None, drop: float = 0.0) -> BlockFit:
     """Fit the block's rounding and biases on 3/4 of the samples; kept when the fit beats the integers it
     started from on the other quarter (on the samples it fitted, a block's fit always looks better: the
-    classifier head of EfficientNet-Lite0 flipped 39% of its roundings to fit 36 samples). ``fisher``
-    weighs each output value's squared error (shaped like ``yf``, mean 1); None weighs all alike."""
+    classifier head of EfficientNet-Lite0 flipped 39% of its roundings to fit 36 samples)."""
     tf = sim.tf
     rng = np.random.default_rng(seed)
     for lw in layers:  # h(v) starts at the weight's own fraction (nearest once hardened), or near ``h0``
@@ -105,20 +104,19 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
     n_weights = float(sum(lw.w.size for lw in layers))
 
     @tf.function(reduce_retracing=True)
-    def sq_error(x, y, w):
+    def sq_error(x, y):
         d = sim(x, True) - y
-        return tf.reduce_sum(w * d * d)
+        return tf.reduce_sum(d * d)
 
-    fw = np.ones_like(yf) if fisher is None else fisher.astype(np.float32)
     held = np.arange(len(xq)) % 4 == 3
-    xv, yv, wv, xq, yf, fw = xq[held], yf[held], fw[held], xq[~held], yf[~held], fw[~held]
+    xv, yv, xq, yf = xq[held], yf[held], xq[~held], yf[~held]
     xf = None if xf is None or not drop else xf[~held]
 
-    def error(x, y, w) -> float:
-        return sum(float(sq_error(*(tf.constant(a[i:i + BATCH]) for a in (x, y, w))))
+    def error(x, y) -> float:
+        return sum(float(sq_error(tf.constant(x[i:i + BATCH]), tf.constant(y[i:i + BATCH])))
                    for i in range(0, len(x), BATCH)) / max(y.size, 1)
 
-    before, before_held = error(xq, yf, fw), error(xv, yv, wv)
+    before, before_held = error(xq, yf), error(xv, yv)
     if before == 0:
         return BlockFit(0.0, 0.0, 0, int(n_weights), False)
     start = [(lw.v.numpy().copy(), None if lw.b is None else lw.b.numpy().copy()) for lw in layers]
@@ -126,11 +124,11 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
     opt_r = tf.keras.optimizers.Adam(LR_RANGE)
 
     @tf.function(reduce_retracing=True)
-    def train(x, y, w, beta, reg_on):
+    def train(x, y, beta, reg_on):
         with tf.GradientTape() as tape:
             d = sim(x) - y
             # the output error relative to the starting rounding's, so LAMBDA weighs alike in every block
-            loss = tf.reduce_mean(w * d * d) / before
+            loss = tf.reduce_mean(d * d) / before
             reg = tf.add_n([tf.reduce_sum(1 - tf.abs(2 * _soft(tf, lw.v) - 1) ** beta) for lw in layers])
             loss = loss + reg_on * LAMBDA * reg / n_weights
         grads = tape.gradient(loss, vs + bs + rs)
@@ -148,9 +146,9 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
         x = xq[idx]
         if xf is not None:  # QDrop (Wei et al. 2022): some inputs float, so the fit does not lean on one noise draw
             x = np.where(rng.random(x.shape) < drop, xf[idx], x)
-        train(tf.constant(x), tf.constant(yf[idx]), tf.constant(fw[idx]), tf.constant(beta, tf.float32),
+        train(tf.constant(x), tf.constant(yf[idx]), tf.constant(beta, tf.float32),
               tf.constant(float(t >= warm)))
-    after, after_held = error(xq, yf, fw), error(xv, yv, wv)
+    after, after_held = error(xq, yf), error(xv, yv)
     moved = sum(int(np.sum(lw.ints() != np.clip(np.round(lw.w / lw.s) if lw.h0 is None else
                                                  np.floor(lw.w / lw.s) + lw.h0, -127, 127))) for lw in layers)
     fit = BlockFit(_db(before, after), _db(before_held, after_held), moved, int(n_weights), after_held < before_held)
@@ -162,36 +160,6 @@ def _fit(sim: Simulation, layers: list[_Weights], xq: np.ndarray, yf: np.ndarray
         for r in sim.ranges.values():
             r.v.assign(np.zeros(2, np.float32))
     return fit
-
-
-def _fisher(qmodel, chain: list, y: np.ndarray) -> np.ndarray | None:
-    """BRECQ's diagonal Fisher for the output ``y`` (the float model's) of ``chain[0]``: the squared gradient
-    of the cross-entropy between the network's output and its own top-1 (no labels needed), through the blocks
-    after it, simulated in float on the INT8 model's dequantized weights; scaled to mean 1. None when the
-    blocks do not chain up to the model's output."""
-    import tensorflow as tf
-
-    sg, names = qmodel.subgraphs[0], fb.op_names(qmodel)
-    if any(a.out != b.inp for a, b in zip(chain, chain[1:])) or chain[-1].out not in {int(i) for i in sg.outputs}:
-        return None
-    probs = names[sg.operators[chain[-1].ops[-1]].opcodeIndex] == "SOFTMAX"
-    floats = TensorTable({}, {})  # no grids: each op's output stays float
-    sims = [Simulation(qmodel, b, floats, {}) for b in chain[1:]]
-    out = []
-    for i in range(0, len(y), BATCH):
-        x = tf.constant(y[i:i + BATCH])
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            z = x
-            for sim in sims:
-                z = sim(z)
-            z = tf.reshape(z, [tf.shape(z)[0], -1])
-            top = tf.stop_gradient(tf.argmax(z, axis=1))
-            logp = tf.math.log(tf.maximum(z, 1e-12)) if probs else tf.nn.log_softmax(z)
-            loss = -tf.reduce_sum(tf.gather(logp, top, axis=1, batch_dims=1))
-        out.append(tape.gradient(loss, x).numpy() ** 2)
-    g = np.concatenate(out)
-    return g / g.mean() if g.mean() > 0 else None
 
 
 def _activations(model) -> list[tuple[int, ...]]:
@@ -238,14 +206,12 @@ class Reconstructed:
 
 
 def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int = 0, start=None,
-                max_samples: int = MAX_SAMPLES, drop: float = 0.0, ranges: bool = False,
-                fisher: bool = False) -> Reconstructed | None:
+                max_samples: int = MAX_SAMPLES, drop: float = 0.0, ranges: bool = False) -> Reconstructed | None:
     """``cal`` with the rounding and biases of every block's weight layers fitted jointly (see the module
     docstring); None when no block was changed. ``start``, the same graph with its weights on the grid
     (e.g. ``sequential_rounding``'s), gives the integers and biases the fit starts from. ``ranges`` also fits
     the range of each int8 activation the converter takes from calibration (conv, depthwise, dense and add
-    outputs), written into the calibrated model's min/max. ``fisher`` (classifiers) weighs each block's output
-    error by how much it moves the network's loss (``_fisher``)."""
+    outputs), written into the calibrated model's min/max."""
     base = start if start is not None else cal
     quantized = base.quantize()
     model = fb.load(base.content)
@@ -295,9 +261,7 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
         yf = np.concatenate(floats.get(f_index[fb.tensor_name(qsg, block.out)]))
         rs = _fitted_ranges(qmodel, block, mirror.table, model, f_index) if ranges else {}
         sim = Simulation(qmodel, block, mirror.table, ws, rs)
-        fw = _fisher(qmodel, todo[n:], yf.astype(np.float32)) if fisher else None
-        fit = _fit(sim, list(ws.values()), xq.astype(np.float32), yf.astype(np.float32), iters, seed + n, xf, drop,
-                   fw)
+        fit = _fit(sim, list(ws.values()), xq.astype(np.float32), yf.astype(np.float32), iters, seed + n, xf, drop)
         fits.append(fit)
         if not fit.kept:
             continue
