@@ -10,6 +10,8 @@ variant per line:
                             ReLU6 clip moved with its channel (6 / s_c), which one fused ReLU6 cannot do
   CLE, fused ReLU6 kept     the scaled weights and biases written into the model as they are (float, then
                             per-tensor rounded): the clips stay at 6 in the scaled units
+  CLE with MINIMUM clips    the scaled model made exact again: fused ReLU, then MINIMUM(x, 6 / s_c) (--write
+                            saves it; --int8 scores its conversions)
     python benchmarks/ptq_diagnosis/per_tensor_cle.py efficientnet_lite0 /tmp/efficientnet_lite0_fp32.tflite
 """
 import argparse
@@ -50,7 +52,7 @@ class Equalization:
     """DFQ's scales for every pair P -> Q where P (conv or depthwise) has one reader Q, a weighted op taking P's
     output as its data input: P's output channel c divided by s_c, Q's input channel c multiplied by it."""
 
-    def __init__(self, model, lo: float = 1e-3, hi: float = 1e3):
+    def __init__(self, model, bound: float = 1e3):
         from edgeq.tflite import flatbuffer as fm
 
         sg, names = model.subgraphs[0], fm.op_names(model)
@@ -68,10 +70,10 @@ class Equalization:
         self.s_in = {k: np.ones(w.shape[IN_AXIS[self.kind[k]]]) for k, w in self.w.items()}
         for _ in range(SWEEPS):  # a layer in two pairs (a depthwise between two 1x1) needs a few rounds
             for p, q in self.pairs:
-                s = np.clip(np.sqrt(_channel_peak(self.scaled(p), AXIS[self.kind[p]])
-                                    / _channel_peak(self.scaled(q), IN_AXIS[self.kind[q]])), lo, hi)
-                self.s_out[p] *= s
-                self.s_in[q] *= s
+                s = np.sqrt(_channel_peak(self.scaled(p), AXIS[self.kind[p]])
+                            / _channel_peak(self.scaled(q), IN_AXIS[self.kind[q]]))
+                # bounded: a channel with near-zero weights would otherwise grow without end
+                self.s_out[p] = self.s_in[q] = np.clip(self.s_out[p] * s, 1 / bound, bound)
 
     def scaled(self, k: int) -> np.ndarray:
         w, kind = self.w[k], self.kind[k]
@@ -100,6 +102,32 @@ def _with_weights(fp32: bytes, weights, biases_divided_by: dict | None = None) -
     return fm.dump(model)
 
 
+def equalized(fp32: bytes, eq: Equalization) -> bytes:
+    """``fp32`` with ``eq``'s scales applied exactly: each equalized ReLU6 producer gets a fused ReLU and a
+    MINIMUM against its channels' clips 6 / s_c before its reader."""
+    from edgeq.tflite import flatbuffer as fm
+
+    model = fm.load(_with_weights(fp32, lambda k, w: eq.scaled(k), eq.s_out))
+    sg, sc = model.subgraphs[0], fm.schema()
+    minimum, reader = fm.opcode_index(model, sc.BuiltinOperator.MINIMUM), dict(eq.pairs)
+    ops = []
+    for k, op in enumerate(sg.operators):
+        ops.append(op)
+        if k not in reader or getattr(op.builtinOptions, "fusedActivationFunction", None) != RELU6:
+            continue
+        op.builtinOptions.fusedActivationFunction = RELU
+        out = int(op.outputs[0])
+        clipped = fm.tensor_like(sg, sg.tensors[out], fm.tensor_name(sg, out) + "/clip")
+        clip = fm.new_const(model, sg, int(op.inputs[2]), (6.0 / eq.s_out[k]).astype(np.float32), "/clip")
+        m = sc.OperatorT()
+        m.opcodeIndex, m.inputs, m.outputs = minimum, np.array([out, clip], np.int32), np.array([clipped], np.int32)
+        m.builtinOptionsType, m.builtinOptions = sc.BuiltinOptions.MaximumMinimumOptions, sc.MaximumMinimumOptionsT()
+        ops.append(m)
+        sg.operators[reader[k]].inputs[0] = clipped
+    sg.operators = ops
+    return fm.dump(model)
+
+
 def _relu6_as_relu(fp32: bytes) -> tuple[bytes, int]:
     from edgeq.tflite import flatbuffer as fm
 
@@ -120,6 +148,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="zoo model name, e.g. efficientnet_lite0 (its eval split is used)")
     ap.add_argument("fp32", help="the model's float .tflite (edgeq convert ... --mode fp32)")
+    ap.add_argument("--write", type=Path, metavar="OUT",
+                    help="also write the equalized float model with its MINIMUM clips (a source for edgeq convert)")
+    ap.add_argument("--int8", type=Path, nargs="*", default=[],
+                    help="also score these .tflite files (e.g. INT8 conversions of --write's model) against fp32")
     a = ap.parse_args()
     with np.load(data.prepare(manifest.load().model(a.model), CACHE) / "eval_edgeq.npz") as e:
         x = e[e.files[0]].astype(np.float32)
@@ -141,13 +173,19 @@ def main() -> None:
     score(f"ReLU6 -> ReLU ({n} ops), float weights", relu)
     eq = Equalization(fm.load(fp32))
     spread = max(float(np.ptp(np.log10(eq.s_out[p]))) for p, _ in eq.pairs)
-    print(f"  CLE: {len(eq.pairs)} pairs, {SWEEPS} sweeps, each step's scales within [1e-3, 1e3] "
+    print(f"  CLE: {len(eq.pairs)} pairs, {SWEEPS} sweeps, scales within [1e-3, 1e3] "
           f"(widest spread in one layer: {spread:.1f} decades)")
     score("CLE, clips kept exact, per-tensor nearest",
           _with_weights(fp32, lambda k, w: eq.unscaled(k, per_tensor(eq.scaled(k)))))
     score("CLE, fused ReLU6 kept, float weights", _with_weights(fp32, lambda k, w: eq.scaled(k), eq.s_out))
     score("CLE, fused ReLU6 kept, per-tensor nearest",
           _with_weights(fp32, lambda k, w: per_tensor(eq.scaled(k)), eq.s_out))
+    exact = equalized(fp32, eq)
+    score("CLE with MINIMUM clips, float weights", exact)
+    if a.write:
+        a.write.write_bytes(exact)
+    for path in a.int8:
+        score(f"{path.name} (its own activations)", path.read_bytes())
 
 
 if __name__ == "__main__":
