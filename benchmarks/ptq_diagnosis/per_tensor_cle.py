@@ -12,7 +12,7 @@ variant per line:
                             per-tensor rounded): the clips stay at 6 in the scaled units
   CLE with MINIMUM clips    the scaled model made exact again: fused ReLU, then MINIMUM(x, 6 / s_c) (--write
                             saves it; --int8 scores its conversions)
-    python benchmarks/ptq_diagnosis/per_tensor_cle.py efficientnet_lite0 /tmp/efficientnet_lite0_fp32.tflite
+    python -m benchmarks.ptq_diagnosis.per_tensor_cle efficientnet_lite0 /tmp/efficientnet_lite0_fp32.tflite
 """
 import argparse
 from pathlib import Path
@@ -56,7 +56,8 @@ class Equalization:
         from edgeq.tflite import flatbuffer as fm
 
         sg, names = model.subgraphs[0], fm.op_names(model)
-        self.kind = {k: names[op.opcodeIndex] for k, op in enumerate(sg.operators) if names[op.opcodeIndex] in AXIS}
+        self.kind = {k: names[op.opcodeIndex] for k, op in enumerate(sg.operators)
+                     if names[op.opcodeIndex] in AXIS and fm.const(model, sg, int(op.inputs[1])) is not None}
         self.w = {k: fm.const(model, sg, int(sg.operators[k].inputs[1])).astype(np.float64) for k in self.kind}
         readers = fm.readers(sg)
         self.pairs = []
@@ -64,7 +65,9 @@ class Equalization:
             out = int(sg.operators[p].outputs[0])
             r = readers.get(out, [])
             if self.kind[p] != "FULLY_CONNECTED" and len(r) == 1 and r[0] in self.kind \
-                    and int(sg.operators[r[0]].inputs[0]) == out:
+                    and int(sg.operators[r[0]].inputs[0]) == out \
+                    and self.w[p].shape[AXIS[self.kind[p]]] == self.w[r[0]].shape[IN_AXIS[self.kind[r[0]]]]:
+                # (a depthwise reader with a channel multiplier above 1 is left out)
                 self.pairs.append((p, r[0]))
         self.s_out = {k: np.ones(w.shape[AXIS[self.kind[k]]]) for k, w in self.w.items()}
         self.s_in = {k: np.ones(w.shape[IN_AXIS[self.kind[k]]]) for k, w in self.w.items()}
@@ -91,9 +94,8 @@ def _with_weights(fp32: bytes, weights, biases_divided_by: dict | None = None) -
     model = fm.load(fp32)
     sg, names = model.subgraphs[0], fm.op_names(model)
     for k, op in enumerate(sg.operators):
-        if names[op.opcodeIndex] not in AXIS:
+        if names[op.opcodeIndex] not in AXIS or (w := fm.const(model, sg, int(op.inputs[1]))) is None:
             continue
-        w = fm.const(model, sg, int(op.inputs[1]))
         op.inputs[1] = fm.new_const(model, sg, int(op.inputs[1]), weights(k, w).astype(np.float32), "/pt")
         if biases_divided_by is not None and len(op.inputs) > 2 and int(op.inputs[2]) >= 0:
             b = fm.const(model, sg, int(op.inputs[2]))
