@@ -5,8 +5,8 @@ Step 1 converts the zoo model as `edgeq convert --mode int8` does and stops wher
 runs ``corrected`` (this checkout's sequential_rounding, or another module given with --module, e.g. the old
 bias drift correction from `git show 202bd84:edgeq/quantize/prepare/bias_drift.py`) and scores plain and
 corrected INT8 against the calibrated float model on the zoo's eval split.
-    python benchmarks/ptq_diagnosis/bias_drift_cost.py capture efficientnet_lite0
-    python benchmarks/ptq_diagnosis/bias_drift_cost.py score efficientnet_lite0 [--module old_bias_drift.py]
+    python -m benchmarks.ptq_diagnosis.bias_drift_cost capture efficientnet_lite0
+    python -m benchmarks.ptq_diagnosis.bias_drift_cost score efficientnet_lite0 [--module old_bias_drift.py]
 """
 import argparse
 import importlib.util

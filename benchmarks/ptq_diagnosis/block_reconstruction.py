@@ -8,7 +8,7 @@ rounding) replaced by one of:
 (``--ranges``: block reconstruction also fits the activation ranges)
 and scores the result on the zoo's eval split, as bench_ptq does. Prints every block's output-error change on
 the samples it fitted and on the quarter it held back:
-    python benchmarks/ptq_diagnosis/block_reconstruction.py efficientnet_lite0 --variant block refine
+    python -m benchmarks.ptq_diagnosis.block_reconstruction efficientnet_lite0 --variant block refine
 """
 import argparse
 import re

@@ -4,8 +4,8 @@ The zoo calibrates on 6 crops of each of 8 photos from the scikit-image wheel. T
 photos from OpenCV's samples/data (shipped in the opencv-python sdist on PyPI; fetched once, sha256-checked,
 only the listed photos extracted), cuts ``--per-photo`` crops of each, converts with ``--ptq`` and scores on the
 zoo's eval split, as calib_size.py does:
-    python benchmarks/ptq_diagnosis/calib_photos.py efficientnet_lite0 --set zoo+opencv --per-photo 2 6
-    python benchmarks/ptq_diagnosis/calib_photos.py efficientnet_lite0 --set opencv --per-photo 2
+    python -m benchmarks.ptq_diagnosis.calib_photos efficientnet_lite0 --set zoo+opencv --per-photo 2 6
+    python -m benchmarks.ptq_diagnosis.calib_photos efficientnet_lite0 --set opencv --per-photo 2
 """
 import argparse
 import hashlib

@@ -3,7 +3,7 @@
 The zoo calibrates on 48 crops (6 per calibration photo). This script cuts ``--per-photo`` crops of the same
 8 calibration photos (another seed for each size, so the sets differ), converts with ``--ptq`` and scores on the
 zoo's eval split, as bench_ptq does:
-    python benchmarks/ptq_diagnosis/calib_size.py efficientnet_lite0 --per-photo 6 12 24 --ptq auto
+    python -m benchmarks.ptq_diagnosis.calib_size efficientnet_lite0 --per-photo 6 12 24 --ptq auto
 """
 import argparse
 import tempfile

@@ -2,7 +2,7 @@
 error, and the error of every int8 tensor against the float model's tensor of the same name.
 
 Run after `make zoo` has written <cache>/work/efficientnet_lite0_{fp32,int8}.tflite:
-    python benchmarks/ptq_diagnosis/floor_and_layers.py
+    python -m benchmarks.ptq_diagnosis.floor_and_layers
 """
 import numpy as np, warnings
 from ai_edge_litert.interpreter import Interpreter

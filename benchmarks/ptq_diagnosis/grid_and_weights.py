@@ -1,7 +1,7 @@
 """efficientnet_lite0 (docs/ptq.md): each float tensor rounded onto the int8 model's own grid (the activation
 floor per tensor), and the float model with only its weights rounded per channel (the weight share of the error).
 
-    python benchmarks/ptq_diagnosis/grid_and_weights.py
+    python -m benchmarks.ptq_diagnosis.grid_and_weights
 """
 import numpy as np, warnings, sys
 sys.path.insert(0,str(__import__('pathlib').Path(__file__).resolve().parents[2]))

@@ -5,7 +5,7 @@ a time to LiteRT's 16x8 kernels with ``int16_fallback.to_int16`` (its int8 weigh
 that op's activations change) and scores each variant against the float model on the zoo's eval split. Also
 the last k ops together (the logits' own rounding, e.g.). When no op alone gains much, the error is spread
 over every activation and a per-layer int16 fallback cannot remove it:
-    python benchmarks/ptq_diagnosis/int16_per_op.py efficientnet_lite1 FP32.tflite INT8.tflite [--samples N]
+    python -m benchmarks.ptq_diagnosis.int16_per_op efficientnet_lite1 FP32.tflite INT8.tflite [--samples N]
 """
 import argparse
 from pathlib import Path

@@ -3,7 +3,7 @@
 Runs a float and an INT8 .tflite of one model (e.g. the zoo's <cache>/work/<model>_{fp32,int8}.tflite) on the
 first samples of an .npz (NCHW image batches are transposed to the models' NHWC) and prints, in op order, each int8
 op output's SQNR, scale and float max |x| (docs/zoo.md, ppocr_rec):
-    python benchmarks/ptq_diagnosis/int8_vs_float_tensors.py FP32.tflite INT8.tflite EVAL.npz [--samples 4]
+    python -m benchmarks.ptq_diagnosis.int8_vs_float_tensors FP32.tflite INT8.tflite EVAL.npz [--samples 4]
 """
 import argparse
 import warnings

@@ -4,7 +4,7 @@ Written when the zoo scored the EfficientNets on 50 crops (5 per eval photo; now
 ``--per-photo`` fresh crops of the same eval photos with another seed (default 20 each: 200 crops), runs the
 ONNX model in onnxruntime as the reference and prints each .tflite's top-1 agreement, per-photo agreement and
 output SQNR:
-    python benchmarks/ptq_diagnosis/larger_eval.py efficientnet_lite0 MODEL_fp16.tflite MODEL_int8.tflite
+    python -m benchmarks.ptq_diagnosis.larger_eval efficientnet_lite0 MODEL_fp16.tflite MODEL_int8.tflite
 ``--photos opencv`` scores on crops of the 23 natural photos calib_photos.py takes from OpenCV's samples
 instead (none is a zoo photo). Each file after the first also gets its agreement gap to the first, with the
 zoo report's interval (photos resampled, crops paired; benchmarks/zoo/spread.py).

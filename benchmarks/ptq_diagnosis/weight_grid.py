@@ -4,7 +4,7 @@ For every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED of a float .tflite: the 
 round-to-nearest onto the per-channel int8 grid the converter uses (scale = max|w| / 127), and after the
 per-channel clipping that minimizes the weights' squared error (weights_only.nearest_int8's "mse" range search).
 Prints the mean per op kind and what summing that many layers' independent errors would leave at the output:
-    python benchmarks/ptq_diagnosis/weight_grid.py ~/.cache/edgeq/zoo/work/efficientnet_lite1_fp32.tflite
+    python -m benchmarks.ptq_diagnosis.weight_grid ~/.cache/edgeq/zoo/work/efficientnet_lite1_fp32.tflite
 """
 import argparse
 from pathlib import Path

@@ -5,7 +5,7 @@ Takes a float and an INT8 .tflite of one model from the same converter graph (e.
 bias correction and all) into the float model's CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops, in op order,
 and scores float, weights-only and INT8 against the float model on the zoo's eval split (agreement, SQNR).
 What the weights-only model loses is the weights' share; the rest of the INT8 loss is in the activations:
-    python benchmarks/ptq_diagnosis/weights_only.py efficientnet_lite1 FP32.tflite INT8.tflite [more INT8 ...]
+    python -m benchmarks.ptq_diagnosis.weights_only efficientnet_lite1 FP32.tflite INT8.tflite [more INT8 ...]
 ``--by-kind`` scores one op kind's int8 weights at a time, ``--per-layer N`` one op's at a time (first N samples);
 ``--nearest`` the float model's own weights rounded to nearest (what learned rounding improves on).
 """
