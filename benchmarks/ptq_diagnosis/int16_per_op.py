@@ -10,14 +10,11 @@ over every activation and a per-layer int16 fallback cannot remove it:
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.ptq_diagnosis.weights_only import CACHE
+from benchmarks.ptq_diagnosis.weights_only import eval_feeds
 
 
 def main() -> None:
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
-    from benchmarks.zoo import data, manifest
     from edgeq import metrics
     from edgeq.quantize.int16_fallback import INT16_OPS, to_int16
     from edgeq.quantize.macs import op_records
@@ -29,12 +26,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200, help="first N eval samples (default 200)")
     ap.add_argument("--top", type=int, default=15, help="ops listed, most helpful first")
     a = ap.parse_args()
-    z = manifest.load().model(a.model)
-    with np.load(data.prepare(z, CACHE) / "eval_edgeq.npz") as e:
-        x = e[e.files[0]].astype(np.float32)[:a.samples]
-    if x.ndim == 4 and x.shape[1] in (1, 3):  # the zoo keeps ONNX's NCHW; edgeq's .tflite takes NHWC
-        x = x.transpose(0, 2, 3, 1)
-    feeds = {"input": x}
+    feeds = eval_feeds(a.model, a.samples)
     int8 = Path(a.int8).read_bytes()
     ref = outputs(Path(a.fp32).read_bytes(), feeds)
 
@@ -43,7 +35,7 @@ def main() -> None:
         return metrics.agreement(ref, y), metrics.sqnr_db(ref, y)
 
     base = score(int8)
-    print(f"{a.model}: {len(x)} eval samples; INT8 agreement {base[0]:.3f}, SQNR {base[1]:.2f} dB")
+    print(f"{a.model}: {len(feeds['input'])} eval samples; INT8 agreement {base[0]:.3f}, SQNR {base[1]:.2f} dB")
     ops = [r for r in op_records(content=int8) if r.op in INT16_OPS]
     for k in (1, 3, 10):
         agree, db = score(to_int16(int8, [r.name for r in ops[-k:]]).content)

@@ -3,7 +3,7 @@
 Scores a float .tflite on a zoo model's eval split with float activations and its weights changed, one
 variant per line:
   per-tensor nearest        every weighted op's weights rounded to one symmetric int8 scale (max|w| / 127)
-  per-tensor MSE-clipped    the same with the scale among 20-100% of the peak that minimizes the squared error
+  per-tensor MSE-clipped    the same with the scale among 50-100% of the peak that minimizes the squared error
   ReLU6 -> ReLU             no rounding; every fused ReLU6 made a ReLU (what Nagel et al.'s DFQ does first)
   CLE, clips kept exact     cross-layer equalization (DFQ) over every conv/depthwise -> weighted op pair, the
                             scaled weights rounded per tensor and scaled back: what the model would give if each
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ptq_diagnosis.weights_only import AXIS, CACHE
+from benchmarks.ptq_diagnosis.weights_only import AXIS, eval_feeds, nearest_int8
 
 IN_AXIS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 1}  # the weights' input-channel axis
 RELU, RELU6 = 1, 3  # tflite ActivationFunctionType
@@ -27,15 +27,8 @@ SWEEPS = 20
 
 
 def per_tensor(w: np.ndarray, clip: bool = False) -> np.ndarray:
-    """``w`` rounded to nearest on one symmetric int8 grid; ``clip``: the range minimizing the squared error."""
-    w64, peak = w.astype(np.float64), float(np.abs(w).max()) + 1e-12
-    best, best_err = None, np.inf
-    for r in (np.linspace(0.2, 1.0, 81) if clip else [1.0]):
-        step = peak * r / 127
-        d = np.clip(np.round(w64 / step), -127, 127) * step
-        if (err := float(((d - w64) ** 2).sum())) < best_err:
-            best, best_err = d, err
-    return best
+    """``w`` rounded to nearest on one symmetric int8 grid (``clip``: the range of least squared error)."""
+    return nearest_int8(w[None], 0, "mse" if clip else "max")[0]  # one "channel": the whole tensor
 
 
 def _channel_peak(w: np.ndarray, axis: int) -> np.ndarray:
@@ -143,7 +136,6 @@ def _relu6_as_relu(fp32: bytes) -> tuple[bytes, int]:
 
 def main() -> None:
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
-    from benchmarks.zoo import data, manifest
     from edgeq import metrics
     from edgeq.tflite import flatbuffer as fm
 
@@ -155,11 +147,7 @@ def main() -> None:
     ap.add_argument("--int8", type=Path, nargs="*", default=[],
                     help="also score these .tflite files (e.g. INT8 conversions of --write's model) against fp32")
     a = ap.parse_args()
-    with np.load(data.prepare(manifest.load().model(a.model), CACHE) / "eval_edgeq.npz") as e:
-        x = e[e.files[0]].astype(np.float32)
-    if x.ndim == 4 and x.shape[1] in (1, 3):  # the zoo keeps ONNX's NCHW; edgeq's .tflite takes NHWC
-        x = x.transpose(0, 2, 3, 1)
-    feeds = {"input": x}
+    feeds = eval_feeds(a.model)
     fp32 = Path(a.fp32).read_bytes()
     ref = outputs(fp32, feeds)
 
@@ -168,7 +156,7 @@ def main() -> None:
         print(f"  {label:58s} agreement {metrics.agreement(ref, y):.3f}  SQNR {metrics.sqnr_db(ref, y):6.2f} dB",
               flush=True)
 
-    print(f"{a.model}: {len(x)} eval samples, float activations, scored against {Path(a.fp32).name}")
+    print(f"{a.model}: {len(feeds['input'])} eval samples, float activations, scored against {Path(a.fp32).name}")
     score("per-tensor nearest", _with_weights(fp32, lambda k, w: per_tensor(w)))
     score("per-tensor MSE-clipped", _with_weights(fp32, lambda k, w: per_tensor(w, clip=True)))
     relu, n = _relu6_as_relu(fp32)

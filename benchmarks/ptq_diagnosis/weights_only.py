@@ -20,6 +20,17 @@ AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # output-ch
 WEIGHTED = tuple(AXIS)
 
 
+def eval_feeds(model: str, samples: int | None = None) -> dict[str, np.ndarray]:
+    """A zoo model's eval split (its first ``samples``) as the feeds of edgeq's NHWC .tflite."""
+    from benchmarks.zoo import data, manifest
+
+    with np.load(data.prepare(manifest.load().model(model), CACHE) / "eval_edgeq.npz") as e:
+        x = e[e.files[0]].astype(np.float32)[:samples]
+    if x.ndim == 4 and x.shape[1] in (1, 3):  # the zoo keeps ONNX's NCHW; edgeq's .tflite takes NHWC
+        x = x.transpose(0, 2, 3, 1)
+    return {"input": x}
+
+
 def _dequantized(model, sg, index: int) -> np.ndarray:
     """A constant int8/int32/int64 (or float) tensor's float value (per-channel scales along quantizedDimension)."""
     from edgeq.tflite import flatbuffer as fm
@@ -105,7 +116,6 @@ def with_nearest_weights(fp32: bytes, clip: str) -> bytes:
 
 def main() -> None:
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
-    from benchmarks.zoo import data, manifest
     from edgeq import metrics
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,12 +130,8 @@ def main() -> None:
     ap.add_argument("--per-layer", type=int, default=0, metavar="N",
                     help="also rank the weighted ops: one op's int8 weights at a time, on the first N samples")
     a = ap.parse_args()
-    z = manifest.load().model(a.model)
-    with np.load(data.prepare(z, CACHE) / "eval_edgeq.npz") as e:
-        x = e[e.files[0]].astype(np.float32)
-    if x.ndim == 4 and x.shape[1] in (1, 3):  # the zoo keeps ONNX's NCHW; edgeq's .tflite takes NHWC
-        x = x.transpose(0, 2, 3, 1)
-    feeds = {"input": x}
+    feeds = eval_feeds(a.model)
+    x = feeds["input"]
     fp32 = Path(a.fp32).read_bytes()
     ref = outputs(fp32, feeds)
     ops = weighted_ops(fp32)
