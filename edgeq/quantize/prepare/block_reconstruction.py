@@ -31,7 +31,7 @@ from edgeq.quantize.prepare.adaround import (GAMMA, ZETA, _flat, _hsig, _keep_gr
                                              grid_scales)
 from edgeq.quantize.prepare.block_simulation import WEIGHTED, FittedRange, Simulation, blocks
 from edgeq.quantize.prepare.int8_in_place import Int8InPlace
-from edgeq.quantize.prepare.ranges import EDITABLE_OPS
+from edgeq.quantize.prepare.ranges import EDITABLE_OPS, with_ranges
 from edgeq.quantize.prepare.sequential_rounding import MAX_SAMPLES, _FloatInputs
 from edgeq.quantize.prepare.step import Backend, Candidate
 from edgeq.tflite import flatbuffer as fb
@@ -278,13 +278,13 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
                 op.inputs[2] = fb.new_const(model, sg, int(op.inputs[2]), new_b, "/block_bias")
             kept_layers += 1
         kept_blocks += 1
-        moved = {i: r.bounds() for i, r in rs.items() if np.any(r.v.numpy() != 0)}
-        fitted.update({fb.tensor_name(qsg, i): b for i, b in moved.items()})
+        moved = {fb.tensor_name(qsg, i): r.bounds() for i, r in rs.items() if np.any(r.v.numpy() != 0)}
+        fitted.update(moved)
         if moved:  # new activation grids: the converter quantizes again, the later blocks read the new model
-            for i, (lo, hi) in moved.items():
-                q = sg.tensors[f_index[fb.tensor_name(qsg, i)]].quantization
-                q.min, q.max = [lo], [hi]
-            mirror = Int8InPlace(cal.with_content(fb.dump(model)).quantize())
+            content = with_ranges(fb.dump(model), moved)
+            model = fb.load(content)
+            sg = model.subgraphs[0]
+            mirror = Int8InPlace(cal.with_content(content).quantize())
             again = fb.load(bytes(mirror.content))
             if _activations(again) != _activations(qmodel):  # the blocks hold op and tensor indices
                 raise RuntimeError("block reconstruction: the converter reordered the INT8 model's ops")
