@@ -16,7 +16,7 @@ from edgeq.errors import ConversionError, first_line
 from edgeq.evaluate import evaluate
 from edgeq.fileio import atomic_write_bytes, check_writable
 from edgeq.modelinfo import ModelInfo, inspect_tflite
-from edgeq.modes import ConvertOptions, Layout, Mode, PtqChoice
+from edgeq.modes import ConvertOptions, Layout, Mode
 from edgeq.progress import Progress, Silent
 from edgeq.quantize import kernel_workarounds
 from edgeq.quantize.concat_ranges import squeezed_concat_inputs
@@ -59,7 +59,7 @@ def quantize_float_model(fm: FloatModel, options: ConvertOptions, calib: Dataset
         return content
     settings = ConverterSettings(mode=options.mode, io=options.io_type, per_channel=options.per_channel)
     if (options.mode in (Mode.INT8, Mode.INT16X8) and calib is not None
-            and options.ptq in (PtqChoice.AUTO, PtqChoice.LEARNED)):
+            and options.ptq.prepares):
         from edgeq.quantize.prepare.ptq import prepare_and_quantize  # graph preparation, measured per step
 
         content, plan = prepare_and_quantize(fm, settings, calib, progress, options.ptq)

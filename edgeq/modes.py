@@ -106,7 +106,15 @@ class PtqChoice(str, Enum):
     AUTO = "auto"
     # AUTO's steps plus an end-to-end activation range search (it quantizes the model 18 more times)
     LEARNED = "learned"
+    # AUTO's steps, with block reconstruction competing against layer-by-layer rounding (2-3x its time; pays
+    # with a few hundred calibration samples, docs/ptq.md)
+    BLOCKS = "blocks"
     PLAIN = "plain"  # the converter's own min/max calibration, nothing else
+
+    @property
+    def prepares(self) -> bool:
+        """Whether the PTQ pipeline (``quantize/prepare/ptq.py``) runs, rather than the converter alone."""
+        return self is not PtqChoice.PLAIN
 
 
 class Layout(str, Enum):

@@ -3,6 +3,8 @@ simulation of a block reproduces the INT8 model LiteRT runs, and the fitted inte
 bring the INT8 model closer to float on the samples they were fitted on."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,47 @@ def test_a_block_with_an_op_it_cannot_simulate_is_left_out():
     content = cal.quantize()
     kinds = [_kinds(content, b) for b in blocks(fb.load(content))]
     assert all("SIN" not in k and "DEQUANTIZE" not in k for k in kinds)
+
+
+def test_ptq_blocks_has_block_reconstruction_compete_with_layer_rounding(residual, tmp_path):
+    from edgeq.convert import convert
+    from edgeq.modes import ConvertOptions, Mode
+
+    model, _, feeds = residual
+    model.save(tmp_path / "residual.keras")
+    (x,) = feeds.values()
+    r = convert(tmp_path / "residual.keras", ConvertOptions(mode=Mode.INT8, calib=x, ptq="blocks"),
+                out=tmp_path / "blocks.tflite")
+    *_, step = r.extra["ptq"]["steps"]
+    assert step["name"] == "rounding"  # one step whose alternatives compete, not two steps one after the other
+    assert "sequential_rounding" not in [s["name"] for s in r.extra["ptq"]["steps"]]
+    # both alternatives fitted and scored on the held-back quarter; the better one is the step's result
+    tried = re.search(r"tried sequential_rounding (-?[\d.]+) dB, block_reconstruction (-?[\d.]+) dB", step["detail"])
+    assert tried and step["judged_on"] == "held-back"
+    best = max(("sequential_rounding", "block_reconstruction"), key=lambda k: float(tried.group(
+        1 if k == "sequential_rounding" else 2)))
+    assert step["label"] == best and step["score"]["sqnr_db"] == pytest.approx(float(tried.group(
+        1 if best == "sequential_rounding" else 2)), abs=0.05)
+    assert r.model.fully_integer and not r.model.float_ops
+
+
+def test_one_alternative_failing_leaves_the_others():
+    from edgeq.quantize.prepare.step import Backend, Candidate, OneOf
+
+    class Works:
+        name, backend, needs_held_back = "works", Backend.CALIBRATED, False
+
+        def candidates(self, model, fit):
+            return [Candidate(model + 1, "added one")]
+
+    class Fails(Works):
+        name, needs_held_back = "fails", True
+
+        def candidates(self, model, fit):
+            raise ValueError("cannot simulate op SIN\nsecond line")
+
+    (c,) = OneOf("either", (Fails(), Works())).candidates(1, {})
+    assert (c.model, c.label, c.detail) == (2, "works", "added one; fails not applicable: cannot simulate op SIN")
+    assert OneOf("either", (Fails(), Works())).needs_held_back
+    with pytest.raises(ValueError, match="SIN"):
+        OneOf("both fail", (Fails(), Fails())).candidates(1, {})

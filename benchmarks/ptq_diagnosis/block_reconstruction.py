@@ -86,7 +86,8 @@ def main() -> None:
     for variant in a.variant:
         step = _Block(variant, a.max_samples, a.drop, a.ranges)
         order.steps = default if variant == "sequential" else (  # noqa: E731 - a diagnosis swaps one step
-            lambda pc, learned: [step if isinstance(s, SequentialRoundingStep) else s for s in default(pc, learned)])
+            lambda pc, learned, **kw: [step if isinstance(s, SequentialRoundingStep) else s
+                                       for s in default(pc, learned, **kw)])
         t = time.perf_counter()
         opts = ConvertOptions(mode=Mode.INT8, calib=calib, ptq=PtqChoice.AUTO, per_channel=not a.per_tensor)
         r = convert(z.path(cache), opts,

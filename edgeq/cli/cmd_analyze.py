@@ -53,7 +53,7 @@ def analyze(
         "activations, int8 weights: the ranking `convert --mode mixed --fallback int16` uses).")),
     ptq: PtqChoice = typer.Option(PtqChoice.PLAIN, "--ptq", help=(
         "Which INT8 model the layers are ranked on: plain (the converter's own calibration, fast) or auto / "
-        "learned (edgeq's prepared INT8 as `convert --mode int8` makes it: the model `convert --mode mixed` "
+        "learned / blocks (edgeq's prepared INT8 as `convert --mode int8` makes it: the model `convert --mode mixed` "
         "searches from by default).")),
     as_json: bool = typer.Option(False, "--json", help="Print every layer's numbers as JSON."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",

@@ -210,7 +210,7 @@ def quantize_mixed(fm, options, calib, evalds, progress: Progress | None = None)
     evalds.check_labels(reference[0].shape[-1] if reference[0].ndim > 1 else None)
     scorer = Scorer(evalds.inputs, reference, evalds.labels, options.metric)
     auto, cal = None, None
-    if getattr(options, "ptq", None) in (PtqChoice.AUTO, PtqChoice.LEARNED):
+    if getattr(options, "ptq", PtqChoice.PLAIN).prepares:
         from edgeq.quantize.prepare.ptq import prepare_int8
 
         content, ptq = prepare_int8(fm, calib, options.per_channel, options.io_type, options.ptq, progress)

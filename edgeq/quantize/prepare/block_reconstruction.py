@@ -17,8 +17,9 @@ samples and keeps its fit only when its output error on the other quarter is low
 started from. With ``ranges`` the block's activation ranges are fitted too and written into the calibrated
 model's min/max; the converter then quantizes it again, so later blocks read inputs on the new grids.
 
-Not in ``order.steps()``: on EfficientNet-Lite0/1 it ties ``sequential_rounding`` with the zoo's 36 fit
-samples at 2.2-2.6x its time (docs/ptq.md, ``benchmarks/ptq_diagnosis/block_reconstruction.py``).
+Only ``--ptq blocks`` runs it, as an alternative to ``sequential_rounding`` judged on the held-back samples:
+on EfficientNet-Lite0/1 it ties ``sequential_rounding`` with the zoo's 36 fit samples at 2.2-2.6x its time,
+and gains with a few hundred (docs/ptq.md, ``benchmarks/ptq_diagnosis/block_reconstruction.py``).
 """
 from __future__ import annotations
 
@@ -298,7 +299,7 @@ def reconstruct(cal, feeds: dict[str, np.ndarray], iters: int = ITERS, seed: int
 
 class BlockReconstructionStep:
     """Rounding and biases fitted block by block with the INT8 activations in the loop (a PTQ step, see
-    ``step.py``): one candidate, judged on held-back samples. Not in ``order.steps()`` (module docstring)."""
+    ``step.py``): one candidate, judged on held-back samples; ``--ptq blocks`` only (module docstring)."""
 
     name, needs_held_back = "block_reconstruction", True
     backend = Backend.CALIBRATED

@@ -166,7 +166,8 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     (tflite, plan).
 
     Every step (``order.steps``) fits on 3/4 of the calibration samples and is kept only when it beats the
-    model so far on the held-back quarter. ``PtqChoice.LEARNED`` adds the end-to-end range search (the slow step)."""
+    model so far on the held-back quarter. ``PtqChoice.LEARNED`` adds the end-to-end range search (the slow step);
+    ``PtqChoice.BLOCKS`` has block reconstruction compete with layer-by-layer rounding."""
     from edgeq.quantize.prepare.order import steps
     from edgeq.quantize.prepare.step import Backend
 
@@ -174,11 +175,13 @@ def prepare_and_quantize(fm, settings, calib, progress: Progress | None = None,
     plan = PtqPlan(choice)
     m = _Measure(settings, calib, fm.predict(calib.inputs), fm.source, progress, fm.batch)
     if settings.mode.spec.op_set == "int16x8":
+        if choice is PtqChoice.BLOCKS:
+            plan.notes.append("block reconstruction simulates int8 activations: 16x8 fits its weights layer by layer")
         return _prepare_16x8(fm, settings, m, plan, progress)
     with progress.task("PTQ: plain conversion (baseline)"):
         plain = m.convert_float_model(fm)
     run = _start(plan, m, plain, progress)
-    ordered = steps(settings.per_channel, choice is PtqChoice.LEARNED)
+    ordered = steps(settings.per_channel, choice is PtqChoice.LEARNED, blocks=choice is PtqChoice.BLOCKS)
     keras_model = _flat_keras_model(fm, calib, plan)
     if keras_model is not None:
         for step in (s for s in ordered if s.backend is Backend.KERAS):

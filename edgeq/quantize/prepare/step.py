@@ -9,12 +9,13 @@ ranges recorded, any source). Adding a step is one module with a ``Step`` and on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
 
 import numpy as np
 
+from edgeq.errors import first_line
 from edgeq.quantize.prepare.graph import clone
 
 
@@ -66,3 +67,34 @@ def only_input(fit: dict[str, np.ndarray]) -> np.ndarray:
     """The single input's samples (the Keras graph steps take single-input models)."""
     (x,) = fit.values()
     return x
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Steps that do the same job on one backend, run as one step: their candidates compete on the judging
+    samples, each labelled with its step's name. One alternative failing leaves the others (its error goes
+    into their detail); all failing raises the first error."""
+
+    name: str
+    alternatives: tuple[Step, ...]
+
+    @property
+    def backend(self) -> Backend:
+        return self.alternatives[0].backend
+
+    @property
+    def needs_held_back(self) -> bool:
+        return any(s.needs_held_back for s in self.alternatives)
+
+    def candidates(self, model, fit: dict[str, np.ndarray]) -> list[Candidate]:
+        found: list[Candidate] = []
+        failed: list[tuple[str, Exception]] = []
+        for step in self.alternatives:
+            try:
+                found += [replace(c, label=c.label or step.name) for c in step.candidates(model, fit)]
+            except Exception as exc:  # noqa: BLE001 - an alternative may not apply where another does
+                failed.append((step.name, exc))
+        if failed and not found:
+            raise failed[0][1]
+        note = "".join(f"; {name} not applicable: {first_line(exc)[:100]}" for name, exc in failed)
+        return [replace(c, detail=c.detail + note) for c in found]
