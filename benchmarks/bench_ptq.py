@@ -88,7 +88,7 @@ def run_zoo(name: str, choice: str, work: Path) -> dict:
     return {**row, "agreement": v.agreement, "sqnr_db": round(v.sqnr_db, 2), "eval_samples": r.accuracy.samples,
             "fully_integer": r.model.fully_integer, "wall_s": round(time.perf_counter() - t, 1),
             "parameters": int(sum(math.prod(w.shape) for w in r.model.weights)), "applied": plan.get("applied", []),
-            "steps": [{k: s.get(k) for k in ("name", "applied", "gain_db", "seconds", "judged_on")}
+            "steps": [{k: s.get(k) for k in ("name", "label", "applied", "gain_db", "seconds", "judged_on")}
                       for s in plan.get("steps", [])], "summary": plan.get("summary", "")}
 
 
@@ -102,7 +102,8 @@ def _zoo_table(rows: list[dict]) -> str:
         if "agreement" not in r:
             lines.append(f"| {r['model']} | {r['ptq']} | {r.get('error') or r.get('needs')} | | | | |")
             continue
-        kept = ", ".join(f"{s['name']} {s['gain_db']:+.1f} dB {s['seconds']:.0f}s" for s in r["steps"] if s["applied"])
+        kept = ", ".join(f"{s['name']}{f' ({lb})' if (lb := s.get('label')) else ''} {s['gain_db']:+.1f} dB "
+                         f"{s['seconds']:.0f}s" for s in r["steps"] if s["applied"])
         lines.append(f"| {r['model']} | {r['ptq']} | {100 * r['agreement']:.2f} | {r['sqnr_db']:.2f} | "
                      f"{'yes' if r['fully_integer'] else 'no'} | {r['wall_s']:.0f} | {kept or '-'} |")
     return "\n".join(lines) + "\n"

@@ -184,7 +184,10 @@ def test_report_says_what_ptq_applied(converted):
     text = auto.render()
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("ptq"))
     assert "equalize kept" in line and "dB" in line
-    assert json.loads(auto.to_json())["ptq"]["steps"][0]["name"] == "equalize"
+    steps = json.loads(auto.to_json())["ptq"]["steps"]
+    assert steps[0]["name"] == "equalize"
+    labelled = [s for s in steps if s["applied"] and s["label"]]  # e.g. ranges: which clipping method won
+    assert labelled and all(f"{s['name']} kept ({s['label']}) " in line for s in labelled)
 
 
 def test_cli_rejects_unknown_ptq_choice(cli, dwnet):

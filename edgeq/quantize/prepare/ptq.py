@@ -75,6 +75,7 @@ class PtqPlan:
         if self.choice is PtqChoice.PLAIN:
             return "plain (TFLiteConverter calibration only, --ptq plain)"
         parts = [f"{s.name} {'kept' if s.applied else 'skipped' if s.score else 'n/a'}"
+                 + (f" ({s.label})" if s.applied and s.label else "")  # which variant, when it tried several
                  + (f" {s.gain_db:+.1f} dB" if s.gain_db is not None else "")
                  + (" held-back" if s.judged_on != "calibration" and s.gain_db is not None else "")
                  + (f" {s.seconds:.0f}s" if s.seconds is not None else "") for s in self.steps]
