@@ -106,8 +106,8 @@ class PtqChoice(str, Enum):
     AUTO = "auto"
     # AUTO's steps plus an end-to-end activation range search (it quantizes the model 18 more times)
     LEARNED = "learned"
-    # AUTO's steps, with block reconstruction competing against layer-by-layer rounding (2-3x its time; pays
-    # with a few hundred calibration samples, docs/ptq.md)
+    # AUTO's steps, with block reconstruction competing against layer-by-layer rounding (2-3x its time; worth
+    # trying with a few hundred calibration samples, docs/ptq.md)
     BLOCKS = "blocks"
     PLAIN = "plain"  # the converter's own min/max calibration, nothing else
 

@@ -114,9 +114,10 @@ def convert(
         "helps on the rest; the report lists what each gained and took), learned (auto plus a search of "
         "activation ranges by their effect on the output: slower), blocks (auto, with the weights' rounding "
         "and biases also fitted jointly per block, e.g. an inverted residual, with the int8 activations in "
-        "the loop; the better of the two on the held-back data is kept; 2-3x slower, worth it with a few "
-        "hundred calibration samples) or plain (the converter's own min/max calibration, for comparison). --mode int16x8: auto and learned fit the int8 weights' rounding and "
-        "biases on the int16 activations (16x8 loses little else); plain is TensorFlow's 16x8 quantizer.")),
+        "the loop; the better of the two on the held-back data is kept; 2-3x slower, worth trying with a "
+        "few hundred calibration samples) or plain (the converter's own min/max calibration, for "
+        "comparison). --mode int16x8: auto, learned and blocks fit the int8 weights' rounding and biases "
+        "on the int16 activations (16x8 loses little else); plain is TensorFlow's 16x8 quantizer.")),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
     show_progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                  help="Progress bars on stderr (default: when it is a terminal)."),

@@ -19,7 +19,8 @@ model's min/max; the converter then quantizes it again, so later blocks read inp
 
 Only ``--ptq blocks`` runs it, as an alternative to ``sequential_rounding`` judged on the held-back samples:
 on EfficientNet-Lite0/1 it ties ``sequential_rounding`` with the zoo's 36 fit samples at 2.2-2.6x its time,
-and gains with a few hundred (docs/ptq.md, ``benchmarks/ptq_diagnosis/block_reconstruction.py``).
+and was the better one on Lite1 with 186 calibration crops (docs/ptq.md,
+``benchmarks/ptq_diagnosis/block_reconstruction.py``).
 """
 from __future__ import annotations
 
