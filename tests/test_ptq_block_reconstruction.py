@@ -141,10 +141,9 @@ def test_ptq_blocks_has_block_reconstruction_compete_with_layer_rounding(residua
     # both alternatives fitted and scored on the held-back quarter; the better one is the step's result
     tried = re.search(r"tried sequential_rounding (-?[\d.]+) dB, block_reconstruction (-?[\d.]+) dB", step["detail"])
     assert tried and step["judged_on"] == "held-back"
-    best = max(("sequential_rounding", "block_reconstruction"), key=lambda k: float(tried.group(
-        1 if k == "sequential_rounding" else 2)))
-    assert step["label"] == best and step["score"]["sqnr_db"] == pytest.approx(float(tried.group(
-        1 if best == "sequential_rounding" else 2)), abs=0.05)
+    held_back_db = {"sequential_rounding": float(tried.group(1)), "block_reconstruction": float(tried.group(2))}
+    best = max(held_back_db, key=held_back_db.get)
+    assert step["label"] == best and step["score"]["sqnr_db"] == pytest.approx(held_back_db[best], abs=0.05)
     assert r.model.fully_integer and not r.model.float_ops
 
 
