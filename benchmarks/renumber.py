@@ -1,0 +1,208 @@
+"""After a rerun of `make bench`: propose the new value of every prose number ``check_numbers`` flags.
+
+A quoted number that matched a value in the results before the rerun (a key path of one results file, maybe
+scaled x100 or to KiB/MiB, or the k-th number inside a results string) is proposed as what that same place
+holds now, written with as many decimals as the quote. Numbers with no old match, and places that vanished,
+are listed for a human. The prose around a number (\"faster\", \"within noise\") is not read: review the diff.
+
+``python -m benchmarks.renumber [OLD_RESULTS_DIR] [--apply]``: OLD_RESULTS_DIR holds the results files as
+they were (default: the committed ones at HEAD); ``--apply`` rewrites the documents (atomically).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import check_numbers as cn
+
+_WHERE = re.compile(r"^(?P<label>[^:]+): (?P<path>.*?)(?P<how> x100| /1024\^2| /1024)?$")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    quote: cn.Quote
+    new: str | None  # None: no proposal (why says so)
+    why: str
+
+
+def _committed(tmp: Path) -> Path:
+    for path in sorted(cn.RESULTS.glob("*.json")):
+        rel = str(path.relative_to(cn.ROOT))
+        text = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=cn.ROOT, capture_output=True, text=True).stdout
+        if text:
+            (tmp / path.name).write_text(text)
+    return tmp
+
+
+def _at(obj, path: str):
+    """The value at a check_numbers key path ("a.b[2].c"), or KeyError."""
+    for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        obj = obj[int(index)] if index else obj[key]
+    return obj
+
+
+def _format(value: float, like: str, before: float | None = None) -> str:
+    """``value`` written the way ``like`` is: decimals, exponent, thousands commas, and a written sign kept in
+    the same relation to the value's sign as it had to ``before`` ("drop -0.4" may store 0.4)."""
+    plain = cn._plain(like)
+    mant = plain.split("e")[0]
+    decimals = len(mant.split(".")[1]) if "." in mant else 0
+    if "e" in plain.lower():
+        text = f"{abs(value):.{decimals}e}"
+    else:
+        text = f"{abs(value):,.{decimals}f}" if "," in like else f"{abs(value):.{decimals}f}"
+    if like[0] not in "+-":
+        return text
+    flipped = before is not None and (before < 0) != (like[0] == "-")
+    negative = (value < 0) != flipped and float(text.replace(",", "")) != 0
+    return ("-" if negative else "+") + text
+
+
+def _tokens(text: str, kind: str) -> list[tuple[str, int]]:
+    """The numbers (or counts "a/b") of a results string, as written, with where each starts."""
+    if kind == "count":
+        return [(f"{m.group(1)}/{m.group(2)}", m.start()) for m in cn._COUNT.finditer(text)]
+    return [(m.group(), m.start()) for m in cn._NUM.finditer(text)]
+
+
+def _same(token: str, quote: cn.Quote) -> bool:
+    return token == quote.text if quote.kind == "count" else cn._plain(token) == cn._plain(quote.text)
+
+
+def _context(text: str, start: int) -> str:
+    return re.sub(r"\d", "#", text[max(0, start - 24):start])
+
+
+def _pick(old: str, new: str, quote: cn.Quote) -> str | None:
+    """The new token at the old one's place: same position when both have as many numbers, else the one
+    after the same words (digits masked)."""
+    olds, news = _tokens(old, quote.kind), _tokens(new, quote.kind)
+    hits = [i for i, (t, _) in enumerate(olds) if _same(t, quote)]
+    if len(hits) != 1:
+        return None
+    if len(olds) == len(news):
+        return news[hits[0]][0]
+    ctx = _context(old, olds[hits[0]][1])
+    same = [t for t, at in news if _context(new, at) == ctx]
+    return same[0] if len(same) == 1 else None
+
+
+def _row_key(line: str) -> str:
+    """A table row by its first cell, other lines by their words (numbers masked)."""
+    return line.split("|")[1].strip() if line.lstrip().startswith("|") and line.count("|") > 2 else \
+        cn._NUM.sub("#", line)
+
+
+def _in_string(old: str, new: str, quote: cn.Quote) -> str | None:
+    """The quote's number in the new version of a results string: in a multi-line string (a markdown table,
+    a tool's output) the line with the same key, else the whole string."""
+    got = None
+    if "\n" in old:
+        lines = [line for line in old.splitlines() if any(_same(t, quote) for t, _ in _tokens(line, quote.kind))]
+        if len(lines) == 1:
+            match = [line for line in new.splitlines() if _row_key(line) == _row_key(lines[0])]
+            got = _pick(lines[0], match[0], quote) if len(match) == 1 else None
+    got = got or _pick(old, new, quote)
+    if got is None or quote.kind == "count":
+        return got
+    before = next(t for t, _ in _tokens(old, "number") if _same(t, quote))
+    return _format(float(got.replace(",", "")), quote.text, float(before.replace(",", "")))
+
+
+def propose(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS) -> list[Proposal]:
+    """A proposal for every mismatched quote of ``check_numbers.check()`` (``found``), from where it matched
+    in ``old_dir``'s results to the same place in ``new_dir``'s."""
+    found = cn.check() if found is None else found
+    old = {p.stem: cn.FileIndex.read(p) for p in sorted(old_dir.glob("*.json"))}
+    meta = [cn.FileIndex.read(p) for p in sorted(cn.SAMPLE_META.glob("*/meta.json"))]
+    out = []
+    for f in found:
+        if f.source or f.exempt:
+            continue
+        q = f.quote
+        pool = [old[s] for s in q.sources if s in old] or list(old.values())
+        where = next((w for idx in pool + meta if (w := idx.find(q))), None)
+        m = _WHERE.match(where or "")
+        if not m:
+            out.append(Proposal(q, None, "matched nothing before the rerun either"))
+            continue
+        stem = m["label"].rsplit("/", 1)[-1].removesuffix(".json")
+        try:
+            before = _at(json.loads((old_dir / f"{stem}.json").read_text()), m["path"])
+            now = _at(json.loads((new_dir / f"{stem}.json").read_text()), m["path"])
+        except (KeyError, IndexError, TypeError, FileNotFoundError, ValueError):
+            out.append(Proposal(q, None, f"{where}: no longer in the results"))
+            continue
+        if isinstance(before, str):
+            new = _in_string(before, str(now), q)
+            out.append(Proposal(q, new, where if new else f"{where}: the string changed shape"))
+        elif q.kind == "count":
+            out.append(Proposal(q, None, f"{where}: a share, rewrite the count by hand"))
+        else:
+            scale = {" x100": 100, " /1024": 1 / 1024, " /1024^2": 1 / 1048576}.get(m["how"] or "", 1)
+            out.append(Proposal(q, _format(float(now) * scale, q.text, float(before)), where))
+    return out
+
+
+def _spans(line: str, kind: str) -> list[tuple[int, int]]:
+    masked = cn._SKIP.sub(lambda m: " " * len(m.group()), line)
+    pattern = cn._COUNT if kind == "count" else cn._NUM
+    return [m.span() for m in pattern.finditer(masked)]
+
+
+def apply(proposals: list[Proposal]) -> list[Path]:
+    """Write the proposals into the documents; the k-th quote of a kind on a line is the k-th match there."""
+    by_file: dict[str, list[Proposal]] = {}
+    for p in proposals:
+        if p.new and p.new != p.quote.text:
+            by_file.setdefault(p.quote.file, []).append(p)
+    written = []
+    for rel, props in by_file.items():
+        path = cn.ROOT / rel
+        lines = path.read_text().splitlines(keepends=True)
+        everything = cn.quotes(path, set())
+        for lineno in sorted({p.quote.line for p in props}):
+            line = lines[lineno - 1]
+            edits = []
+            for kind in ("number", "count"):
+                on_line = [q for q in everything if q.line == lineno and q.kind == kind]
+                for q, (a, b) in zip(on_line, _spans(line, kind)):
+                    new = next((p.new for p in props if p.quote.line == lineno and p.quote.kind == kind
+                                and p.quote.text == q.text and line[a:b] == q.text), None)
+                    if new:
+                        edits.append((a, b, new))
+            for a, b, new in sorted(edits, reverse=True):
+                line = line[:a] + new + line[b:]
+            lines[lineno - 1] = line
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(lines))
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if not a.startswith("--")]
+    with tempfile.TemporaryDirectory() as tmp:
+        old_dir = Path(args[0]) if args else _committed(Path(tmp))
+        proposals = propose(old_dir)
+    for p in proposals:
+        q = p.quote
+        print(f"{q.file}:{q.line}: {q.text} -> {p.new or '?'}  ({p.why})  | {q.context[:100]}")
+    if "--apply" in argv:
+        for path in apply(proposals):
+            print(f"rewrote {path.relative_to(cn.ROOT)}")
+    left = sum(1 for p in proposals if not p.new)
+    print(f"{len(proposals)} mismatched numbers: {len(proposals) - left} proposed, {left} left for a human")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
