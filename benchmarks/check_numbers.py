@@ -97,6 +97,7 @@ class Quote:
     context: str
     sources: tuple[str, ...] = ()  # results files (stems) named around it; empty: all
     marked: str | None = None  # why no benchmark reproduces the block it sits in (<!-- numbers: ... -->)
+    column: int = 0  # where it starts in its line (a count: its first number)
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,10 @@ def quotes(path: Path, known: set[str]) -> list[Quote]:
         before = own if own or not table else before
         for k, line in enumerate(para):
             masked = _SKIP.sub(lambda m: " " * len(m.group()), line)
-            hits = [(m.group(), "number") for m in _NUM.finditer(masked)]
-            hits += [(f"{m.group(1)}/{m.group(2)}", "count") for m in _COUNT.finditer(masked)]
-            out += [Quote(rel, start + k, t, kind, line.strip(), tuple(sorted(named)), mark) for t, kind in hits]
+            hits = [(m.group(), "number", m.start()) for m in _NUM.finditer(masked)]
+            hits += [(f"{m.group(1)}/{m.group(2)}", "count", m.start()) for m in _COUNT.finditer(masked)]
+            out += [Quote(rel, start + k, t, kind, line.strip(), tuple(sorted(named)), mark, column)
+                    for t, kind, column in hits]
     return out
 
 

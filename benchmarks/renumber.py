@@ -11,7 +11,6 @@ they were (default: the committed ones at HEAD); ``--apply`` rewrites the docume
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import check_numbers as cn
+from edgeq.fileio import atomic_write_text
 
 _WHERE = re.compile(r"^(?P<label>[^:]+): (?P<path>.*?)(?P<how> x100| /1024\^2| /1024)?$")
 
@@ -150,14 +150,17 @@ def propose(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = 
     return out
 
 
-def _spans(line: str, kind: str) -> list[tuple[int, int]]:
-    masked = cn._SKIP.sub(lambda m: " " * len(m.group()), line)
-    pattern = cn._COUNT if kind == "count" else cn._NUM
-    return [m.span() for m in pattern.finditer(masked)]
+def _edit(line: str, quote: cn.Quote, new: str) -> str:
+    """``line`` with the quote replaced by ``new``; a count keeps how it was written ("58 of 60")."""
+    if quote.kind == "count":
+        m = re.match(r"(\d+)( of |/)(\d+)", line[quote.column:])
+        a, b = new.split("/")
+        return line[:quote.column] + f"{a}{m.group(2)}{b}" + line[quote.column + m.end():]
+    return line[:quote.column] + new + line[quote.column + len(quote.text):]
 
 
 def apply(proposals: list[Proposal]) -> list[Path]:
-    """Write the proposals into the documents; the k-th quote of a kind on a line is the k-th match there."""
+    """Write the proposals into the documents (each a whole-file atomic replace)."""
     by_file: dict[str, list[Proposal]] = {}
     for p in proposals:
         if p.new and p.new != p.quote.text:
@@ -166,25 +169,10 @@ def apply(proposals: list[Proposal]) -> list[Path]:
     for rel, props in by_file.items():
         path = cn.ROOT / rel
         lines = path.read_text().splitlines(keepends=True)
-        everything = cn.quotes(path, set())
-        for lineno in sorted({p.quote.line for p in props}):
-            line = lines[lineno - 1]
-            edits = []
-            for kind in ("number", "count"):
-                on_line = [q for q in everything if q.line == lineno and q.kind == kind]
-                for q, (a, b) in zip(on_line, _spans(line, kind)):
-                    new = next((p.new for p in props if p.quote.line == lineno and p.quote.kind == kind
-                                and p.quote.text == q.text and line[a:b] == q.text), None)
-                    if new:
-                        edits.append((a, b, new))
-            for a, b, new in sorted(edits, reverse=True):
-                line = line[:a] + new + line[b:]
-            lines[lineno - 1] = line
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as fh:
-            fh.write("".join(lines))
-        os.replace(tmp, path)
-        written.append(path)
+        # right to left within a line, so each edit leaves the columns of the ones still to do
+        for p in sorted(props, key=lambda p: (p.quote.line, p.quote.column), reverse=True):
+            lines[p.quote.line - 1] = _edit(lines[p.quote.line - 1], p.quote, p.new)
+        written.append(atomic_write_text(path, "".join(lines)))
     return written
 
 

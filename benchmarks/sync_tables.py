@@ -14,11 +14,11 @@ differ (exit 1 when any does).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgeq.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -125,15 +125,8 @@ def sync(path: Path, candidates: list[Table], outputs: dict[str, tuple[str, str]
             changed.append(f"{path.relative_to(ROOT)}:{start + 1}: table from {new.source}")
     new_text = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
     if new_text != text:
-        _write(path, new_text)
+        atomic_write_text(path, new_text)
     return changed
-
-
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:

@@ -130,16 +130,16 @@ def test_renumber_carries_each_quote_to_where_it_was_measured(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir(), new.mkdir()
     (old / "bench_x.json").write_text(json.dumps({"a": {"ms": 1.234, "drop_points": -0.2},
-                                                  "markdown": "took 12 s, 40/50 passed"}))
+                                                  "markdown": "took 12 s, 40/50 passed, 7 of 9 kept"}))
     (new / "bench_x.json").write_text(json.dumps({"a": {"ms": 2.345, "drop_points": -0.3},
-                                                  "markdown": "took 15 s, 41/50 passed"}))
+                                                  "markdown": "took 15 s, 41/50 passed, 8 of 9 kept"}))
     doc = _doc(tmp_path, "In `bench_x` latency is 1.23 ms, a drop of +0.20 pt; it took 12 s and 40/50 "
-                         "passed; 1.23 ms again.\n")
+                         "passed; 1.23 ms again; 7 of 9 kept.\n")
     found = check_numbers.check(results=[new / "bench_x.json"], docs=[doc])
     proposals = renumber.propose(old, found, new_dir=new)
     assert sorted((p.quote.text, p.new) for p in proposals) == [
-        ("+0.20", "+0.30"), ("1.23", "2.35"), ("1.23", "2.35"), ("12", "15"), ("40/50", "41/50")]
+        ("+0.20", "+0.30"), ("1.23", "2.35"), ("1.23", "2.35"), ("12", "15"), ("40/50", "41/50"), ("7/9", "8/9")]
     renumber.apply(proposals)
     assert doc.read_text() == ("In `bench_x` latency is 2.35 ms, a drop of +0.30 pt; it took 15 s and 41/50 "
-                               "passed; 2.35 ms again.\n")
+                               "passed; 2.35 ms again; 8 of 9 kept.\n")
     assert not [f for f in check_numbers.check(results=[new / "bench_x.json"], docs=[doc]) if f.source is None]
