@@ -106,8 +106,11 @@ def _in_string(old: str, new: str, quote: cn.Quote) -> str | None:
     if "\n" in old:
         lines = [line for line in old.splitlines() if any(_same(t, quote) for t, _ in _tokens(line, quote.kind))]
         if len(lines) == 1:
-            match = [line for line in new.splitlines() if _row_key(line) == _row_key(lines[0])]
-            got = _pick(lines[0], match[0], quote) if len(match) == 1 else None
+            key = _row_key(lines[0])
+            # rows sharing a first cell (one model at 1 and 2 threads) pair up in order
+            nth = [line for line in old.splitlines() if _row_key(line) == key].index(lines[0])
+            match = [line for line in new.splitlines() if _row_key(line) == key]
+            got = _pick(lines[0], match[nth], quote) if len(match) > nth else None
     got = got or _pick(old, new, quote)
     if got is None or quote.kind == "count":
         return got
