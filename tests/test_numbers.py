@@ -168,3 +168,12 @@ def test_renumber_pairs_table_rows_that_share_a_first_cell(tmp_path):
     doc = _doc(tmp_path, "In `bench_x` at two threads the low end is 2.8 ms.\n")
     found = check_numbers.check(results=[new / "bench_x.json"], docs=[doc])
     assert [(p.quote.text, p.new) for p in renumber.propose(old, found, new_dir=new)] == [("2.8", "2.7")]
+
+
+def test_renumber_writes_numbers_the_way_the_quote_does():
+    from benchmarks.renumber import _format
+
+    assert _format(1.1e-06, "8.6e-7") == "1.1e-6"  # not Python's "1.1e-06"
+    assert _format(1.234e-10, "1.0e-9") == "1.2e-10"
+    assert _format(-0.3, "+0.20", before=-0.2) == "+0.30"  # a drop told with a plus, stored negative
+    assert _format(12345.6, "1,234.5") == "12,345.6"
