@@ -245,14 +245,24 @@ class FileIndex:
         return None
 
 
+def _exempts(entry: tuple[str, str, str, str], q: Quote) -> bool:
+    """Whether a NOT_MEASURED entry covers the quote (its file, its text or "*", its context on the line)."""
+    f, t, ctx, _ = entry
+    return f == q.file and t in (q.text, "*") and ctx in q.context
+
+
+def unused_exemptions(found: list[Found]) -> list[tuple[str, str, str, str]]:
+    """NOT_MEASURED entries that cover no quote of ``found`` (their text was rewritten or reflowed)."""
+    return [e for e in NOT_MEASURED if not any(_exempts(e, x.quote) for x in found)]
+
+
 def check(results: list[Path] | None = None, docs: list[Path] | None = None) -> list[Found]:
     files = {p.stem: FileIndex.read(p) for p in (sorted(RESULTS.glob("*.json")) if results is None else results)}
     meta = [FileIndex.read(p) for p in sorted(SAMPLE_META.glob("*/meta.json"))]
     out = []
     for doc in documents() if docs is None else docs:
         for q in quotes(doc, set(files)):
-            exempt = q.marked or next((why for f, t, ctx, why in NOT_MEASURED
-                                        if f == q.file and t in (q.text, "*") and ctx in q.context), None)
+            exempt = q.marked or next((e[3] for e in NOT_MEASURED if _exempts(e, q)), None)
             pool = ([files[s] for s in q.sources] or list(files.values())) + meta
             src = None if exempt else next((w for f in pool if (w := f.find(q))), None)
             out.append(Found(q, src, exempt))

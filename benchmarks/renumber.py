@@ -54,8 +54,8 @@ def _format(value: float, like: str, before: float | None = None) -> str:
     mant = plain.split("e")[0]
     decimals = len(mant.split(".")[1]) if "." in mant else 0
     if "e" in plain.lower():  # the exponent as the quote writes it: "8.6e-7", not "8.6e-07"
-        text = re.sub(r"e([+-]?)0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2),
-                      f"{abs(value):.{decimals}e}")
+        mantissa, exponent = f"{abs(value):.{decimals}e}".split("e")
+        text = f"{mantissa}e{int(exponent)}"
     else:
         text = f"{abs(value):,.{decimals}f}" if "," in like else f"{abs(value):.{decimals}f}"
     if like[0] not in "+-":
