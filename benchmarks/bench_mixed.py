@@ -20,11 +20,10 @@ import numpy as np
 from benchmarks.exports import saved_model
 from benchmarks.zoo import data as zoo_data
 from benchmarks.zoo import manifest
-from benchmarks.zoo.item import one_line
 from edgeq.api import convert
 from edgeq.convert import quantize_float_model
 from edgeq.data import Dataset, load_dataset
-from edgeq.errors import EdgeqError
+from edgeq.errors import EdgeqError, first_line
 from edgeq.modes import ConvertOptions, Fallback, Metric, Mode, PtqChoice
 from edgeq.progress import Silent
 from edgeq.quantize.mixed import all_integer, quantize_mixed
@@ -158,9 +157,9 @@ def run_zoo(name: str, metric: Metric, budget: float, work: Path, ptq: PtqChoice
     try:
         report = convert(z.path(cache), opts, out=out, eval_data=where / "eval_edgeq.npz", input_shapes=shapes)
     except EdgeqError as e:
-        return {**row, "error": one_line(e)}
+        return {**row, "error": first_line(e)}
     except Exception as e:  # noqa: BLE001 - an edgeq bug is a row of the table, not the end of the bench
-        return {**row, "error": f"internal error: {type(e).__name__}: {one_line(e)}"}
+        return {**row, "error": f"internal error: {type(e).__name__}: {first_line(e)}"}
     plan = report.extra["mixed"]
     eval_n = len(np.load(where / "eval_edgeq.npz")[z.inputs[0].name])
     return {**row, "met": plan["met"], "drop_int8": round(plan["drop_int8"], 2), "drop": round(plan["drop"], 2),

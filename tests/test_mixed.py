@@ -46,7 +46,6 @@ def calibrated(dw_eval):
     from edgeq.modes import IOType
     from edgeq.progress import Silent
     from edgeq.quantize.selective import Calibrated
-    from edgeq.quantize.sensitivity import Scorer
     from edgeq.sources import load_float_model
 
     with load_float_model(DWNET / "model.keras") as fm:
@@ -102,6 +101,26 @@ def test_budget_that_cannot_be_met_is_said_plainly(calibrated):
     plan = search(cal, Scorer(inputs, ref, labels, Metric.TOP1), max_drop=-50.0, rank_samples=300)
     assert plan.met is False and "CANNOT be met" in plan.summary()
     assert plan.loss < plan.loss_int8  # it still hands back the best model it found
+    assert f"best found drop {plan.loss:+.2f}" in plan.summary()
+
+
+def test_unmet_budget_with_nothing_better_than_full_int8_says_so():
+    # bench_mixed's Lite0 from the prepared model: no int16 set beat full INT8, so the plan keeps none;
+    # the summary must not claim harmful layers were kept out of INT8
+    from edgeq.modes import Fallback, Metric
+    from edgeq.quantize.macs import ComputeShare, Precision
+    from edgeq.quantize.mixed import LayerDecision, MixedPlan
+
+    share = ComputeShare(ops=60, macs=1000, ops_by_precision={"int8": 60}, macs_by_precision={"int8": 1000})
+    plan = MixedPlan(metric=Metric.AGREEMENT, max_drop=0.5, met=False, loss_int8=4.0, loss=4.0,
+                     fallback=Fallback.INT16, kept=[], layers_total=60, share=share, size_bytes=4096,
+                     search_s=1.0, quantizations=9, evaluations=9)
+    text = plan.summary()
+    assert "CANNOT be met: no layer set tried did better than full INT8" in text
+    assert "best found" not in text and "kept in higher precision: 0 of 60 layers: none;" in text
+    plan.kept = [LayerDecision("b0", "n0", "CONV_2D", 10, Precision.INT16, 0.5)]
+    plan.loss = 3.0
+    assert "CANNOT be met: best found drop +3.00" in plan.summary()
 
 
 def test_generous_budget_keeps_everything_int8(calibrated):

@@ -45,14 +45,14 @@ def _zoo_and_opencv(z, cache: Path, work: Path) -> Path:
     """calib_photos.py's largest set (6 crops of each of 8 + 23 photos) as an edgeq calibration file."""
     from PIL import Image
 
-    from benchmarks.ptq_diagnosis.calib_photos import crops, opencv_photos
+    from benchmarks.ptq_diagnosis.calib_photos import opencv_photos
     from benchmarks.ptq_diagnosis.calib_size import write_calib
     from benchmarks.zoo import data
 
     _, _, h, w = z.inputs[0].shape
     images = [data._photo(cache, n) for n in data.CALIB_PHOTOS] + [Image.open(p).convert("RGB")
                                                                     for p in opencv_photos(cache)]
-    return write_calib(z, crops(images, 6, (h, w), data.SEED + 206), work / "calib.npz")
+    return write_calib(z, data.image_crops(images, 6, (h, w), data.SEED + 206), work / "calib.npz")
 
 
 def main() -> None:

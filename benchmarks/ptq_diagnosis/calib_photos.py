@@ -15,7 +15,6 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 SDIST = "opencv_python-5.1.0.95.tar.gz"
@@ -50,19 +49,6 @@ def opencv_photos(cache: Path) -> list[Path]:
     return [out / n for n in sorted(OPENCV_PHOTOS)]
 
 
-def crops(images: list[Image.Image], per: int, size: tuple[int, int], seed: int) -> np.ndarray:
-    """Random square crops (50-100% of the short side), as data.photo_crops cuts them: uint8 RGB, NHWC."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for im in images:
-        w, h = im.size
-        for _ in range(per):
-            s = int(min(w, h) * rng.uniform(0.5, 1.0))
-            x, y = rng.integers(0, w - s + 1), rng.integers(0, h - s + 1)
-            out.append(np.asarray(im.crop((x, y, x + s, y + s)).resize(size[::-1], Image.BILINEAR)))
-    return np.stack(out)
-
-
 def main() -> None:
     from benchmarks.ptq_diagnosis.calib_size import convert_scored
     from benchmarks.zoo import data, manifest
@@ -81,7 +67,7 @@ def main() -> None:
         images = [data._photo(cache, n) for n in data.CALIB_PHOTOS] + images
     work = Path(tempfile.mkdtemp(prefix="calib_photos-"))
     for per in a.per_photo:
-        rgb = crops(images, per, (h, w), data.SEED + 200 + per)
+        rgb = data.image_crops(images, per, (h, w), data.SEED + 200 + per)
         agreement, sqnr, secs = convert_scored(z, cache, rgb, a.ptq, work, str(per))
         print(f"{a.model} {a.set} {len(images)} photos x {per} = {len(rgb)} crops, ptq={a.ptq}: agreement "
               f"{agreement:.3f}, SQNR {sqnr:.2f} dB, {secs:.0f} s", flush=True)

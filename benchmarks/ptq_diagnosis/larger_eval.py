@@ -24,7 +24,7 @@ def main() -> None:
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
     from PIL import Image
 
-    from benchmarks.ptq_diagnosis.calib_photos import crops, opencv_photos
+    from benchmarks.ptq_diagnosis.calib_photos import opencv_photos
     from benchmarks.zoo import data, manifest, spread
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +42,7 @@ def main() -> None:
     else:
         images = [Image.open(p).convert("RGB") for p in opencv_photos(CACHE)]
         n_photos = len(images)
-        rgb = crops(images, a.per_photo, (h, w), a.seed)
+        rgb = data.image_crops(images, a.per_photo, (h, w), a.seed)
     x = data.normalize(rgb, z.preprocessing).astype(np.float32)  # NHWC, as edgeq's .tflite takes it
     onnx_path = next((CACHE / "models").glob(z.name.replace("_", "-") + ".onnx"))
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

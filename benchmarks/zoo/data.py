@@ -55,10 +55,14 @@ def _photo(cache: Path, name: str) -> Image.Image:
 
 def photo_crops(cache: Path, names: list[str], per_photo: int, size: tuple[int, int], seed: int) -> np.ndarray:
     """Random square-ish crops (50-100% of the short side) resized to ``size`` (H, W): uint8 RGB, NHWC."""
+    return image_crops([_photo(cache, name) for name in names], per_photo, size, seed)
+
+
+def image_crops(images: list[Image.Image], per_photo: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    """:func:`photo_crops` of images already opened (RGB), in their order."""
     rng = np.random.default_rng(seed)
     out = []
-    for name in names:
-        im = _photo(cache, name)
+    for im in images:
         w, h = im.size
         for _ in range(per_photo):
             s = int(min(w, h) * rng.uniform(0.5, 1.0))

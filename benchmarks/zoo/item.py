@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.zoo import data, manifest, metrics, runners  # noqa: E402
 from benchmarks.zoo.manifest import Format, ZooModel  # noqa: E402
+from edgeq.errors import first_line  # noqa: E402
 
 MARK = "ZOO_RESULT "
 ONNX2TF = "onnx2tf"
@@ -29,8 +30,7 @@ FAITHFUL_COSINE = 0.9999  # issue 13's bar for a faithful float conversion
 
 
 def one_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
+    return first_line(exc)[:300]  # the zoo table has one cell per error
 
 
 def measure(z: ZooModel, tflite: Path, cache: Path) -> tuple[dict, str | None]:

@@ -68,12 +68,13 @@ class MixedPlan:
                 Metric.SQNR: "% noise"}[self.metric]
 
     def summary(self) -> str:
+        # unmet: the best model found may be full INT8 itself, when no layer set tried did better
+        best = f"best found drop {self.loss:+.2f}" if self.kept else "no layer set tried did better than full INT8"
         verdict = (f"budget {self.max_drop:g} {self.unit} met: drop {self.loss:+.2f}" if self.met else
-                   f"budget {self.max_drop:g} {self.unit} CANNOT be met: best found drop {self.loss:+.2f} "
-                   "with every layer measured as harmful kept out of INT8; raise `max_drop` or try "
+                   f"budget {self.max_drop:g} {self.unit} CANNOT be met: {best}; raise `max_drop` or try "
                    "int16x8/QAT")
         kept = (", ".join(f"{d.layer} ({d.op}, {d.precision.value})" for d in self.kept) if self.kept
-                else "none (full INT8 fits)" if self.met else "none (nothing tried did better than full INT8)")
+                else "none (full INT8 fits)" if self.met else "none")
         return (f"{verdict} (full INT8 {self.loss_int8:+.2f}); kept in higher precision: {len(self.kept)} of "
                 f"{self.layers_total} layers: {kept}; INT8 runs {100 * self.share.int8_ops_share:.0f}% of ops "
                 f"and {100 * self.share.int8_macs_share:.1f}% of MACs"
