@@ -109,7 +109,9 @@ def run_onnx2tf(z: ZooModel, cache: Path, work: Path) -> dict:
     cmd = [str(Path(sys.executable).with_name("onnx2tf")), "-i", str(copy), "-o", str(scratch / "out")]
     for name, shape in (z.input_shapes or {}).items():
         cmd += ["-ois", f"{name}:{','.join(map(str, shape))}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=scratch)
+    # onnx2tf runs the `onnxsim` command by name: find it beside this Python even when the venv is not on PATH
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=scratch, env=env)
     found = sorted((scratch / "out").glob("*_float32.tflite"))
     if not found:
         text = (proc.stderr + proc.stdout).strip().splitlines()
