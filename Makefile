@@ -55,7 +55,8 @@ docs: $(STAMP)
 	@echo "API reference: build/docs/index.html"
 
 # Every benchmark into benchmarks/results/, then the tables docs copy from them refreshed; renumber proposes the
-# new value of each prose number the rerun made wrong (`--apply` writes them; review the diff), check_numbers lists them.
+# new value of each prose number the rerun made wrong (`--apply` writes them; review the diff) and lists those that
+# now match another result by chance (never written), check_numbers lists them.
 bench: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.run_all
 	$(BIN)/python -m benchmarks.sync_tables

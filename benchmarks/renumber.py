@@ -3,7 +3,9 @@
 A quoted number that matched a value in the results before the rerun (a key path of one results file, maybe
 scaled x100 or to KiB/MiB, or the k-th number inside a results string) is proposed as what that same place
 holds now, written with as many decimals as the quote. Numbers with no old match, and places that vanished,
-are listed for a human. The prose around a number (\"faster\", \"within noise\") is not read: review the diff.
+are listed for a human. So are numbers that still match, but at another place than before while their own
+place changed: a stale value that some other result happens to equal. The prose around a number
+(\"faster\", \"within noise\") is not read: review the diff.
 
 ``python -m benchmarks.renumber [OLD_RESULTS_DIR] [--apply]``: OLD_RESULTS_DIR holds the results files as
 they were (default: the committed ones at HEAD); ``--apply`` rewrites the documents (atomically).
@@ -29,6 +31,7 @@ class Proposal:
     quote: cn.Quote
     new: str | None  # None: no proposal (why says so)
     why: str
+    review: bool = False  # a human decides (rematched): never applied
 
 
 def _committed(tmp: Path) -> Path:
@@ -119,38 +122,68 @@ def _in_string(old: str, new: str, quote: cn.Quote) -> str | None:
     return _format(float(got.replace(",", "")), quote.text, float(before.replace(",", "")))
 
 
+def _old_index(old_dir: Path) -> tuple[dict[str, cn.FileIndex], list[cn.FileIndex]]:
+    old = {p.stem: cn.FileIndex.read(p) for p in sorted(old_dir.glob("*.json"))}
+    return old, [cn.FileIndex.read(p) for p in sorted(cn.SAMPLE_META.glob("*/meta.json"))]
+
+
+def _matched_before(q: cn.Quote, old: dict[str, cn.FileIndex], meta: list[cn.FileIndex]) -> str | None:
+    pool = [old[s] for s in q.sources if s in old] or list(old.values())
+    return next((w for idx in pool + meta if (w := idx.find(q))), None)
+
+
+def _place(where: str | None) -> tuple[str, str, str] | None:
+    """(results file stem, key path, scaling) of a check_numbers match, whichever folder it was read from."""
+    m = _WHERE.match(where or "")
+    return (m["label"].rsplit("/", 1)[-1].removesuffix(".json"), m["path"], m["how"] or "") if m else None
+
+
+def _follow(q: cn.Quote, where: str | None, old_dir: Path, new_dir: Path) -> Proposal:
+    """The quote rewritten from what its old place (``where``, in ``old_dir``) holds in ``new_dir``."""
+    place = _place(where)
+    if not place:
+        return Proposal(q, None, "matched nothing before the rerun either")
+    stem, path, how = place
+    try:
+        before = _at(json.loads((old_dir / f"{stem}.json").read_text()), path)
+        now = _at(json.loads((new_dir / f"{stem}.json").read_text()), path)
+    except (KeyError, IndexError, TypeError, FileNotFoundError, ValueError):
+        return Proposal(q, None, f"{where}: no longer in the results")
+    if isinstance(before, str):
+        new = _in_string(before, str(now), q)
+        return Proposal(q, new, where if new else f"{where}: the string changed shape")
+    if q.kind == "count":
+        return Proposal(q, None, f"{where}: a share, rewrite the count by hand")
+    scale = {" x100": 100, " /1024": 1 / 1024, " /1024^2": 1 / 1048576}.get(how, 1)
+    return Proposal(q, _format(float(now) * scale, q.text, float(before)), where)
+
+
 def propose(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS) -> list[Proposal]:
     """A proposal for every mismatched quote of ``check_numbers.check()`` (``found``), from where it matched
     in ``old_dir``'s results to the same place in ``new_dir``'s."""
     found = cn.check() if found is None else found
-    old = {p.stem: cn.FileIndex.read(p) for p in sorted(old_dir.glob("*.json"))}
-    meta = [cn.FileIndex.read(p) for p in sorted(cn.SAMPLE_META.glob("*/meta.json"))]
+    old, meta = _old_index(old_dir)
+    return [_follow(f.quote, _matched_before(f.quote, old, meta), old_dir, new_dir)
+            for f in found if not (f.source or f.exempt)]
+
+
+def rematched(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS) -> list[Proposal]:
+    """Quotes that still match after the rerun, but at another place than before, while their old place now
+    holds another value: a stale number some other result happens to equal (check_numbers cannot tell).
+    Each comes with its old place's new value, for a human to judge; ``apply`` never writes these, since
+    the old match may have been the chance one."""
+    found = cn.check() if found is None else found
+    old, meta = _old_index(old_dir)
     out = []
     for f in found:
-        if f.source or f.exempt:
+        if not f.source or f.exempt:
             continue
-        q = f.quote
-        pool = [old[s] for s in q.sources if s in old] or list(old.values())
-        where = next((w for idx in pool + meta if (w := idx.find(q))), None)
-        m = _WHERE.match(where or "")
-        if not m:
-            out.append(Proposal(q, None, "matched nothing before the rerun either"))
+        where = _matched_before(f.quote, old, meta)
+        if where is None or _place(where) == _place(f.source):
             continue
-        stem = m["label"].rsplit("/", 1)[-1].removesuffix(".json")
-        try:
-            before = _at(json.loads((old_dir / f"{stem}.json").read_text()), m["path"])
-            now = _at(json.loads((new_dir / f"{stem}.json").read_text()), m["path"])
-        except (KeyError, IndexError, TypeError, FileNotFoundError, ValueError):
-            out.append(Proposal(q, None, f"{where}: no longer in the results"))
-            continue
-        if isinstance(before, str):
-            new = _in_string(before, str(now), q)
-            out.append(Proposal(q, new, where if new else f"{where}: the string changed shape"))
-        elif q.kind == "count":
-            out.append(Proposal(q, None, f"{where}: a share, rewrite the count by hand"))
-        else:
-            scale = {" x100": 100, " /1024": 1 / 1024, " /1024^2": 1 / 1048576}.get(m["how"] or "", 1)
-            out.append(Proposal(q, _format(float(now) * scale, q.text, float(before)), where))
+        p = _follow(f.quote, where, old_dir, new_dir)
+        if p.new and p.new != f.quote.text:
+            out.append(Proposal(f.quote, p.new, f"{p.why}; now matches {f.source}", review=True))
     return out
 
 
@@ -167,7 +200,7 @@ def apply(proposals: list[Proposal]) -> list[Path]:
     """Write the proposals into the documents (each a whole-file atomic replace)."""
     by_file: dict[str, list[Proposal]] = {}
     for p in proposals:
-        if p.new and p.new != p.quote.text:
+        if p.new and p.new != p.quote.text and not p.review:
             by_file.setdefault(p.quote.file, []).append(p)
     written = []
     for rel, props in by_file.items():
@@ -184,7 +217,8 @@ def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     with tempfile.TemporaryDirectory() as tmp:
         old_dir = Path(args[0]) if args else _committed(Path(tmp))
-        proposals = propose(old_dir)
+        found = cn.check()
+        proposals, review = propose(old_dir, found), rematched(old_dir, found)
     for p in proposals:
         q = p.quote
         print(f"{q.file}:{q.line}: {q.text} -> {p.new or '?'}  ({p.why})  | {q.context[:100]}")
@@ -193,6 +227,11 @@ def main(argv: list[str]) -> int:
             print(f"rewrote {path.relative_to(cn.ROOT)}")
     left = sum(1 for p in proposals if not p.new)
     print(f"{len(proposals)} mismatched numbers: {len(proposals) - left} proposed, {left} left for a human")
+    for p in review:
+        q = p.quote
+        print(f"{q.file}:{q.line}: {q.text} -> {p.new}?  ({p.why})  | {q.context[:100]}")
+    print(f"{len(review)} numbers match another place than before the rerun, while theirs changed: check each "
+          "by hand (not applied)")
     return 0
 
 

@@ -168,6 +168,26 @@ def test_renumber_pairs_table_rows_that_share_a_first_cell(tmp_path):
     assert [(p.quote.text, p.new) for p in renumber.propose(old, found, new_dir=new)] == [("2.8", "2.7")]
 
 
+def test_renumber_lists_a_stale_number_that_now_matches_another_result_by_chance(tmp_path):
+    # "142 s" was a.s before the rerun; a.s is now 144.1 and b.s happens to be 142: check_numbers passes
+    # the stale quote, renumber must list it for review (and never write it)
+    from benchmarks import renumber
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    (old / "bench_x.json").write_text(json.dumps({"a": {"s": 142.3}, "b": {"s": 7.5}, "c": {"ms": 3.25}}))
+    (new / "bench_x.json").write_text(json.dumps({"a": {"s": 144.1}, "b": {"s": 142.0}, "c": {"ms": 3.25}}))
+    text = "In `bench_x` auto took 142 s; one run is 3.25 ms.\n"
+    doc = _doc(tmp_path, text)
+    found = check_numbers.check(results=[new / "bench_x.json"], docs=[doc])
+    assert all(f.source for f in found)  # the checker alone sees nothing wrong
+    assert renumber.propose(old, found, new_dir=new) == []
+    review = renumber.rematched(old, found, new_dir=new)
+    assert [(p.quote.text, p.new, p.review) for p in review] == [("142", "144", True)]
+    assert "a.s" in review[0].why and "b.s" in review[0].why
+    assert renumber.apply(review) == [] and doc.read_text() == text
+
+
 def test_renumber_writes_numbers_the_way_the_quote_does():
     from benchmarks.renumber import _format
 
