@@ -167,6 +167,17 @@ def propose(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = 
             for f in found if not (f.source or f.exempt)]
 
 
+def _copied(f: cn.Found, new_dir: Path) -> bool:
+    """Whether the quote's line is a line of a string of the results file it matches (a table or tool
+    output that sync_tables keeps as the results have it)."""
+    place = _place(f.source)
+    try:
+        data = json.loads((new_dir / f"{place[0]}.json").read_text()) if place else None
+    except (FileNotFoundError, ValueError):
+        return False
+    return any(isinstance(v, str) and f.quote.context in v for _, v in cn._walk(data))
+
+
 def rematched(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS) -> list[Proposal]:
     """Quotes that still match after the rerun, but at another place than before, while their old place now
     holds another value: a stale number some other result happens to equal (check_numbers cannot tell).
@@ -179,7 +190,7 @@ def rematched(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path 
         if not f.source or f.exempt:
             continue
         where = _matched_before(f.quote, old, meta)
-        if where is None or _place(where) == _place(f.source):
+        if where is None or _place(where) == _place(f.source) or _copied(f, new_dir):
             continue
         p = _follow(f.quote, where, old_dir, new_dir)
         if p.new and p.new != f.quote.text:
