@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         data.prepare(z, cache)
     with ThreadPoolExecutor(a.jobs) as pool:
         futs = {pool.submit(run_item, z.name, mode, cache, work, a.runs): (z, mode) for z, mode in items}
-        for f in as_completed(futs):
+        for done, f in enumerate(as_completed(futs), 1):
             z, mode = futs[f]
             r = f.result()
             r["primary"] = PRIMARY[z.metric]
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             r["commit"] = env["git_commit"]
             results.append(r)
             v = (r.get("metrics") or {}).get(r["primary"])
-            print(f"  [{len(results)}/{len(items)}] {z.name:20s} {mode:8s} {r['status']:5s} "
+            print(f"  [{done}/{len(items)}] {z.name:20s} {mode:8s} {r['status']:5s} "
                   f"{r['primary']}={v} {r.get('error', '')[:120]} ({r.get('seconds')} s)", file=sys.stderr, flush=True)
             results.sort(key=lambda r: order[(r["model"], r["mode"])])
             write(a.out, env, started, a, m, models, results, total, meta, runs)
