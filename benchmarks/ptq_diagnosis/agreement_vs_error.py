@@ -105,5 +105,6 @@ def main() -> None:
                   f"{'never (up to %.0f dB)' % a.top_db if need is None else '%.2f dB' % need}, i.i.d. noise "
                   f"{'never' if need_gauss is None else '%.2f dB' % need_gauss}", flush=True)
 
+
 if __name__ == "__main__":
     main()
