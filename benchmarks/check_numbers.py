@@ -14,7 +14,8 @@ those its section names, else those the document names, else any ``benchmarks/re
 too). A quote matches a value when the value written with as many decimals gives the same digits (sign
 ignored: "drop +0.20 pt" and "drop_points: -0.2" are one fact told two ways), directly, x100 (a fraction
 quoted as %), or /1024 and /1024^2 (a value whose key says bytes or size, quoted in KiB/MiB); numbers written
-inside results strings (the markdown tables, captured tool output) match as written. A quote with one significant digit (or two, when no benchmark is named around it) must be
+inside results strings (the markdown tables, captured tool output) or in the markdown a results file is
+rendered into beside it (``zoo.md`` beside ``zoo.json``: the zoo report's gap intervals) match as written. A quote with one significant digit (or two, when no benchmark is named around it) must be
 written in the results or equal a value exactly: a bare "0.05" would otherwise match some 0.0512 by chance.
 
 ``python -m benchmarks.check_numbers [--all]`` lists the numbers (all, or the mismatches) with their source;
@@ -215,6 +216,12 @@ class FileIndex:
                     idx.texts.setdefault(_plain(m.group()), where)
                 for m in _COUNT.finditer(v):
                     idx.counts.setdefault(f"{m.group(1)}/{m.group(2)}", where)
+        rendered = path.with_suffix(".md")
+        if path.parent == RESULTS and rendered.exists():  # zoo.md: written with zoo.json by the same run, from it
+            for n, line in enumerate(rendered.read_text().splitlines(), 1):
+                for m in _NUM.finditer(line):  # as written only, like a results string (e.g. the gap intervals)
+                    idx.texts.setdefault(m.group().replace(",", ""), f"{rendered.name}:{n}")
+                    idx.texts.setdefault(_plain(m.group()), f"{rendered.name}:{n}")
         return idx
 
     def find(self, q: Quote) -> str | None:

@@ -72,6 +72,23 @@ def test_checker_finds_a_real_number_and_flags_a_wrong_one(tmp_path):
     assert f.exempt == "example output of one run" and f.source is None
 
 
+def test_checker_reads_the_markdown_a_results_file_is_rendered_into(tmp_path, monkeypatch):
+    # the zoo report's gap intervals are computed from zoo.json's per-sample hits and written only into
+    # zoo.md beside it; a doc quoting them is checked against that markdown, as written
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "zoo.json").write_text(json.dumps({"rows": [{"value": 0.96}]}))
+    (results / "zoo.md").write_text("| efficientnet_lite0 | 3.0 [1.5, 4.5] | open |\n")
+    monkeypatch.setattr(check_numbers, "RESULTS", results)
+    doc = _doc(tmp_path, "From the zoo: INT8 0.960, gap 3.0 points, interval 1.5 to 4.5, not 2.5 to 4.5.\n")
+    found = {f.quote.text: f for f in check_numbers.check(results=[results / "zoo.json"], docs=[doc])}
+    assert found["1.5"].source == "zoo.md:1" and found["4.5"].source == "zoo.md:1"
+    assert found["2.5"].source is None
+    (results / "zoo.md").unlink()
+    found = {f.quote.text: f for f in check_numbers.check(results=[results / "zoo.json"], docs=[doc])}
+    assert found["1.5"].source is None
+
+
 def test_staleness_names_the_changed_file():
     meta = provenance.stamp("bench_ptq")
     assert provenance.stale(meta) == []
