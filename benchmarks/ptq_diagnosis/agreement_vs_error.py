@@ -10,23 +10,14 @@ the usual stand-in for quantization noise:
 (issue 14's per-channel and per-tensor targets, with the FP16 model first).
 """
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
+from edgeq.metrics import agreement, sqnr_db
+
 STEP_DB = 0.25  # resolution of the SQNR sweep
 DRAWS = 20
-
-
-def sqnr_db(ref: np.ndarray, y: np.ndarray) -> float:
-    """Output SQNR over all samples and outputs, as the zoo report computes it."""
-    return float(10 * np.log10((ref ** 2).sum() / ((ref - y) ** 2).sum()))
-
-
-def agreement(ref: np.ndarray, y: np.ndarray) -> float:
-    return float((ref.argmax(1) == y.argmax(1)).mean())
 
 
 def scaled_error_curve(ref: np.ndarray, y: np.ndarray, top_db: float) -> list[tuple[float, float]]:
@@ -57,10 +48,8 @@ def needed_db(points: list[tuple[float, float]], target: float) -> float | None:
 
 
 def main() -> None:
-    import onnxruntime as ort
-
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
-    from benchmarks.zoo import data, manifest
+    from benchmarks.ptq_diagnosis.weights_only import eval_feeds, onnx_reference
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="zoo classifier name, e.g. efficientnet_lite1")
@@ -71,15 +60,8 @@ def main() -> None:
                     help="default targets: this many points below the first file's agreement")
     ap.add_argument("--top-db", type=float, default=45.0, help="highest SQNR of the sweep")
     a = ap.parse_args()
-    z = manifest.load().model(a.model)
-    folder = data.prepare(z, CACHE)
-    with np.load(folder / "eval_edgeq.npz") as e:  # samples stacked, ONNX's NCHW
-        nchw = e[e.files[0]].astype(np.float32)
-    onnx_path = next((CACHE / "models").glob(z.name.replace("_", "-") + ".onnx"))
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    ref = np.concatenate([sess.run(None, {name: nchw[s:s + 1]})[0].reshape(1, -1) for s in range(len(nchw))])
-    nhwc = {"input": nchw.transpose(0, 2, 3, 1)}
+    nhwc = eval_feeds(a.model)
+    ref = onnx_reference(a.model, nhwc["input"])
     top2 = np.sort(ref, 1)[:, -2:]
     margin = (top2[:, 1] - top2[:, 0]) / np.sqrt((ref ** 2).mean())
     print(f"{a.model}: {len(ref)} eval samples; float top-1/top-2 margin in units of the logits' RMS: "

@@ -19,12 +19,11 @@ CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edge
 
 
 def main() -> None:
-    import onnxruntime as ort
-
     from benchmarks.ptq_diagnosis.bias_drift_cost import outputs
     from PIL import Image
 
     from benchmarks.ptq_diagnosis.calib_photos import opencv_photos
+    from benchmarks.ptq_diagnosis.weights_only import onnx_reference
     from benchmarks.zoo import data, manifest, spread
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,11 +43,7 @@ def main() -> None:
         n_photos = len(images)
         rgb = data.image_crops(images, a.per_photo, (h, w), a.seed)
     x = data.normalize(rgb, z.preprocessing).astype(np.float32)  # NHWC, as edgeq's .tflite takes it
-    onnx_path = next((CACHE / "models").glob(z.name.replace("_", "-") + ".onnx"))
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    ref = np.concatenate([sess.run(None, {name: x[s:s + 1].transpose(0, 3, 1, 2)})[0].reshape(1, -1)
-                          for s in range(len(x))])
+    ref = onnx_reference(z.name, x)
     groups = np.repeat(np.arange(n_photos), a.per_photo)
     first = None
     for path in a.tflite:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ptq_diagnosis.weights_only import CACHE
+from benchmarks.ptq_diagnosis.weights_only import split_feeds
 
 
 def streams(model) -> list[set[int]]:
@@ -62,25 +62,19 @@ def streams(model) -> list[set[int]]:
     return out
 
 
-def channel_peaks(path: str, tensors: list[int], x: np.ndarray) -> dict[int, np.ndarray]:
-    """Per-channel max |value| of each tensor over the samples ``x`` (NHWC)."""
-    from ai_edge_litert.interpreter import Interpreter
+def stream_peaks(content: bytes, groups: list[set[int]], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Per-channel max |value| of each stream over its tensors and the samples of ``feeds``."""
+    from edgeq.quantize.prepare.activations import run_each_sample
 
-    it = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
-    inp = it.get_input_details()[0]
-    it.resize_tensor_input(inp["index"], [1, *x.shape[1:]])
-    it.allocate_tensors()
-    peaks = {t: np.zeros(1) for t in tensors}
-    for s in range(len(x)):
-        it.set_tensor(inp["index"], x[s:s + 1])
-        it.invoke()
-        for t in tensors:
-            v = it.get_tensor(t)
-            peaks[t] = np.maximum(peaks[t], np.abs(v.reshape(-1, v.shape[-1])).max(0))
+    peaks = [np.zeros(1) for _ in groups]
+    for values in run_each_sample(content, feeds, sorted(t for g in groups for t in g)):
+        for k, g in enumerate(groups):
+            for t in g:
+                peaks[k] = np.maximum(peaks[k], np.abs(values[t].reshape(-1, values[t].shape[-1])).max(0))
     return peaks
 
 
-def equalize(model, groups: list[set[int]], peaks: dict[int, np.ndarray], alpha: float) -> None:
+def equalize(model, groups: list[set[int]], peaks: list[np.ndarray], alpha: float) -> None:
     """Scale each stream's channel c by s_c = (max peak / peak_c) ** alpha in its producers, 1 / s_c in its
     readers' weights (in place)."""
     from edgeq.tflite import flatbuffer as fm
@@ -88,8 +82,8 @@ def equalize(model, groups: list[set[int]], peaks: dict[int, np.ndarray], alpha:
     sg, names = model.subgraphs[0], fm.op_names(model)
     ops, readers = sg.operators, fm.readers(sg)
     producer = {int(op.outputs[0]): k for k, op in enumerate(ops)}
-    for g in groups:
-        peak = np.max([peaks[t] for t in g], 0) + 1e-6
+    for g, peak in zip(groups, peaks):
+        peak = peak + 1e-6
         s = (peak.max() / peak) ** alpha
         for t in sorted(g):
             op = ops[producer[t]]
@@ -109,7 +103,6 @@ def equalize(model, groups: list[set[int]], peaks: dict[int, np.ndarray], alpha:
 
 
 def main() -> None:
-    from benchmarks.zoo import data, manifest
     from edgeq.tflite import flatbuffer as fm
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,19 +111,18 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.5, help="migration strength of --write (0: none, 1: full)")
     ap.add_argument("--write", type=Path, metavar="OUT", help="write the stream-equalized float model")
     a = ap.parse_args()
-    model = fm.load(Path(a.fp32).read_bytes())
+    content = Path(a.fp32).read_bytes()
+    model = fm.load(content)
     groups = streams(model)
-    with np.load(data.prepare(manifest.load().model(a.model), CACHE) / "calib_edgeq.npz") as c:
-        x = c[c.files[0]].astype(np.float32).transpose(0, 2, 3, 1)  # the zoo keeps NCHW; the .tflite takes NHWC
-    peaks = channel_peaks(a.fp32, sorted(t for g in groups for t in g), x)
+    feeds = split_feeds(a.model, "calib")
+    peaks = stream_peaks(content, groups, feeds)
     ratios = []
-    for g in groups:
-        peak = np.max([peaks[t] for t in g], 0)
+    for g, peak in zip(groups, peaks):
         ratios.append(peak.max() / np.median(peak))
         print(f"stream of {len(g)} tensors, {len(peak)} channels: peak {peak.max():6.2f}, median channel "
               f"{np.median(peak):6.2f}, ratio {ratios[-1]:4.1f}", flush=True)
     print(f"{a.model}: {len(groups)} streams, {sum(len(g) for g in groups)} tensors, max/median channel peak "
-          f"{min(ratios):.1f} to {max(ratios):.1f} on {len(x)} calibration samples")
+          f"{min(ratios):.1f} to {max(ratios):.1f} on {len(feeds['input'])} calibration samples")
     if a.write:
         equalize(model, groups, peaks, a.alpha)
         a.write.write_bytes(fm.dump(model))

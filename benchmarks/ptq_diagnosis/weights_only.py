@@ -20,15 +20,31 @@ AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # output-ch
 WEIGHTED = tuple(AXIS)
 
 
-def eval_feeds(model: str, samples: int | None = None) -> dict[str, np.ndarray]:
-    """A zoo model's eval split (its first ``samples``) as the feeds of edgeq's NHWC .tflite."""
+def split_feeds(model: str, split: str, samples: int | None = None) -> dict[str, np.ndarray]:
+    """A zoo model's ``split`` ("eval" or "calib"; its first ``samples``) as the feeds of edgeq's NHWC .tflite."""
     from benchmarks.zoo import data, manifest
 
-    with np.load(data.prepare(manifest.load().model(model), CACHE) / "eval_edgeq.npz") as e:
+    with np.load(data.prepare(manifest.load().model(model), CACHE) / f"{split}_edgeq.npz") as e:
         x = e[e.files[0]].astype(np.float32)[:samples]
     if x.ndim == 4 and x.shape[1] in (1, 3):  # the zoo keeps ONNX's NCHW; edgeq's .tflite takes NHWC
         x = x.transpose(0, 2, 3, 1)
     return {"input": x}
+
+
+def eval_feeds(model: str, samples: int | None = None) -> dict[str, np.ndarray]:
+    """A zoo model's eval split (its first ``samples``) as the feeds of edgeq's NHWC .tflite."""
+    return split_feeds(model, "eval", samples)
+
+
+def onnx_reference(model: str, x: np.ndarray) -> np.ndarray:
+    """A zoo ONNX model's first output in onnxruntime on NHWC images ``x``, one flattened row per sample."""
+    import onnxruntime as ort
+
+    path = next((CACHE / "models").glob(model.replace("_", "-") + ".onnx"))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[s:s + 1].transpose(0, 3, 1, 2)})[0].reshape(1, -1)
+                           for s in range(len(x))])
 
 
 def _dequantized(model, sg, index: int) -> np.ndarray:
