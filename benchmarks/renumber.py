@@ -12,6 +12,7 @@ they were (default: the committed ones at HEAD); ``--apply`` rewrites the docume
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -122,7 +123,20 @@ def _in_string(old: str, new: str, quote: cn.Quote) -> str | None:
     return _format(float(got.replace(",", "")), quote.text, float(before.replace(",", "")))
 
 
-def _old_index(old_dir: Path) -> tuple[dict[str, cn.FileIndex], list[cn.FileIndex]]:
+Index = tuple[dict[str, cn.FileIndex], list[cn.FileIndex]]  # _old_index: read once, shared by both passes
+
+
+def _results(path: Path):
+    """A results file parsed once per version of it: renumber reads the same few files for every quote."""
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(path: Path, _version: int):
+    return json.loads(path.read_text())
+
+
+def _old_index(old_dir: Path) -> Index:
     old = {p.stem: cn.FileIndex.read(p) for p in sorted(old_dir.glob("*.json"))}
     return old, [cn.FileIndex.read(p) for p in sorted(cn.SAMPLE_META.glob("*/meta.json"))]
 
@@ -145,8 +159,8 @@ def _follow(q: cn.Quote, where: str | None, old_dir: Path, new_dir: Path) -> Pro
         return Proposal(q, None, "matched nothing before the rerun either")
     stem, path, how = place
     try:
-        before = _at(json.loads((old_dir / f"{stem}.json").read_text()), path)
-        now = _at(json.loads((new_dir / f"{stem}.json").read_text()), path)
+        before = _at(_results(old_dir / f"{stem}.json"), path)
+        now = _at(_results(new_dir / f"{stem}.json"), path)
     except (KeyError, IndexError, TypeError, FileNotFoundError, ValueError):
         return Proposal(q, None, f"{where}: no longer in the results")
     if isinstance(before, str):
@@ -158,11 +172,12 @@ def _follow(q: cn.Quote, where: str | None, old_dir: Path, new_dir: Path) -> Pro
     return Proposal(q, _format(float(now) * scale, q.text, float(before)), where)
 
 
-def propose(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS) -> list[Proposal]:
+def propose(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS, *,
+            index: Index | None = None) -> list[Proposal]:
     """A proposal for every mismatched quote of ``check_numbers.check()`` (``found``), from where it matched
     in ``old_dir``'s results to the same place in ``new_dir``'s."""
     found = cn.check() if found is None else found
-    old, meta = _old_index(old_dir)
+    old, meta = index or _old_index(old_dir)
     return [_follow(f.quote, _matched_before(f.quote, old, meta), old_dir, new_dir)
             for f in found if not (f.source or f.exempt)]
 
@@ -172,19 +187,20 @@ def _copied(f: cn.Found, new_dir: Path) -> bool:
     output that sync_tables keeps as the results have it)."""
     place = _place(f.source)
     try:
-        data = json.loads((new_dir / f"{place[0]}.json").read_text()) if place else None
+        data = _results(new_dir / f"{place[0]}.json") if place else None
     except (FileNotFoundError, ValueError):
         return False
     return any(isinstance(v, str) and f.quote.context in v for _, v in cn._walk(data))
 
 
-def rematched(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS) -> list[Proposal]:
+def rematched(old_dir: Path, found: list[cn.Found] | None = None, new_dir: Path = cn.RESULTS, *,
+              index: Index | None = None) -> list[Proposal]:
     """Quotes that still match after the rerun, but at another place than before, while their old place now
     holds another value: a stale number some other result happens to equal (check_numbers cannot tell).
     Each comes with its old place's new value, for a human to judge; ``apply`` never writes these, since
     the old match may have been the chance one."""
     found = cn.check() if found is None else found
-    old, meta = _old_index(old_dir)
+    old, meta = index or _old_index(old_dir)
     out = []
     for f in found:
         if not f.source or f.exempt:
@@ -228,8 +244,8 @@ def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     with tempfile.TemporaryDirectory() as tmp:
         old_dir = Path(args[0]) if args else _committed(Path(tmp))
-        found = cn.check()
-        proposals, review = propose(old_dir, found), rematched(old_dir, found)
+        found, index = cn.check(), _old_index(old_dir)
+        proposals, review = propose(old_dir, found, index=index), rematched(old_dir, found, index=index)
     for p in proposals:
         q = p.quote
         print(f"{q.file}:{q.line}: {q.text} -> {p.new or '?'}  ({p.why})  | {q.context[:100]}")
