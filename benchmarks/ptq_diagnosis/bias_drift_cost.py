@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
+from benchmarks.zoo.manifest import cache_dir
+
+CACHE = cache_dir()  # $EDGEQ_ZOO_CACHE or ~/.cache/edgeq/zoo, as the zoo run uses
 
 
 def capture(name: str, out: Path) -> None:

@@ -10,12 +10,13 @@ instead (none is a zoo photo). Each file after the first also gets its agreement
 zoo report's interval (photos resampled, crops paired; benchmarks/zoo/spread.py).
 """
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
+from benchmarks.zoo.manifest import cache_dir
+
+CACHE = cache_dir()  # $EDGEQ_ZOO_CACHE or ~/.cache/edgeq/zoo, as the zoo run uses
 
 
 def main() -> None:

@@ -10,12 +10,13 @@ What the weights-only model loses is the weights' share; the rest of the INT8 lo
 ``--nearest`` the float model's own weights rounded to nearest (what learned rounding improves on).
 """
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("EDGEQ_ZOO_CACHE") or Path.home() / ".cache" / "edgeq" / "zoo")
+from benchmarks.zoo.manifest import cache_dir
+
+CACHE = cache_dir()  # $EDGEQ_ZOO_CACHE or ~/.cache/edgeq/zoo, as the zoo run uses
 AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # output-channel axis of each kind's weights
 WEIGHTED = tuple(AXIS)
 
